@@ -1,0 +1,133 @@
+package buffstreams
+
+import (
+	"fmt"
+	"io"
+)
+
+// readBufferSize is the size of a connection's read buffer: one read system
+// call brings in up to this many bytes, hundreds of small frames at a time.
+// Frames larger than it grow the buffer, never beyond the largest frame
+// MaxMessageSize allows.
+const readBufferSize = 64 << 10
+
+// frameReader parses frames in place from a reused buffer filled by a
+// reader. It is not safe for concurrent use.
+type frameReader struct {
+	src  io.Reader
+	wire wire
+	buf  []byte
+	r, w int   // buf[r:w] holds bytes read but not yet consumed
+	need int   // bytes the frame at r needs in all; 0 if not yet known
+	last int   // size of the frame frame() consumed last
+	err  error // sticky error from src
+}
+
+func newFrameReader(src io.Reader, w wire) frameReader {
+	return frameReader{src: src, wire: w}
+}
+
+// reset discards everything buffered and reads from src from now on.
+func (fr *frameReader) reset(src io.Reader) {
+	fr.src = src
+	fr.r, fr.w, fr.need, fr.last = 0, 0, 0, 0
+	fr.err = nil
+}
+
+// frame consumes the next complete frame in the buffer and returns its
+// payload, which aliases the buffer until the next call to fill. It does no
+// I/O: ok is false when the buffer does not hold a whole frame. An error
+// means the peer sent a frame that cannot be accepted; the stream cannot be
+// resynchronized after it.
+func (fr *frameReader) frame() (p []byte, ok bool, err error) {
+	if fr.r == fr.w {
+		fr.need = 0
+		return nil, false, nil
+	}
+	start, n, size, err := fr.wire.framing.split(fr.buf[fr.r:fr.w], fr.wire.max)
+	if err != nil {
+		return nil, false, err
+	}
+	if size == 0 || size > fr.w-fr.r {
+		fr.need = size
+		return nil, false, nil
+	}
+	start += fr.r
+	fr.r += size
+	fr.last = size
+	return fr.buf[start : start+n : start+n], true, nil
+}
+
+// unread gives back the frame the last call to frame consumed.
+func (fr *frameReader) unread() { fr.r -= fr.last; fr.last = 0 }
+
+// fill makes room for the frame in progress and reads from src once. It
+// invalidates every payload returned so far. A peer that closes the
+// connection inside a frame makes it return an error wrapping
+// io.ErrUnexpectedEOF; one that closes at a frame boundary, io.EOF.
+func (fr *frameReader) fill() error {
+	if fr.r == fr.w {
+		fr.r, fr.w = 0, 0
+	}
+	if fr.err != nil {
+		return fr.eof()
+	}
+	// Move the partial frame to the front when it cannot complete where it
+	// is, or when it is short and little room is left behind it; otherwise
+	// read on behind it, so large frames are not copied again and again.
+	need := max(fr.need, fr.w-fr.r+1)
+	if fr.r > 0 && (need > len(fr.buf)-fr.r ||
+		len(fr.buf)-fr.w < len(fr.buf)/4 && fr.w-fr.r <= len(fr.buf)/4) {
+		fr.w = copy(fr.buf, fr.buf[fr.r:fr.w])
+		fr.r = 0
+	}
+	if need > len(fr.buf)-fr.r {
+		fr.grow(need)
+	}
+	n, err := fr.src.Read(fr.buf[fr.w:])
+	fr.w += n
+	if err != nil {
+		fr.err = err
+		if n == 0 {
+			return fr.eof()
+		}
+	}
+	return nil
+}
+
+// eof returns the sticky read error, saying whether a frame was cut short.
+func (fr *frameReader) eof() error {
+	if fr.err == io.EOF && fr.w > fr.r {
+		return fmt.Errorf("%w: connection closed inside a frame, %d bytes of it received", io.ErrUnexpectedEOF, fr.w-fr.r)
+	}
+	return fr.err
+}
+
+// grow replaces the buffer with one that holds at least need bytes, room
+// for two such frames if the limit allows, and moves the unread bytes to its
+// front. need never exceeds the largest frame the framing accepted, so the
+// buffer stays bounded by MaxMessageSize plus a header.
+func (fr *frameReader) grow(need int) {
+	size := readBufferSize
+	if len(fr.buf) > 0 || need > size {
+		size = max(need, min(2*need, maxHeaderLen+fr.wire.max))
+	}
+	buf := make([]byte, size)
+	fr.w = copy(buf, fr.buf[fr.r:fr.w])
+	fr.r = 0
+	fr.buf = buf
+}
+
+// next returns the next payload, reading as needed. The payload is valid
+// until the next call.
+func (fr *frameReader) next() ([]byte, error) {
+	for {
+		p, ok, err := fr.frame()
+		if ok || err != nil {
+			return p, err
+		}
+		if err := fr.fill(); err != nil {
+			return nil, err
+		}
+	}
+}
