@@ -306,6 +306,21 @@ func TestFrameReaderReadError(t *testing.T) {
 	}
 }
 
+// TestFrameReaderGrowsWithData checks that a declared length, even one the
+// limit allows, does not make the buffer grow faster than bytes arrive.
+func TestFrameReaderGrowsWithData(t *testing.T) {
+	const max = 64 << 20
+	stream := append(header(Fixed4, max), make([]byte, 300<<10)...)
+	fr := newFrameReader(bytes.NewReader(stream), wire{Fixed4, max})
+	_, err := fr.next()
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("next = %v, want io.ErrUnexpectedEOF", err)
+	}
+	if c := cap(fr.buf); c > 2*len(stream) {
+		t.Fatalf("buffer of %d KiB for %d KiB received", c>>10, len(stream)>>10)
+	}
+}
+
 // TestFrameReaderAllocs checks that the steady state allocates nothing.
 func TestFrameReaderAllocs(t *testing.T) {
 	payload := make([]byte, 110)

@@ -5,10 +5,10 @@ import (
 	"io"
 )
 
-// readBufferSize is the size of a connection's read buffer: one read system
-// call brings in up to this many bytes, hundreds of small frames at a time.
-// Frames larger than it grow the buffer, never beyond the largest frame
-// MaxMessageSize allows.
+// readBufferSize is the initial size of a connection's read buffer: one read
+// system call brings in up to this many bytes, hundreds of small frames at a
+// time. Larger frames grow the buffer, never beyond what two of them need
+// nor beyond the largest frame MaxMessageSize allows.
 const readBufferSize = 64 << 10
 
 // frameReader parses frames in place from a reused buffer filled by a
@@ -81,7 +81,7 @@ func (fr *frameReader) fill() error {
 		fr.w = copy(fr.buf, fr.buf[fr.r:fr.w])
 		fr.r = 0
 	}
-	if need > len(fr.buf)-fr.r {
+	if fr.w == len(fr.buf) {
 		fr.grow(need)
 	}
 	n, err := fr.src.Read(fr.buf[fr.w:])
@@ -103,16 +103,14 @@ func (fr *frameReader) eof() error {
 	return fr.err
 }
 
-// grow replaces the buffer with one that holds at least need bytes, room
-// for two such frames if the limit allows, and moves the unread bytes to its
-// front. need never exceeds the largest frame the framing accepted, so the
-// buffer stays bounded by MaxMessageSize plus a header.
+// grow replaces the full buffer with a larger one and moves the unread
+// bytes to its front. The buffer aims at room for two frames of need bytes
+// (at most the largest frame the limit allows), but grows only when full and
+// at most doubles at a time, so memory follows the bytes that actually
+// arrive rather than the length a peer declares.
 func (fr *frameReader) grow(need int) {
-	size := readBufferSize
-	if len(fr.buf) > 0 || need > size {
-		size = max(need, min(2*need, maxHeaderLen+fr.wire.max))
-	}
-	buf := make([]byte, size)
+	target := max(need, min(2*need, maxHeaderLen+fr.wire.max))
+	buf := make([]byte, max(readBufferSize, min(target, 2*len(fr.buf))))
 	fr.w = copy(buf, fr.buf[fr.r:fr.w])
 	fr.r = 0
 	fr.buf = buf
