@@ -31,12 +31,12 @@ var errNotDialed = errors.New("buffstreams: an accepted connection cannot be reo
 // Read on a dialed connection dials the address again. Messages whose Write
 // returned an error were not sent and are not counted as sent.
 type TCPConn struct {
-	wire  wire
-	log   *slog.Logger
-	addr  string             // address to dial again; empty if accepted
-	cfg   *TCPConnConfig     // dial settings; nil if accepted
-	stats connCounters       // atomic
-	hdr   [maxHeaderLen]byte // scratch for vectored writes; guarded by wmu
+	wire   wire
+	log    *slog.Logger
+	addr   string             // the address dialed
+	dialed bool               // false for a connection accepted by a listener
+	stats  connCounters       // atomic
+	hdr    [maxHeaderLen]byte // scratch for vectored writes; guarded by wmu
 
 	closed atomic.Bool // set by Close, cleared by Reopen
 
@@ -88,10 +88,10 @@ func DialTCPContext(ctx context.Context, cfg *TCPConnConfig) (*TCPConn, error) {
 		return nil, err
 	}
 	c := &TCPConn{
-		wire: w,
-		log:  newLogger(cfg.EnableLogging, cfg.Logger).With("remote", cfg.Address),
-		addr: cfg.Address,
-		cfg:  cfg,
+		wire:   w,
+		log:    newLogger(cfg.EnableLogging, cfg.Logger).With("remote", cfg.Address),
+		addr:   cfg.Address,
+		dialed: true,
 	}
 	nc, err := c.dial(ctx)
 	if err != nil {
@@ -176,7 +176,7 @@ func (c *TCPConn) connLocked() (net.Conn, error) {
 	if nc := c.nc; nc != nil {
 		return nc, nil
 	}
-	if c.cfg == nil {
+	if !c.dialed {
 		return nil, net.ErrClosed
 	}
 	nc, err := c.dial(context.Background())
@@ -261,7 +261,7 @@ func (c *TCPConn) Read(b []byte) (int, error) {
 // It works whatever state the connection is in: after a failed Write, and
 // after Close, which it undoes. Reopen is for dialed connections only.
 func (c *TCPConn) Reopen() error {
-	if c.cfg == nil {
+	if !c.dialed {
 		return errNotDialed
 	}
 	c.mu.Lock()
