@@ -157,27 +157,33 @@ func benchWarmUp(b *testing.B, c *buffstreams.TCPConn, p []byte) {
 
 // BenchmarkWrite times Write calls on one connection to a live listener.
 func BenchmarkWrite(b *testing.B) {
-	for _, size := range benchSizes {
-		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
-			_, c := benchPipe(b, benchNoop)
-			p := benchPayload(size)
-			benchWarmUp(b, c, p)
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for range b.N {
-				if _, err := c.Write(p); err != nil {
-					b.Fatal(err)
-				}
+	benchWrites(b, func(b *testing.B, c *buffstreams.TCPConn, p []byte) {
+		for range b.N {
+			if _, err := c.Write(p); err != nil {
+				b.Fatal(err)
 			}
-			b.StopTimer()
-			benchRate(b)
-		})
-	}
+		}
+	})
 }
 
 // BenchmarkWriteParallel times concurrent Write calls on one connection.
 func BenchmarkWriteParallel(b *testing.B) {
+	benchWrites(b, func(b *testing.B, c *buffstreams.TCPConn, p []byte) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := c.Write(p); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+}
+
+// benchWrites runs a sub-benchmark per payload size that times only timed,
+// which writes b.N messages of payload p on c, a warmed-up connection to a
+// listener that discards what it receives.
+func benchWrites(b *testing.B, timed func(b *testing.B, c *buffstreams.TCPConn, p []byte)) {
 	for _, size := range benchSizes {
 		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
 			_, c := benchPipe(b, benchNoop)
@@ -186,14 +192,7 @@ func BenchmarkWriteParallel(b *testing.B) {
 			b.SetBytes(int64(size))
 			b.ReportAllocs()
 			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if _, err := c.Write(p); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
+			timed(b, c, p)
 			b.StopTimer()
 			benchRate(b)
 		})

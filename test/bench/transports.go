@@ -98,6 +98,121 @@ func (s *buffstreamsSession) Close() error {
 	return errors.Join(errs...)
 }
 
+// ---- plain TCP: the machinery shared by transports over a plain net.Conn ----
+//
+// A transport over plain net.Conn embeds a plainServer, which owns the
+// listener, the client connections and the served ones, and the session's
+// Close; the transport brings only its serve loop (given to start), its
+// client write loop (Send, on clients[i]) and Received.
+
+// plainServer is a server on 127.0.0.1 serving every accepted connection in
+// a goroutine of its own, and the client connections dialed to it.
+type plainServer struct {
+	ln      net.Listener
+	clients []net.Conn
+	wg      sync.WaitGroup // accept loop and serve loops
+
+	mu     sync.Mutex
+	served []net.Conn // guarded by mu
+	closed bool       // guarded by mu
+	err    error      // first server error; guarded by mu
+}
+
+// start listens on 127.0.0.1:0, runs serve on every accepted connection and
+// dials conns clients. serve returns nil when its client closed the
+// connection cleanly; any other error is the server's first error unless
+// the server was closed already. The connection is closed when serve
+// returns. On error start closes what it started.
+func (s *plainServer) start(conns int, serve func(net.Conn) error) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	s.ln = ln
+	s.wg.Add(1)
+	go s.accept(serve)
+	for range conns {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			s.Close()
+			return err
+		}
+		s.clients = append(s.clients, c)
+	}
+	return nil
+}
+
+func (s *plainServer) accept(serve func(net.Conn) error) {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return // closed
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		s.served = append(s.served, c)
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			defer c.Close()
+			if err := serve(c); err != nil {
+				s.fail(err)
+			}
+		}()
+	}
+}
+
+func (s *plainServer) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil && !s.closed {
+		s.err = err
+	}
+	s.mu.Unlock()
+}
+
+// Close closes the clients, then the served connections and the listener,
+// and waits for the accept loop and every serve loop.
+func (s *plainServer) Close() error {
+	var errs []error
+	for _, c := range s.clients {
+		errs = append(errs, c.Close())
+	}
+	s.mu.Lock()
+	s.closed = true
+	err := s.err
+	for _, c := range s.served {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.ln.Close()
+	s.wg.Wait()
+	return errors.Join(append(errs, err)...)
+}
+
+// counter counts received messages and their payload bytes. add adds the
+// bytes before the messages, and a reader loads the messages first, so that
+// it never sees a message without its bytes.
+type counter struct {
+	msgs  atomic.Uint64
+	bytes atomic.Uint64
+}
+
+func (c *counter) add(msgs, bytes uint64) {
+	c.bytes.Add(bytes)
+	c.msgs.Add(msgs)
+}
+
+func (c *counter) load() (msgs, bytes uint64) {
+	msgs = c.msgs.Load()
+	return msgs, c.bytes.Load()
+}
+
 // ---- bs2.0: BuffStreams 2.0's I/O pattern, the one-syscall-per-message baseline ----
 //
 // The client does what 2.0's TCPConn.Write did for every message: allocate a
@@ -129,102 +244,50 @@ func bs2Header(n, width int) []byte {
 // bs2Counter is one served connection's counts, padded so that two
 // connections' counters never share a cache line.
 type bs2Counter struct {
-	msgs  atomic.Uint64
-	bytes atomic.Uint64
-	_     [48]byte
+	counter
+	_ [48]byte
 }
 
 type bs2Session struct {
+	plainServer
 	payload []byte
 	width   int
 
-	ln      net.Listener
-	clients []net.Conn
-	wg      sync.WaitGroup // accept loop and read loops
-
-	mu       sync.Mutex
-	served   []net.Conn    // guarded by mu
-	counters []*bs2Counter // guarded by mu; one per served connection
-	closed   bool          // guarded by mu
-	err      error         // first server error; guarded by mu
+	countersMu sync.Mutex
+	counters   []*bs2Counter // guarded by countersMu; one per serve loop
 }
 
 func (bs2Transport) Open(size, conns int) (session, error) {
 	s := &bs2Session{payload: payload(size), width: bs2HeaderWidth}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if err := s.start(conns, s.serve); err != nil {
 		return nil, err
-	}
-	s.ln = ln
-	s.wg.Add(1)
-	go s.accept()
-	for range conns {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
-		s.clients = append(s.clients, c)
 	}
 	return s, nil
 }
 
-func (s *bs2Session) accept() {
-	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return // closed
-		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			c.Close()
-			return
-		}
-		cnt := new(bs2Counter)
-		s.served = append(s.served, c)
-		s.counters = append(s.counters, cnt)
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serve(c, cnt)
-	}
-}
-
-func (s *bs2Session) fail(err error) {
-	s.mu.Lock()
-	if s.err == nil && !s.closed {
-		s.err = err
-	}
-	s.mu.Unlock()
-}
-
 // serve reads one message at a time: the header, then the payload.
-func (s *bs2Session) serve(c net.Conn, cnt *bs2Counter) {
-	defer s.wg.Done()
-	defer c.Close()
+func (s *bs2Session) serve(c net.Conn) error {
+	cnt := new(bs2Counter)
+	s.countersMu.Lock()
+	s.counters = append(s.counters, cnt)
+	s.countersMu.Unlock()
 	header := make([]byte, s.width)
 	buf := make([]byte, maxMessageSize)
 	for {
 		if _, err := io.ReadFull(c, header); err != nil {
-			if err != io.EOF { // io.EOF: closed between messages
-				s.fail(fmt.Errorf("bs2.0 server: header: %w", err))
+			if err == io.EOF { // closed between messages
+				return nil
 			}
-			return
+			return fmt.Errorf("bs2.0 server: header: %w", err)
 		}
 		l, n := binary.Varint(header)
 		if n <= 0 || l < 0 || l > maxMessageSize {
-			s.fail(fmt.Errorf("bs2.0 server: bad header %x", header))
-			return
+			return fmt.Errorf("bs2.0 server: bad header %x", header)
 		}
 		if _, err := io.ReadFull(c, buf[:l]); err != nil {
-			s.fail(fmt.Errorf("bs2.0 server: payload of %d bytes: %w", l, err))
-			return
+			return fmt.Errorf("bs2.0 server: payload of %d bytes: %w", l, err)
 		}
-		// Bytes before messages, so that Received, which loads messages
-		// first, never sees a message without its bytes.
-		cnt.bytes.Add(uint64(l))
-		cnt.msgs.Add(1)
+		cnt.add(1, uint64(l))
 	}
 }
 
@@ -241,9 +304,11 @@ func (s *bs2Session) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error
 	return n, nil
 }
 
+// Received loads every connection's messages, then every connection's
+// bytes (see counter).
 func (s *bs2Session) Received() (msgs, bytes uint64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.countersMu.Lock()
+	defer s.countersMu.Unlock()
 	for _, c := range s.counters {
 		msgs += c.msgs.Load()
 	}
@@ -251,23 +316,6 @@ func (s *bs2Session) Received() (msgs, bytes uint64) {
 		bytes += c.bytes.Load()
 	}
 	return msgs, bytes
-}
-
-func (s *bs2Session) Close() error {
-	var errs []error
-	for _, c := range s.clients {
-		errs = append(errs, c.Close())
-	}
-	s.mu.Lock()
-	s.closed = true
-	err := s.err
-	for _, c := range s.served {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.ln.Close()
-	s.wg.Wait()
-	return errors.Join(append(errs, err)...)
 }
 
 // ---- raw: the ceiling ----
@@ -291,22 +339,13 @@ func rawChunkSize(size int) int {
 }
 
 type rawSession struct {
+	plainServer
 	size     int
 	frame    int    // 4 + size
 	chunk    []byte // perChunk whole frames
 	perChunk uint64
-	bufSize  int // the server's read buffer
-
-	ln      net.Listener
-	clients []net.Conn
-	msgs    atomic.Uint64
-	bytes   atomic.Uint64
-	wg      sync.WaitGroup // accept loop and read loops
-
-	mu     sync.Mutex
-	served []net.Conn // guarded by mu
-	closed bool       // guarded by mu
-	err    error      // first server error; guarded by mu
+	bufSize  int     // the server's read buffer
+	counts   counter // every served connection's
 }
 
 func (rawTransport) Open(size, conns int) (session, error) {
@@ -320,58 +359,15 @@ func (rawTransport) Open(size, conns int) (session, error) {
 		s.chunk = binary.BigEndian.AppendUint32(s.chunk, uint32(size))
 		s.chunk = append(s.chunk, p...)
 	}
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if err := s.start(conns, s.serve); err != nil {
 		return nil, err
-	}
-	s.ln = ln
-	s.wg.Add(1)
-	go s.accept()
-	for range conns {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			s.Close()
-			return nil, err
-		}
-		s.clients = append(s.clients, c)
 	}
 	return s, nil
 }
 
-func (s *rawSession) accept() {
-	defer s.wg.Done()
-	for {
-		c, err := s.ln.Accept()
-		if err != nil {
-			return // closed
-		}
-		s.mu.Lock()
-		if s.closed {
-			s.mu.Unlock()
-			c.Close()
-			return
-		}
-		s.served = append(s.served, c)
-		s.wg.Add(1)
-		s.mu.Unlock()
-		go s.serve(c)
-	}
-}
-
-func (s *rawSession) fail(err error) {
-	s.mu.Lock()
-	if s.err == nil && !s.closed {
-		s.err = err
-	}
-	s.mu.Unlock()
-}
-
 // serve reads into one buffer and counts the frames in it, moving only the
 // incomplete frame at the end (if any) to the front before the next read.
-func (s *rawSession) serve(c net.Conn) {
-	defer s.wg.Done()
-	defer c.Close()
+func (s *rawSession) serve(c net.Conn) error {
 	buf := make([]byte, s.bufSize)
 	w := 0 // buf[:w] holds unparsed bytes
 	for {
@@ -382,8 +378,7 @@ func (s *rawSession) serve(c net.Conn) {
 		for w-r >= 4 {
 			l := int(binary.BigEndian.Uint32(buf[r:]))
 			if l > maxMessageSize {
-				s.fail(fmt.Errorf("raw server: length %d above %d", l, maxMessageSize))
-				return
+				return fmt.Errorf("raw server: length %d above %d", l, maxMessageSize)
 			}
 			if w-r-4 < l {
 				break
@@ -393,17 +388,16 @@ func (s *rawSession) serve(c net.Conn) {
 			nbytes += uint64(l)
 		}
 		if msgs > 0 {
-			s.bytes.Add(nbytes) // bytes first: Received loads msgs first
-			s.msgs.Add(msgs)
+			s.counts.add(msgs, nbytes)
 		}
 		if r > 0 {
 			w = copy(buf, buf[r:w])
 		}
 		if err != nil {
-			if err != io.EOF || w != 0 {
-				s.fail(fmt.Errorf("raw server: %w (%d bytes pending)", err, w))
+			if err == io.EOF && w == 0 {
+				return nil
 			}
-			return
+			return fmt.Errorf("raw server: %w (%d bytes pending)", err, w)
 		}
 	}
 }
@@ -422,22 +416,5 @@ func (s *rawSession) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error
 }
 
 func (s *rawSession) Received() (uint64, uint64) {
-	return s.msgs.Load(), s.bytes.Load()
-}
-
-func (s *rawSession) Close() error {
-	var errs []error
-	for _, c := range s.clients {
-		errs = append(errs, c.Close())
-	}
-	s.mu.Lock()
-	s.closed = true
-	err := s.err
-	for _, c := range s.served {
-		c.Close()
-	}
-	s.mu.Unlock()
-	s.ln.Close()
-	s.wg.Wait()
-	return errors.Join(append(errs, err)...)
+	return s.counts.load()
 }
