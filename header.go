@@ -3,6 +3,7 @@ package buffstreams
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"math/bits"
 	"strconv"
 	"strings"
@@ -14,8 +15,9 @@ import (
 
 // MaxMessageSizeLimit is the largest MaxMessageSize a configuration may ask
 // for: 2^31-1 bytes, the limit of protobuf messages and of the length types of
-// the Java and C# protobuf runtimes.
-const MaxMessageSizeLimit = 1<<31 - 1
+// the Java and C# protobuf runtimes. On 32-bit platforms it is 2^29-1, so
+// that sizes computed from it cannot overflow an int.
+const MaxMessageSizeLimit = min(1<<31-1, math.MaxInt/4)
 
 // maxHeaderLen is the widest header of any framing (a 10-byte varint).
 const maxHeaderLen = binary.MaxVarintLen64
@@ -34,9 +36,6 @@ type Framing interface {
 
 	// maxLen returns the largest payload length the header can express.
 	maxLen() int
-	// headerLen returns the width of the header written for a payload of
-	// n bytes; n is at most maxLen.
-	headerLen(n int) int
 	// putHeader writes the header for a payload of n bytes (n <= maxLen) at
 	// the start of dst, which has room for maxHeaderLen bytes, and returns
 	// the header width.
@@ -152,8 +151,6 @@ func (f zigzagFraming) maxLen() int {
 	return 1<<(7*f.width-1) - 1
 }
 
-func (f zigzagFraming) headerLen(int) int { return f.width }
-
 func (f zigzagFraming) putHeader(dst []byte, n int) int {
 	k := binary.PutVarint(dst, int64(n))
 	clear(dst[k:f.width])
@@ -193,10 +190,6 @@ type uvarintFraming struct{}
 func (uvarintFraming) String() string { return "uvarint" }
 
 func (uvarintFraming) maxLen() int { return MaxMessageSizeLimit }
-
-func (uvarintFraming) headerLen(n int) int {
-	return (bits.Len(uint(n)|1) + 6) / 7
-}
 
 func (uvarintFraming) putHeader(dst []byte, n int) int {
 	return binary.PutUvarint(dst, uint64(n))
@@ -240,8 +233,6 @@ func (f fixedFraming) maxLen() int {
 	}
 	return 1<<(8*f.width) - 1
 }
-
-func (f fixedFraming) headerLen(int) int { return f.width }
 
 func (f fixedFraming) putHeader(dst []byte, n int) int {
 	v := uint64(n)

@@ -2,7 +2,6 @@ package buffstreams
 
 import (
 	"errors"
-	"net"
 	"sync"
 )
 
@@ -14,83 +13,112 @@ import (
 type Manager struct {
 	mu sync.RWMutex
 	// The maps themselves never change, only their entries.
-	listeners map[string]*TCPListener // nil value: being opened; guarded by mu
-	writers   map[string]*TCPConn     // nil value: being dialed; guarded by mu
+	listeners map[string]*slot[TCPListener] // guarded by mu
+	writers   map[string]*slot[TCPConn]     // guarded by mu
+}
+
+// slot is a Manager entry. Its value is nil while the entry is being opened;
+// the slot's identity tells an opener whether its reservation still stands.
+type slot[T any] struct {
+	v *T // guarded by Manager.mu
 }
 
 // NewManager returns an empty Manager.
 func NewManager() *Manager {
 	return &Manager{
-		listeners: make(map[string]*TCPListener),
-		writers:   make(map[string]*TCPConn),
+		listeners: make(map[string]*slot[TCPListener]),
+		writers:   make(map[string]*slot[TCPConn]),
 	}
 }
 
-// reserve claims key in m for an entry being opened, or returns
-// ErrAlreadyOpened. mu is held.
-func reserve[T any](m map[string]*T, key string) error {
-	if _, ok := m[key]; ok {
-		return ErrAlreadyOpened
-	}
-	m[key] = nil
-	return nil
-}
-
-// settle replaces the reservation of key with v, or removes it if opening
-// failed. It reports false if the reservation is gone because the Manager
-// was closed meanwhile.
-func settle[T any](mu *sync.RWMutex, m map[string]*T, key string, v *T, err error) bool {
+// reserve claims key in m for an entry about to be opened, or returns
+// ErrAlreadyOpened.
+func reserve[T any](mu *sync.RWMutex, m map[string]*slot[T], key string) (*slot[T], error) {
 	mu.Lock()
 	defer mu.Unlock()
-	if old, ok := m[key]; !ok || old != nil {
+	if _, ok := m[key]; ok {
+		return nil, ErrAlreadyOpened
+	}
+	s := new(slot[T])
+	m[key] = s
+	return s, nil
+}
+
+// settle fills the reservation s of key with v, or removes it if opening
+// failed. It reports false if the reservation is gone because the Manager
+// was closed meanwhile.
+func settle[T any](mu *sync.RWMutex, m map[string]*slot[T], key string, s *slot[T], v *T, err error) bool {
+	mu.Lock()
+	defer mu.Unlock()
+	if m[key] != s {
 		return false
 	}
 	if err != nil {
 		delete(m, key)
 	} else {
-		m[key] = v
+		s.v = v
 	}
 	return true
+}
+
+// lookup returns the open entry of key, or nil.
+func lookup[T any](mu *sync.RWMutex, m map[string]*slot[T], key string) *T {
+	mu.RLock()
+	defer mu.RUnlock()
+	if s := m[key]; s != nil {
+		return s.v
+	}
+	return nil
+}
+
+// remove forgets the open entry of key and returns it, or returns nil if
+// there is none (an entry still being opened stays).
+func remove[T any](mu *sync.RWMutex, m map[string]*slot[T], key string) *T {
+	mu.Lock()
+	defer mu.Unlock()
+	s := m[key]
+	if s == nil || s.v == nil {
+		return nil
+	}
+	delete(m, key)
+	return s.v
 }
 
 // StartListening binds cfg.Address and starts accepting on it in the
 // background. It returns ErrAlreadyOpened if the Manager already listens on
 // that address (as written in cfg.Address).
 func (m *Manager) StartListening(cfg TCPListenerConfig) error {
-	m.mu.Lock()
-	err := reserve(m.listeners, cfg.Address)
-	m.mu.Unlock()
+	s, err := reserve(&m.mu, m.listeners, cfg.Address)
 	if err != nil {
 		return err
 	}
 	l, err := ListenTCP(cfg)
 	if err == nil {
-		err = l.StartListeningAsync()
+		if err = l.StartListeningAsync(); err != nil {
+			l.Close()
+		}
 	}
-	if !settle(&m.mu, m.listeners, cfg.Address, l, err) && err == nil {
+	if !settle(&m.mu, m.listeners, cfg.Address, s, l, err) && err == nil {
 		l.Close() // the Manager was closed meanwhile
-		return net.ErrClosed
+		return errManagerClosed
 	}
 	return err
 }
 
+// errManagerClosed is returned by an open that Manager.Close overtook.
+var errManagerClosed = errors.New("buffstreams: the Manager was closed while opening")
+
 // Listener returns the listener on address, or nil if there is none.
 func (m *Manager) Listener(address string) *TCPListener {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.listeners[address]
+	return lookup(&m.mu, m.listeners, address)
 }
 
 // CloseListener closes the listener on address (see TCPListener.Close) and
 // forgets it, so the address can be opened again. It returns ErrNotOpened
-// if there is none.
+// if there is none. Like TCPListener.Close, it must not be called from the
+// listener's callback.
 func (m *Manager) CloseListener(address string) error {
-	m.mu.Lock()
-	l := m.listeners[address]
-	if l != nil {
-		delete(m.listeners, address)
-	}
-	m.mu.Unlock()
+	l := remove(&m.mu, m.listeners, address)
 	if l == nil {
 		return ErrNotOpened
 	}
@@ -106,34 +134,28 @@ func (m *Manager) Dial(cfg *TCPConnConfig) error {
 		_, err := DialTCP(cfg)
 		return err
 	}
-	m.mu.Lock()
-	err := reserve(m.writers, cfg.Address)
-	m.mu.Unlock()
+	s, err := reserve(&m.mu, m.writers, cfg.Address)
 	if err != nil {
 		return err
 	}
 	c, err := DialTCP(cfg)
-	if !settle(&m.mu, m.writers, cfg.Address, c, err) && err == nil {
+	if !settle(&m.mu, m.writers, cfg.Address, s, c, err) && err == nil {
 		c.Close() // the Manager was closed meanwhile
-		return net.ErrClosed
+		return errManagerClosed
 	}
 	return err
 }
 
 // Writer returns the connection to address, or nil if there is none.
 func (m *Manager) Writer(address string) *TCPConn {
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.writers[address]
+	return lookup(&m.mu, m.writers, address)
 }
 
 // Write sends data as one message to address, which must have been opened
 // with Dial. It returns len(data) on success. After a failed Write, the next
 // Write to the address dials again (see TCPConn.Write).
 func (m *Manager) Write(address string, data []byte) (int, error) {
-	m.mu.RLock()
-	c := m.writers[address]
-	m.mu.RUnlock()
+	c := lookup(&m.mu, m.writers, address)
 	if c == nil {
 		return 0, ErrNotOpened
 	}
@@ -143,12 +165,7 @@ func (m *Manager) Write(address string, data []byte) (int, error) {
 // CloseWriter closes the connection to address and forgets it, so the
 // address can be dialed again. It returns ErrNotOpened if there is none.
 func (m *Manager) CloseWriter(address string) error {
-	m.mu.Lock()
-	c := m.writers[address]
-	if c != nil {
-		delete(m.writers, address)
-	}
-	m.mu.Unlock()
+	c := remove(&m.mu, m.writers, address)
 	if c == nil {
 		return ErrNotOpened
 	}
@@ -156,22 +173,24 @@ func (m *Manager) CloseWriter(address string) error {
 }
 
 // Close closes every listener and connection of the Manager and forgets
-// them. It returns the errors of closing the connections, joined.
+// them; opens in progress fail and close what they opened. It returns the
+// errors of closing the connections, joined. It must not be called from a
+// listener's callback.
 func (m *Manager) Close() error {
 	var ls []*TCPListener
 	var ws []*TCPConn
 	m.mu.Lock()
-	for _, l := range m.listeners {
-		if l != nil {
-			ls = append(ls, l)
+	for _, s := range m.listeners {
+		if s.v != nil {
+			ls = append(ls, s.v)
 		}
 	}
-	for _, c := range m.writers {
-		if c != nil {
-			ws = append(ws, c)
+	for _, s := range m.writers {
+		if s.v != nil {
+			ws = append(ws, s.v)
 		}
 	}
-	clear(m.listeners) // entries being opened see their reservation gone
+	clear(m.listeners) // openers in progress see their reservation gone
 	clear(m.writers)
 	m.mu.Unlock()
 	var errs []error

@@ -168,7 +168,16 @@ func TestManagerWriteNotBlockedByOtherAddress(t *testing.T) {
 			}
 		}
 	}()
-	time.Sleep(100 * time.Millisecond) // let the writer fill the buffers
+	// Wait until the socket buffers are full: no progress for 100 ms.
+	w := m.Writer(stuck.Addr().String())
+	for last := uint64(0); ; {
+		time.Sleep(100 * time.Millisecond)
+		n := w.Stats().MessagesWritten
+		if n > 0 && n == last {
+			break
+		}
+		last = n
+	}
 
 	s := newSink()
 	free := freeAddr(t)
@@ -178,10 +187,24 @@ func TestManagerWriteNotBlockedByOtherAddress(t *testing.T) {
 	if err := m.Dial(&bs.TCPConnConfig{Address: free}); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 100 {
-		if _, err := m.Write(free, []byte{byte(i)}); err != nil {
+	wrote := make(chan error, 1)
+	go func() {
+		for i := range 100 {
+			if _, err := m.Write(free, []byte{byte(i)}); err != nil {
+				wrote <- err
+				return
+			}
+		}
+		wrote <- nil
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
 			t.Fatal(err)
 		}
+	case <-time.After(10 * time.Second):
+		m.CloseWriter(stuck.Addr().String())
+		t.Fatal("writes to one address wait for a stuck write to another")
 	}
 	s.wait(t, 100)
 	select {

@@ -96,11 +96,15 @@ func (fr *frameReader) fill() error {
 }
 
 // eof returns the sticky read error, saying whether a frame was cut short.
+// io.EOF at a frame boundary is returned as is.
 func (fr *frameReader) eof() error {
-	if fr.err == io.EOF && fr.w > fr.r {
+	switch {
+	case fr.err == io.EOF && fr.w > fr.r:
 		return fmt.Errorf("%w: connection closed inside a frame, %d bytes of it received", io.ErrUnexpectedEOF, fr.w-fr.r)
+	case fr.err == io.EOF:
+		return io.EOF
 	}
-	return fr.err
+	return fmt.Errorf("buffstreams: read: %w", fr.err)
 }
 
 // grow replaces the full buffer with a larger one and moves the unread

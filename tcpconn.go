@@ -21,15 +21,15 @@ var errNotDialed = errors.New("buffstreams: an accepted connection cannot be reo
 // TCPConn is one connection carrying framed messages. DialTCP returns a
 // dialed one; a TCPListener makes one for each connection it accepts.
 //
-// Write adds the header to each message and is safe for concurrent use: each
-// message goes out whole, never interleaved with another. Read returns one
-// whole message and may run concurrently with Write, but not with another
-// Read. Close, Reopen, Stats and the address methods are safe to call at any
-// time.
+// All methods are safe for concurrent use. Write adds the header to each
+// message; concurrent Writes take turns, so each message goes out whole,
+// never interleaved with another. Read returns one whole message; it may run
+// alongside Writes, and concurrent Reads take turns.
 //
-// When a Write or Read fails, the connection is closed; the next Write or
-// Read on a dialed connection dials the address again. Messages whose Write
-// returned an error were not sent and are not counted as sent.
+// When a Write or Read fails (other than a Write refused with
+// ErrMessageTooLarge), the connection is closed; the next Write or Read on a
+// dialed connection dials the address again. Messages whose Write returned
+// an error were not sent and are not counted as sent.
 type TCPConn struct {
 	wire   wire
 	log    *slog.Logger
@@ -38,12 +38,16 @@ type TCPConn struct {
 	stats  connCounters       // atomic
 	hdr    [maxHeaderLen]byte // scratch for vectored writes; guarded by wmu
 
-	closed atomic.Bool // set by Close, cleared by Reopen
+	// closed is set by Close and cleared by Reopen, with mu held; it is
+	// read without.
+	closed atomic.Bool
 
-	// mu guards nc. nc is written with both wmu and mu held, so holding
-	// either is enough to read it.
-	mu sync.Mutex
-	nc net.Conn // nil after a failure, until the next dial
+	// mu guards nc, dialCtx and cancelDial. nc is written with both wmu and
+	// mu held, so holding either is enough to read it.
+	mu         sync.Mutex
+	nc         net.Conn           // nil after a failure, until the next dial
+	dialCtx    context.Context    // bounds dials; cancelled by Close
+	cancelDial context.CancelFunc // cancels dialCtx
 
 	wmu  sync.Mutex  // serializes writes and dials
 	wbuf []byte      // frame under construction; guarded by wmu
@@ -98,6 +102,7 @@ func DialTCPContext(ctx context.Context, cfg *TCPConnConfig) (*TCPConn, error) {
 		return nil, err
 	}
 	c.nc = nc
+	c.dialCtx, c.cancelDial = context.WithCancel(context.Background())
 	c.rd = newFrameReader(nc, w)
 	return c, nil
 }
@@ -157,49 +162,74 @@ func (c *TCPConn) writeFrame(nc net.Conn, data []byte) error {
 		}
 		h := c.wire.framing.putHeader(c.wbuf[:maxHeaderLen], len(data))
 		_, err := nc.Write(append(c.wbuf[:h], data...))
-		return err
+		return wrapWrite(err)
 	}
 	h := c.wire.framing.putHeader(c.hdr[:], len(data))
 	c.iov = [2][]byte{c.hdr[:h], data}
 	c.vec = c.iov[:]
 	_, err := c.vec.WriteTo(nc) // consumes c.vec
 	c.iov = [2][]byte{}         // keep no reference to the caller's data
-	return err
+	return wrapWrite(err)
 }
+
+func wrapWrite(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("buffstreams: write: %w", err)
+}
+
+// errClosed is returned by operations on a closed connection.
+var errClosed = fmt.Errorf("buffstreams: connection is closed: %w", net.ErrClosed)
 
 // connLocked returns the live connection, dialing again if a failure closed
 // it. c.wmu is held.
 func (c *TCPConn) connLocked() (net.Conn, error) {
 	if c.closed.Load() {
-		return nil, net.ErrClosed
+		return nil, errClosed
 	}
 	if nc := c.nc; nc != nil {
 		return nc, nil
 	}
 	if !c.dialed {
-		return nil, net.ErrClosed
-	}
-	nc, err := c.dial(context.Background())
-	if err != nil {
-		c.log.Warn("buffstreams: reconnect failed", "err", err)
-		return nil, err
+		return nil, errClosed
 	}
 	c.mu.Lock()
-	if c.closed.Load() {
-		c.mu.Unlock()
-		nc.Close()
-		return nil, net.ErrClosed
-	}
-	c.nc = nc
+	ctx := c.dialCtx
 	c.mu.Unlock()
+	nc, err := c.dialOrClosed(ctx)
+	if err != nil {
+		if err != errClosed {
+			c.log.Warn("buffstreams: reconnect failed", "err", err)
+		}
+		return nil, err
+	}
 	c.stats.reconnects.Add(1)
 	c.log.Info("buffstreams: reconnected")
 	return nc, nil
 }
 
+// dialOrClosed dials and makes the new connection current, unless Close is
+// called meanwhile, in which case it returns errClosed. c.wmu is held.
+func (c *TCPConn) dialOrClosed(ctx context.Context) (net.Conn, error) {
+	nc, err := c.dial(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		if nc != nil {
+			nc.Close()
+		}
+		return nil, errClosed
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.nc = nc
+	return nc, nil
+}
+
 // failLocked closes nc after err and forgets it, so that the next operation
-// dials again. It returns the error to report: net.ErrClosed if Close caused
-// the failure. c.wmu is held.
+// dials again, and returns the error to report. c.wmu is held.
 func (c *TCPConn) failLocked(nc net.Conn, err error) error {
 	nc.Close()
 	c.mu.Lock()
@@ -207,28 +237,37 @@ func (c *TCPConn) failLocked(nc net.Conn, err error) error {
 		c.nc = nil
 	}
 	c.mu.Unlock()
-	if c.closed.Load() {
-		return fmt.Errorf("buffstreams: connection closed: %w", net.ErrClosed)
-	}
-	if !isClosedErr(err) {
+	switch {
+	case c.closed.Load():
+		return errClosed
+	case errors.Is(err, net.ErrClosed):
+		// Reopen or a failed call on another goroutine closed the socket
+		// under this call; the TCPConn itself is open.
+		return fmt.Errorf("buffstreams: the connection was closed by another call and will be dialed again: %v", err)
+	case !isClosedErr(err):
 		c.log.Warn("buffstreams: connection failed", "err", err)
 	}
 	return err
 }
 
-// Read reads the next message into b and returns its length. b must be able
-// to hold it: if it is shorter than the message, Read returns
-// io.ErrShortBuffer and keeps the message for the next Read. Read returns
-// io.EOF when the peer closed the connection between messages, and an error
-// wrapping ErrMessageTooLarge, ErrMalformedHeader or io.ErrUnexpectedEOF
-// (closing the connection) when it sent something else.
+// Read reads the next message into b and returns its length. Unlike an
+// io.Reader it never returns part of a message: if b is shorter than the
+// message, Read returns io.ErrShortBuffer and keeps the message for the next
+// Read, so do not wrap a TCPConn in a bufio.Reader or io.Copy from it. Read
+// returns io.EOF when the peer closed the connection between messages, and an
+// error wrapping ErrMessageTooLarge, ErrMalformedHeader or io.ErrUnexpectedEOF
+// (closing the connection) when it sent something else. After an error, the
+// next Read or Write dials again.
 func (c *TCPConn) Read(b []byte) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
+	if c.closed.Load() {
+		return 0, errClosed
+	}
 	c.mu.Lock()
 	nc := c.nc
 	c.mu.Unlock()
-	if nc == nil || c.closed.Load() {
+	if nc == nil {
 		c.wmu.Lock()
 		var err error
 		nc, err = c.connLocked()
@@ -242,7 +281,7 @@ func (c *TCPConn) Read(b []byte) (int, error) {
 	}
 	p, err := c.rd.next()
 	if err != nil {
-		nc.Close()
+		nc.Close() // unblocks a Write on nc, which holds c.wmu
 		c.wmu.Lock()
 		err = c.failLocked(nc, err)
 		c.wmu.Unlock()
@@ -259,7 +298,9 @@ func (c *TCPConn) Read(b []byte) (int, error) {
 
 // Reopen closes the current connection, if any, and dials the address again.
 // It works whatever state the connection is in: after a failed Write, and
-// after Close, which it undoes. Reopen is for dialed connections only.
+// after Close, which it undoes. A Close during Reopen wins: Reopen then
+// returns an error matching net.ErrClosed. Reopen is for dialed connections
+// only.
 func (c *TCPConn) Reopen() error {
 	if !c.dialed {
 		return errNotDialed
@@ -272,38 +313,48 @@ func (c *TCPConn) Reopen() error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	nc, err := c.dial(context.Background())
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.nc == old {
+	if c.nc != nil { // old, or one a Write dialed since
+		c.nc.Close()
 		c.nc = nil
 	}
-	if err != nil {
+	c.closed.Store(false)
+	if c.cancelDial != nil {
+		c.cancelDial()
+	}
+	c.dialCtx, c.cancelDial = context.WithCancel(context.Background())
+	ctx := c.dialCtx
+	c.mu.Unlock()
+	if _, err := c.dialOrClosed(ctx); err != nil {
 		return err
 	}
-	if c.nc != nil { // a Write dialed since old was closed
-		c.nc.Close()
-	}
-	c.nc = nc
-	c.closed.Store(false)
 	c.stats.reconnects.Add(1)
 	return nil
 }
 
-// Close closes the connection. Writes and Reads in progress return errors;
-// later ones return net.ErrClosed until Reopen is called. Closing a closed
-// connection does nothing and returns nil.
+// Close closes the connection. Writes and Reads in progress, and a dial in
+// progress, return errors; later ones return errors matching net.ErrClosed
+// until Reopen is called. Closing a closed connection does nothing and
+// returns nil.
 func (c *TCPConn) Close() error {
-	if c.closed.Swap(true) {
+	c.mu.Lock()
+	if c.closed.Load() {
+		c.mu.Unlock()
 		return nil
 	}
-	c.mu.Lock()
+	c.closed.Store(true)
+	if c.cancelDial != nil {
+		c.cancelDial()
+	}
 	nc := c.nc
 	c.mu.Unlock()
 	if nc == nil {
 		return nil
 	}
-	return nc.Close()
+	if err := nc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
 }
 
 // LocalAddr returns the local address of the current connection, or nil if

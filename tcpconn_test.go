@@ -348,3 +348,31 @@ func TestWriteAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestReadInterruptedByReopen checks that a Read cut short by Reopen does not
+// report the connection as closed, and that the next Read uses the new one.
+func TestReadInterruptedByReopen(t *testing.T) {
+	rl := newRawListener(t)
+	c := dialAddr(t, rl.Addr().String(), bs.TCPConnConfig{Framing: bs.Fixed2})
+	rl.accept(t)
+	read := make(chan error, 1)
+	go func() { _, err := c.Read(make([]byte, 8)); read <- err }()
+	time.Sleep(50 * time.Millisecond)
+	if err := c.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-read:
+		if err == nil || errors.Is(err, net.ErrClosed) {
+			t.Fatalf("interrupted Read = %v, want an error not matching net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Read not interrupted by Reopen")
+	}
+	second := rl.accept(t)
+	second.Write([]byte("\x00\x02hi"))
+	buf := make([]byte, 8)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "hi" {
+		t.Fatalf("Read after Reopen = %q, %v", buf[:n], err)
+	}
+}
