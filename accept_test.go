@@ -114,17 +114,22 @@ func TestAcceptFatalError(t *testing.T) {
 func TestCloseDuringBackoff(t *testing.T) {
 	fl := newFakeListener()
 	l := newTestListener(t, fl, func([]byte) error { return nil }, nil)
-	for range 9 { // back-off reaches 1 s
-		fl.results <- tempErr{}
-	}
+	l.backoffMin, l.backoffMax = 5*time.Second, 5*time.Second
+	fl.results <- tempErr{}
 	if err := l.StartListeningAsync(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(600 * time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for l.Stats().AcceptErrors == 0 { // counted just before the back-off
+		if time.Now().After(deadline) {
+			t.Fatal("the temporary error was not seen")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	start := time.Now()
 	l.Close()
-	if d := time.Since(start); d > 500*time.Millisecond {
-		t.Fatalf("Close took %v", d)
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Close took %v: it waited for the 5 s back-off", d)
 	}
 }
 

@@ -38,6 +38,8 @@ type TCPListener struct {
 	stats    listenerCounters
 	wg       sync.WaitGroup // the accept loop and every read loop
 
+	backoffMin, backoffMax time.Duration // Accept back-off bounds
+
 	mu      sync.Mutex
 	conns   map[*TCPConn]struct{} // guarded by mu
 	started bool                  // guarded by mu
@@ -99,6 +101,9 @@ func newListener(ln net.Listener, w wire, cfg TCPListenerConfig) *TCPListener {
 		ln:       ln,
 		done:     make(chan struct{}),
 		conns:    make(map[*TCPConn]struct{}),
+
+		backoffMin: acceptBackoffMin,
+		backoffMax: acceptBackoffMax,
 	}
 }
 
@@ -115,6 +120,7 @@ func (l *TCPListener) StartListening() error {
 	if err := l.begin(); err != nil {
 		return err
 	}
+	defer l.wg.Done()
 	return l.acceptLoop()
 }
 
@@ -126,6 +132,7 @@ func (l *TCPListener) StartListeningAsync() error {
 		return err
 	}
 	go func() {
+		defer l.wg.Done()
 		if err := l.acceptLoop(); err != nil {
 			l.log.Error("buffstreams: listener stopped accepting", "addr", l.Addr(), "err", err)
 		}
@@ -148,8 +155,9 @@ func (l *TCPListener) begin() error {
 	return nil
 }
 
+// acceptLoop accepts until the listener closes or Accept fails for good.
+// The caller has counted it in l.wg.
 func (l *TCPListener) acceptLoop() error {
-	defer l.wg.Done()
 	var delay time.Duration
 	for {
 		nc, err := l.ln.Accept()
@@ -161,7 +169,7 @@ func (l *TCPListener) acceptLoop() error {
 				return fmt.Errorf("buffstreams: accept: %w", err)
 			}
 			l.stats.acceptErrors.Add(1)
-			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+			delay = min(max(2*delay, l.backoffMin), l.backoffMax)
 			l.log.Warn("buffstreams: accept failed; retrying", "addr", l.Addr(), "err", err, "delay", delay)
 			t := time.NewTimer(delay)
 			select {
@@ -187,8 +195,8 @@ func isTemporary(err error) bool {
 // it if the listener was closed meanwhile.
 func (l *TCPListener) track(nc net.Conn) {
 	log := l.log
-	if l.logging {
-		log = log.With("remote", nc.RemoteAddr().String())
+	if ra := nc.RemoteAddr(); l.logging && ra != nil {
+		log = log.With("remote", ra.String())
 	}
 	c := newAcceptedConn(nc, l.wire, log)
 	l.mu.Lock()
