@@ -152,9 +152,10 @@ func (c *TCPConn) Write(data []byte) (int, error) {
 	return len(data), nil
 }
 
-// writeFrame writes the header and data to nc in one system call, copying
-// small payloads next to the header and sending large ones as a second
-// buffer of a vectored write. c.wmu is held.
+// writeFrame writes the header and data to nc in one write call (one system
+// call unless the socket buffer fills), copying small payloads next to the
+// header and sending large ones as the second buffer of a vectored write.
+// c.wmu is held.
 func (c *TCPConn) writeFrame(nc net.Conn, data []byte) error {
 	if len(data) <= smallWrite {
 		if c.wbuf == nil {
