@@ -40,6 +40,14 @@ type Framing interface {
 	// the start of dst, which has room for maxHeaderLen bytes, and returns
 	// the header width.
 	putHeader(dst []byte, n int) int
+	// trailer returns the bytes written after every payload: nil for
+	// length-prefixed framings, the delimiter for delimited ones.
+	trailer() []byte
+	// check reports whether payload p can be framed at all (a delimited
+	// framing cannot carry a payload that contains its delimiter). It is
+	// called before anything of p is written; length limits are checked
+	// separately.
+	check(p []byte) error
 	// split finds the frame at the start of p. The payload is
 	// p[start:start+n] and the frame occupies size bytes. size == 0 means p
 	// is too short to know the frame's size; size > len(p) means size bytes
@@ -143,6 +151,9 @@ type zigzagFraming struct{ width int }
 
 func (f zigzagFraming) String() string { return "buffstreams" }
 
+func (f zigzagFraming) trailer() []byte      { return nil }
+func (f zigzagFraming) check(p []byte) error { return nil }
+
 func (f zigzagFraming) maxLen() int {
 	// The varint of 2n must fit in width bytes: 2n < 2^(7*width).
 	if 7*f.width-1 >= 31 {
@@ -189,6 +200,9 @@ type uvarintFraming struct{}
 
 func (uvarintFraming) String() string { return "uvarint" }
 
+func (uvarintFraming) trailer() []byte      { return nil }
+func (uvarintFraming) check(p []byte) error { return nil }
+
 func (uvarintFraming) maxLen() int { return MaxMessageSizeLimit }
 
 func (uvarintFraming) putHeader(dst []byte, n int) int {
@@ -226,6 +240,9 @@ func (uvarintFraming) split(p []byte, limit int) (start, n, size int, err error)
 type fixedFraming struct{ width int }
 
 func (f fixedFraming) String() string { return "fixed" + strconv.Itoa(f.width) }
+
+func (f fixedFraming) trailer() []byte      { return nil }
+func (f fixedFraming) check(p []byte) error { return nil }
 
 func (f fixedFraming) maxLen() int {
 	if f.width >= 4 {
