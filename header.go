@@ -1,7 +1,9 @@
 package buffstreams
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/bits"
@@ -22,14 +24,21 @@ const MaxMessageSizeLimit = min(1<<31-1, math.MaxInt/4)
 // maxHeaderLen is the widest header of any framing (a 10-byte varint).
 const maxHeaderLen = binary.MaxVarintLen64
 
+// ErrDelimiterInPayload is returned by Write when a delimited framing cannot
+// carry the payload, because the delimiter occurs in it or would be read
+// earlier than where it is written (nothing is sent).
+var ErrDelimiterInPayload = errors.New("buffstreams: payload contains the delimiter")
+
 // A Framing is a wire format that marks where each message of a byte stream
 // ends. Both ends of a connection must use the same Framing (and, for the
 // BuffStreams framing, the same MaxMessageSize).
 //
-// The framings are the values returned by [BuffStreamsFraming] and
-// [ParseFraming] and the variables [Uvarint], [Fixed1], [Fixed2], [Fixed3],
-// [Fixed4] and [Fixed8]. The set is closed so that every decoder is strict,
-// fuzzed and allocation free; Framing values are safe for concurrent use.
+// The framings are the values returned by [BuffStreamsFraming], [Delimited]
+// and [ParseFraming] and the variables [Uvarint], [Fixed1], [Fixed2],
+// [Fixed3], [Fixed4], [Fixed8], [Fixed2LE], [Fixed4LE], [Fixed8LE],
+// [Fixed4Inclusive] and [Lines]. The set is closed so that every decoder is
+// strict, fuzzed and allocation free; Framing values are immutable and safe
+// for concurrent use.
 type Framing interface {
 	// String returns the framing's name as accepted by ParseFraming.
 	String() string
@@ -117,25 +126,107 @@ var (
 	Fixed8 Framing = fixedFraming{width: 8}
 )
 
+// Fixed-width unsigned little-endian length prefixes, as written by Netty's
+// LengthFieldPrepender(ByteOrder.LITTLE_ENDIAN, width, 0, false), C#'s
+// BinaryWriter.Write(uint) and programs that write a native integer on x86
+// or ARM. Fixed4LE frames "hello world" as 0b 00 00 00 followed by the 11
+// bytes. Fixed2LE limits messages to 65535 bytes; Fixed4LE and Fixed8LE
+// reach MaxMessageSizeLimit.
+var (
+	Fixed2LE Framing = fixedFraming{width: 2, little: true}
+	Fixed4LE Framing = fixedFraming{width: 4, little: true}
+	Fixed8LE Framing = fixedFraming{width: 8, little: true}
+)
+
+// Fixed4Inclusive is a 4-byte unsigned big-endian length that counts the
+// header itself: 4 plus the payload length. It is what Netty's
+// LengthFieldBasedFrameDecoder(max, 0, 4, -4, 4) reads and
+// LengthFieldPrepender(4, true) writes. It frames "hello world" as
+// 00 00 00 0f followed by the 11 bytes, and an empty payload as 00 00 00 04.
+// The decoder rejects a length below 4 as malformed and applies
+// MaxMessageSize to the payload, the length minus 4.
+var Fixed4Inclusive Framing = fixedFraming{width: 4, incl: true}
+
+// fixedFramings are the fixed-width framings ParseFraming knows, by their
+// String.
+var fixedFramings = [...]Framing{
+	Fixed1, Fixed2, Fixed3, Fixed4, Fixed8,
+	Fixed2LE, Fixed4LE, Fixed8LE,
+	Fixed4Inclusive,
+}
+
+// Lines is the delimited framing of newline-terminated text: each message is
+// the bytes before a newline (0x0a), which is not part of it. It is
+// Delimited([]byte("\n")); see [Delimited].
+var Lines Framing = &delimFraming{delim: []byte{'\n'}, name: delimPrefix + `\n`}
+
+// delimPrefix starts the name of every delimited framing.
+const delimPrefix = "delim:"
+
+// Delimited returns the framing that ends each message with delim, which
+// may be any non-empty byte sequence, such as "\n", "\r\n" or "\x00".
+// There is no header: a frame is the payload followed by delim, and the
+// payload is everything before the first occurrence of delim. Delimited
+// keeps its own copy of delim.
+//
+// A delimited framing carries only payloads that do not contain delim (nor
+// end with the start of it in a way that makes a delimiter appear earlier,
+// such as a payload ending in "\r\n" with the delimiter "\r\n\r\n"):
+// Write returns [ErrDelimiterInPayload] for the others. It suits text; binary
+// formats such as protobuf can contain any byte.
+//
+// The decoder looks for delim in at most MaxMessageSize+len(delim) bytes: a
+// peer that sends that many without a delimiter is sent away with
+// [ErrMessageTooLarge], without waiting for more.
+//
+// The framing's name, as String returns and ParseFraming accepts, is
+// "delim:" followed by delim escaped as between the quotes of a Go string
+// literal: for "\r\n" it is the 10 characters delim:\r\n, with two
+// backslashes. Delimited returns [Lines] for "\n", and an error wrapping
+// [ErrInvalidConfig] if delim is empty or longer than MaxMessageSizeLimit.
+func Delimited(delim []byte) (Framing, error) {
+	switch {
+	case len(delim) == 0:
+		return nil, fmt.Errorf("%w: empty delimiter", ErrInvalidConfig)
+	case len(delim) > MaxMessageSizeLimit:
+		return nil, fmt.Errorf("%w: delimiter of %d bytes is longer than MaxMessageSizeLimit", ErrInvalidConfig, len(delim))
+	case len(delim) == 1 && delim[0] == '\n':
+		return Lines, nil
+	}
+	d := bytes.Clone(delim)
+	q := strconv.Quote(string(d))
+	return &delimFraming{delim: d, name: delimPrefix + q[1:len(q)-1], borders: borders(d)}, nil
+}
+
 // ParseFraming returns the framing with the given name: "buffstreams" (for
 // maxMessageSize, see BuffStreamsFraming), "uvarint", "fixed1", "fixed2",
-// "fixed3", "fixed4" or "fixed8". Names are case-insensitive.
+// "fixed3", "fixed4", "fixed8", "fixed2le", "fixed4le", "fixed8le",
+// "fixed4incl", "lines" (for [Lines]), or "delim:" followed by a delimiter
+// escaped as between the quotes of a Go string literal, such as delim:\r\n
+// or delim:\x00 (see Delimited). Names are case-insensitive; delimiters are
+// not. For every Framing f, ParseFraming(f.String(), max) returns a framing
+// that writes and reads the same frames.
 func ParseFraming(name string, maxMessageSize int) (Framing, error) {
-	switch strings.ToLower(name) {
+	if len(name) >= len(delimPrefix) && strings.EqualFold(name[:len(delimPrefix)], delimPrefix) {
+		d, err := strconv.Unquote(`"` + name[len(delimPrefix):] + `"`)
+		if err != nil {
+			return nil, fmt.Errorf("%w: framing %q: write the delimiter as the inside of a Go string literal, as in delim:\\r\\n", ErrInvalidConfig, name)
+		}
+		return Delimited([]byte(d))
+	}
+	lower := strings.ToLower(name)
+	switch lower {
 	case "buffstreams", "":
 		return BuffStreamsFraming(maxMessageSize), nil
 	case "uvarint":
 		return Uvarint, nil
-	case "fixed1":
-		return Fixed1, nil
-	case "fixed2":
-		return Fixed2, nil
-	case "fixed3":
-		return Fixed3, nil
-	case "fixed4":
-		return Fixed4, nil
-	case "fixed8":
-		return Fixed8, nil
+	case "lines":
+		return Lines, nil
+	}
+	for _, f := range fixedFramings {
+		if f.String() == lower {
+			return f, nil
+		}
 	}
 	return nil, fmt.Errorf("%w: unknown framing %q", ErrInvalidConfig, name)
 }
@@ -236,25 +327,50 @@ func (uvarintFraming) split(p []byte, limit int) (start, n, size int, err error)
 	return 0, 0, 0, nil
 }
 
-// fixedFraming is an unsigned big-endian length of 1 to 8 bytes.
-type fixedFraming struct{ width int }
+// fixedFraming is an unsigned length of 1 to 8 bytes, big- or
+// little-endian, that counts the payload or, if incl is set, the header too.
+type fixedFraming struct {
+	width  int
+	little bool // little-endian
+	incl   bool // the length includes the width bytes of the header
+}
 
-func (f fixedFraming) String() string { return "fixed" + strconv.Itoa(f.width) }
+func (f fixedFraming) String() string {
+	s := "fixed" + strconv.Itoa(f.width)
+	if f.little {
+		s += "le"
+	}
+	if f.incl {
+		s += "incl"
+	}
+	return s
+}
 
 func (f fixedFraming) trailer() []byte      { return nil }
 func (f fixedFraming) check(p []byte) error { return nil }
 
 func (f fixedFraming) maxLen() int {
 	if f.width >= 4 {
-		return MaxMessageSizeLimit
+		return MaxMessageSizeLimit // 2^32-1-width is more
 	}
-	return 1<<(8*f.width) - 1
+	m := 1<<(8*f.width) - 1
+	if f.incl {
+		m -= f.width
+	}
+	return m
 }
 
 func (f fixedFraming) putHeader(dst []byte, n int) int {
 	v := uint64(n)
-	for i := f.width - 1; i >= 0; i-- {
-		dst[i] = byte(v)
+	if f.incl {
+		v += uint64(f.width)
+	}
+	for i := range f.width {
+		if f.little {
+			dst[i] = byte(v)
+		} else {
+			dst[f.width-1-i] = byte(v)
+		}
 		v >>= 8
 	}
 	return f.width
@@ -264,12 +380,107 @@ func (f fixedFraming) split(p []byte, limit int) (start, n, size int, err error)
 	if len(p) < f.width {
 		return 0, 0, 0, nil
 	}
+	h := p[:f.width]
 	var v uint64
-	for _, b := range p[:f.width] {
-		v = v<<8 | uint64(b)
+	for i := range h {
+		if f.little {
+			v = v<<8 | uint64(h[len(h)-1-i])
+		} else {
+			v = v<<8 | uint64(h[i])
+		}
+	}
+	if f.incl {
+		if v < uint64(f.width) {
+			return 0, 0, 0, fmt.Errorf("%w: length %d is less than the %d-byte header it counts, in header % x", ErrMalformedHeader, v, f.width, h)
+		}
+		if v-uint64(f.width) > uint64(limit) {
+			return 0, 0, 0, fmt.Errorf("%w: length %d, less the %d-byte header, exceeds the maximum of %d", ErrMessageTooLarge, v, f.width, limit)
+		}
+		v -= uint64(f.width)
 	}
 	if v > uint64(limit) {
 		return 0, 0, 0, tooLarge(v, limit)
 	}
 	return f.width, int(v), f.width + int(v), nil
+}
+
+// delimFraming ends each payload with a delimiter. It is used through a
+// pointer, so that Framing values stay comparable, and never modified after
+// Delimited returns it.
+type delimFraming struct {
+	delim []byte
+	name  string // delimPrefix and the escaped delimiter
+	// borders are the lengths of delim's proper prefixes that are also
+	// suffixes of it (for "\r\n\r\n", 2), longest first: only with such
+	// a border can a payload's tail and the delimiter after it contain an
+	// earlier delimiter.
+	borders []int
+}
+
+// borders returns the lengths b, 0 < b < len(d), for which d[:b] equals
+// d[len(d)-b:], longest first. It computes the prefix function of d, in
+// linear time.
+func borders(d []byte) []int {
+	pi := make([]int, len(d)) // pi[i]: the longest border of d[:i+1]
+	for i := 1; i < len(d); i++ {
+		k := pi[i-1]
+		for k > 0 && d[i] != d[k] {
+			k = pi[k-1]
+		}
+		if d[i] == d[k] {
+			k++
+		}
+		pi[i] = k
+	}
+	var out []int
+	for b := pi[len(d)-1]; b > 0; b = pi[b-1] {
+		out = append(out, b)
+	}
+	return out
+}
+
+func (f *delimFraming) String() string { return f.name }
+
+func (f *delimFraming) maxLen() int { return MaxMessageSizeLimit }
+
+func (f *delimFraming) putHeader(dst []byte, n int) int { return 0 }
+
+// trailer returns the delimiter, which must not be modified; its capacity is
+// its length, so appending to it copies.
+func (f *delimFraming) trailer() []byte { return f.delim[:len(f.delim):len(f.delim)] }
+
+// check rejects a payload in which the decoder would find the delimiter
+// before the one written after it: one that contains the delimiter, or whose
+// last bytes and the delimiter after them do.
+func (f *delimFraming) check(p []byte) error {
+	if i := bytes.Index(p, f.delim); i >= 0 {
+		return fmt.Errorf("%w: %s at offset %d", ErrDelimiterInPayload, strconv.Quote(string(f.delim)), i)
+	}
+	// The delimiter at offset len(p)-k, 0 < k < len(delim), would overlap the
+	// written one by len(delim)-k bytes, a border of the delimiter.
+	for _, b := range f.borders {
+		k := len(f.delim) - b
+		if bytes.HasSuffix(p, f.delim[:k]) {
+			return fmt.Errorf("%w: %s at offset %d, made of the payload's last %d bytes and the start of the delimiter written after it",
+				ErrDelimiterInPayload, strconv.Quote(string(f.delim)), len(p)-k, k)
+		}
+	}
+	return nil
+}
+
+// split finds the first delimiter among the first limit+len(delim) bytes of
+// p, which is where the delimiter of the largest allowed payload ends. It
+// searches all of them on every call, so a frame that arrives in many pieces
+// is scanned again with each; a peer cannot make that cost more than the
+// limit per piece.
+func (f *delimFraming) split(p []byte, limit int) (start, n, size int, err error) {
+	window := min(max(limit, 0), MaxMessageSizeLimit) + len(f.delim)
+	if i := bytes.Index(p[:min(len(p), window)], f.delim); i >= 0 {
+		return 0, i, i + len(f.delim), nil
+	}
+	if len(p) >= window {
+		return 0, 0, 0, fmt.Errorf("%w: no delimiter within %d bytes, the maximum of %d and the %d-byte delimiter",
+			ErrMessageTooLarge, window, limit, len(f.delim))
+	}
+	return 0, 0, 0, nil
 }

@@ -3,14 +3,24 @@
 //
 // Usage:
 //
-//	client [-addr 127.0.0.1:5031] [-framing buffstreams] [-max 4096] [-n 0]
-//	       [-conns 1] [-size 110] [-rate 0]
+//	client [-addr 127.0.0.1:5031] [-framing buffstreams] [-delim '\n'] [-max 4096]
+//	       [-n 0] [-conns 1] [-size 110] [-rate 0]
 //
 // Flags:
 //
 //	-addr     address of the server
 //	-framing  wire format: buffstreams, uvarint, fixed1, fixed2, fixed3,
-//	          fixed4 or fixed8 (see buffstreams.ParseFraming)
+//	          fixed4, fixed8, fixed2le, fixed4le, fixed8le, fixed4incl,
+//	          lines, delim (ended by -delim) or delim:DELIM (see
+//	          buffstreams.ParseFraming)
+//	-delim    the delimiter of -framing delim, with Go's escapes: '\n',
+//	          '\r\n', '\x00'; a quote is written '\"'. Delimited framings
+//	          are for text, and the Notes sent here are binary: each starts
+//	          with 0x0a, the tag of field 1, so with '\n' (or lines) every
+//	          Write fails with buffstreams.ErrDelimiterInPayload and the
+//	          client stops at the first. '\x00' works: these Notes never
+//	          contain a zero byte (their strings are ASCII text and their
+//	          varints are minimal and non-zero)
 //	-max      MaxMessageSize in bytes; with the buffstreams framing it must
 //	          match the server's
 //	-n        messages to send in all, split as evenly as possible across
@@ -25,9 +35,10 @@
 // Each connection marshals its Note once and writes the same bytes again and
 // again. A failed Write is not retried (the library dials again on the next
 // one); after 10 failures in a row, with a growing pause between them, the
-// connection gives up. A progress line goes to stderr every second, with the
-// dial errors and the library's logs. At the end (all sent, or SIGINT or
-// SIGTERM) it prints one line on stdout:
+// connection gives up, and at once if the framing cannot carry the Note
+// (ErrDelimiterInPayload), which no retry can change. A progress line goes to
+// stderr every second, with the dial errors and the library's logs. At the
+// end (all sent, or SIGINT or SIGTERM) it prints one line on stdout:
 //
 //	sent=N bytes=B errors=E elapsed=S rate=R
 //
@@ -39,6 +50,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -63,7 +75,8 @@ const maxFailures = 10
 func main() {
 	var cfg config
 	flag.StringVar(&cfg.addr, "addr", "127.0.0.1:5031", "address of the server")
-	flag.StringVar(&cfg.framing, "framing", "buffstreams", "wire format: buffstreams, uvarint, fixed1, fixed2, fixed3, fixed4 or fixed8")
+	flag.StringVar(&cfg.framing, "framing", "buffstreams", "wire format: buffstreams, uvarint, fixed1, fixed2, fixed3, fixed4, fixed8, fixed2le, fixed4le, fixed8le, fixed4incl, lines, delim (ended by -delim) or delim:DELIM")
+	delim := flag.String("delim", `\n`, "delimiter of -framing delim, with Go escapes such as \\r\\n or \\x00 (for text payloads: marshaled Notes contain \\n, never \\x00)")
 	flag.IntVar(&cfg.max, "max", buffstreams.DefaultMaxMessageSize, "MaxMessageSize in bytes")
 	flag.IntVar(&cfg.n, "n", 0, "messages to send in all (0: until interrupted)")
 	flag.IntVar(&cfg.conns, "conns", 1, "connections sending in parallel")
@@ -73,6 +86,10 @@ func main() {
 	if cfg.n < 0 || cfg.conns < 1 || cfg.rate < 0 {
 		fmt.Fprintln(os.Stderr, "client: -n and -rate must not be negative, and -conns must be at least 1")
 		os.Exit(2)
+	}
+	// -framing delim takes its delimiter, escaped, from -delim.
+	if strings.EqualFold(cfg.framing, "delim") {
+		cfg.framing = "delim:" + *delim
 	}
 	framing, err := buffstreams.ParseFraming(cfg.framing, cfg.max)
 	if err != nil {
@@ -207,6 +224,9 @@ func (s *sender) send(ctx context.Context, i, quota int) error {
 		default:
 		}
 		if _, err := conn.Write(payload); err != nil {
+			if errors.Is(err, buffstreams.ErrDelimiterInPayload) {
+				return fmt.Errorf("framing %s cannot carry this Note (delimited framings are for text; try -delim '\\x00'): %w", s.framing, err)
+			}
 			failures++
 			lastErr = err
 			if failures == maxFailures {

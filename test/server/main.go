@@ -4,13 +4,21 @@
 //
 // Usage:
 //
-//	server [-addr :5031] [-framing buffstreams] [-max 4096] [-n 0] [-decode=true] [-v]
+//	server [-addr :5031] [-framing buffstreams] [-delim '\n'] [-max 4096] [-n 0]
+//	       [-decode=true] [-v]
 //
 // Flags:
 //
 //	-addr     address to listen on; "127.0.0.1:0" picks a free port
 //	-framing  wire format: buffstreams, uvarint, fixed1, fixed2, fixed3,
-//	          fixed4 or fixed8 (see buffstreams.ParseFraming)
+//	          fixed4, fixed8, fixed2le, fixed4le, fixed8le, fixed4incl,
+//	          lines, delim (ended by -delim) or delim:DELIM (see
+//	          buffstreams.ParseFraming)
+//	-delim    the delimiter of -framing delim, with Go's escapes: '\n',
+//	          '\r\n', '\x00'; a quote is written '\"'. Delimited framings
+//	          are for text: a marshaled Note contains 0x0a, the tag of its
+//	          field 1, so with '\n' it cannot be sent; '\x00' works, since
+//	          the client's Notes never contain a zero byte
 //	-max      MaxMessageSize in bytes; with the buffstreams framing it must
 //	          match the client's
 //	-n        exit after receiving this many messages; 0 runs until SIGINT
@@ -39,6 +47,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -50,16 +59,26 @@ import (
 
 func main() {
 	addr := flag.String("addr", ":5031", "address to listen on")
-	framing := flag.String("framing", "buffstreams", "wire format: buffstreams, uvarint, fixed1, fixed2, fixed3, fixed4 or fixed8")
+	framing := flag.String("framing", "buffstreams", "wire format: buffstreams, uvarint, fixed1, fixed2, fixed3, fixed4, fixed8, fixed2le, fixed4le, fixed8le, fixed4incl, lines, delim (ended by -delim) or delim:DELIM")
+	delim := flag.String("delim", `\n`, "delimiter of -framing delim, with Go escapes such as \\r\\n or \\x00 (for text payloads: marshaled Notes contain \\n)")
 	maxSize := flag.Int("max", buffstreams.DefaultMaxMessageSize, "MaxMessageSize in bytes")
 	n := flag.Uint64("n", 0, "exit after receiving this many messages (0: run until interrupted)")
 	decode := flag.Bool("decode", true, "unmarshal each payload into a message.Note")
 	verbose := flag.Bool("v", false, "log each decoded Note's comment to stderr")
 	flag.Parse()
-	if err := run(*addr, *framing, *maxSize, *n, *decode, *verbose); err != nil {
+	if err := run(*addr, framingName(*framing, *delim), *maxSize, *n, *decode, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		os.Exit(1)
 	}
+}
+
+// framingName returns the ParseFraming name that the -framing and -delim
+// flags select: "delim" takes its delimiter, escaped, from -delim.
+func framingName(framing, delim string) string {
+	if strings.EqualFold(framing, "delim") {
+		return "delim:" + delim
+	}
+	return framing
 }
 
 // counters are updated by the listener's callbacks, which run concurrently.
