@@ -3,6 +3,7 @@ package buffstreams
 import (
 	"fmt"
 	"io"
+	"sync"
 )
 
 // readBufferSize is the initial size of a connection's read buffer: one read
@@ -10,6 +11,14 @@ import (
 // time. Larger frames grow the buffer, never beyond what two of them need
 // nor beyond the largest frame MaxMessageSize allows.
 const readBufferSize = 64 << 10
+
+// Read buffers of connections that have nothing buffered and are waiting
+// for bytes go back to these pools, so that an idle connection holds no
+// buffer (see rawReader); a busy one takes the same size back at once.
+var (
+	readBuffers = sync.Pool{New: func() any { return new([readBufferSize]byte) }}
+	bigBuffers  sync.Pool // of *[]byte, buffers grown beyond readBufferSize
+)
 
 // frameReader parses frames in place from a reused buffer filled by a
 // reader. It is not safe for concurrent use.
@@ -21,10 +30,15 @@ type frameReader struct {
 	need int   // bytes the frame at r needs in all; 0 if not yet known
 	last int   // size of the frame frame() consumed last
 	err  error // sticky error from src
+	raw  *rawReader
+	size int     // length of the buffer to take: readBufferSize, or what a large frame grew it to
+	box  *[]byte // carries a large buffer into bigBuffers without allocating
 }
 
 func newFrameReader(src io.Reader, w wire) frameReader {
-	return frameReader{src: src, wire: w}
+	fr := frameReader{wire: w}
+	fr.reset(src)
+	return fr
 }
 
 // reset discards everything buffered and reads from src from now on.
@@ -32,6 +46,61 @@ func (fr *frameReader) reset(src io.Reader) {
 	fr.src = src
 	fr.r, fr.w, fr.need, fr.last = 0, 0, 0, 0
 	fr.err = nil
+	fr.raw = newRawReader(src)
+}
+
+// take gives the reader a buffer of fr.size bytes if it has none.
+func (fr *frameReader) take() {
+	if fr.buf != nil {
+		return
+	}
+	fr.r, fr.w = 0, 0
+	if fr.size <= readBufferSize {
+		fr.buf = readBuffers.Get().(*[readBufferSize]byte)[:]
+		return
+	}
+	if p, _ := bigBuffers.Get().(*[]byte); p != nil {
+		b := *p
+		*p, fr.box = nil, p
+		if len(b) == fr.size {
+			fr.buf = b
+			return
+		}
+	}
+	fr.buf = make([]byte, fr.size)
+}
+
+// release gives the buffer back to its pool while nothing is buffered.
+func (fr *frameReader) release() {
+	if fr.buf == nil || fr.r != fr.w {
+		return
+	}
+	fr.put(fr.buf)
+	fr.buf = nil
+	fr.r, fr.w = 0, 0
+}
+
+// put gives a buffer back to its pool.
+func (fr *frameReader) put(b []byte) {
+	if len(b) == readBufferSize {
+		readBuffers.Put((*[readBufferSize]byte)(b))
+		return
+	}
+	if fr.box == nil {
+		fr.box = new([]byte)
+	}
+	*fr.box = b
+	bigBuffers.Put(fr.box)
+	fr.box = nil
+}
+
+// read reads once into fr.buf[fr.w:], taking a buffer first if needed.
+func (fr *frameReader) read() (int, error) {
+	if fr.raw != nil {
+		return fr.raw.read(fr)
+	}
+	fr.take()
+	return fr.src.Read(fr.buf[fr.w:])
 }
 
 // frame consumes the next complete frame in the buffer and returns its
@@ -72,6 +141,11 @@ func (fr *frameReader) fill() error {
 	if fr.err != nil {
 		return fr.eof()
 	}
+	if fr.buf == nil && fr.raw != nil {
+		// Wait for bytes without a buffer: see rawReader.
+		return fr.afterRead(fr.read())
+	}
+	fr.take()
 	// Move the partial frame to the front when it cannot complete where it
 	// is, or when it is short and little room is left behind it; otherwise
 	// read on behind it, so large frames are not copied again and again.
@@ -84,7 +158,11 @@ func (fr *frameReader) fill() error {
 	if fr.w == len(fr.buf) {
 		fr.grow(need)
 	}
-	n, err := fr.src.Read(fr.buf[fr.w:])
+	return fr.afterRead(fr.read())
+}
+
+// afterRead records the outcome of one read.
+func (fr *frameReader) afterRead(n int, err error) error {
 	fr.w += n
 	if err != nil {
 		fr.err = err
@@ -117,7 +195,9 @@ func (fr *frameReader) grow(need int) {
 	buf := make([]byte, max(readBufferSize, min(target, 2*len(fr.buf))))
 	fr.w = copy(buf, fr.buf[fr.r:fr.w])
 	fr.r = 0
+	fr.put(fr.buf)
 	fr.buf = buf
+	fr.size = len(buf)
 }
 
 // next returns the next payload, reading as needed. The payload is valid
@@ -133,3 +213,6 @@ func (fr *frameReader) next() ([]byte, error) {
 		}
 	}
 }
+
+// buffered returns the number of bytes read but not yet consumed.
+func (fr *frameReader) buffered() int { return fr.w - fr.r }
