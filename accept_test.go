@@ -50,11 +50,10 @@ func (tempErr) Timeout() bool   { return false }
 
 func newTestListener(t *testing.T, ln net.Listener, cb ListenCallback, log *slog.Logger) *TCPListener {
 	t.Helper()
-	w, err := newWire(0, nil)
+	l, err := NewListener(ln, TCPListenerConfig{Callback: cb, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := newListener(ln, w, TCPListenerConfig{Callback: cb, Logger: log})
 	t.Cleanup(l.Close)
 	return l
 }
@@ -74,7 +73,10 @@ func TestAcceptTemporaryError(t *testing.T) {
 	start := time.Now()
 	go func() { done <- l.StartListening() }()
 
-	c := newAcceptedConn(client, l.wire, discardLogger)
+	c, err := NewConn(client, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := c.Write([]byte("through a pipe")); err != nil {
 		t.Fatal(err)
 	}

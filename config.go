@@ -1,11 +1,14 @@
 package buffstreams
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"time"
 )
 
 // Version is the version of this package.
@@ -24,6 +27,13 @@ const DefaultMaxMessageSize int = 4096
 // keeps reading; a panic is recovered, logged with its stack, and closes that
 // connection only.
 type ListenCallback func([]byte) error
+
+// ConnCallback is ListenCallback with the connection the message came from,
+// so that the server can answer on it: conn.Write may be called from the
+// callback, or from any other goroutine while the connection is open. The
+// listener's read loop owns the reads: Read and Messages on conn return an
+// error. The same rules as for ListenCallback apply to msg.
+type ConnCallback func(conn *TCPConn, msg []byte) error
 
 // TCPListenerConfig configures a TCPListener. The zero value of every field
 // other than Callback selects its default.
@@ -47,8 +57,13 @@ type TCPListenerConfig struct {
 	// chosen by the system.
 	Address string
 
-	// Callback is called with every message received. Required.
+	// Callback is called with every message received. Either Callback or
+	// ConnCallback is required; if both are set, ConnCallback is used.
 	Callback ListenCallback
+
+	// ConnCallback is called with every message received and the
+	// connection it arrived on, for servers that reply.
+	ConnCallback ConnCallback
 
 	// Framing is the wire format. Nil means BuffStreamsFraming(MaxMessageSize),
 	// the format of BuffStreams 2.0.
@@ -58,6 +73,43 @@ type TCPListenerConfig struct {
 	// if EnableLogging is false. Nil means slog.Default() when EnableLogging
 	// is true.
 	Logger *slog.Logger
+
+	// TLSConfig, if set, makes the listener serve TLS: each accepted
+	// connection completes a handshake (within HandshakeTimeout) before its
+	// first message is read. It needs Certificates or GetCertificate; set
+	// ClientAuth and ClientCAs for mutual TLS. Nil means plain TCP.
+	TLSConfig *tls.Config
+
+	// HandshakeTimeout bounds a TLS handshake. Zero means 10 seconds.
+	HandshakeTimeout time.Duration
+
+	// ReadTimeout is the longest time a frame may take to arrive once its
+	// first byte has: a peer that sends part of a frame and stalls
+	// (slowloris) is closed when it passes, and counted in
+	// ListenerStats.Timeouts. Zero means no limit.
+	ReadTimeout time.Duration
+
+	// IdleTimeout closes a connection on which no byte arrives for this
+	// long between frames. Zero means connections may stay idle forever, as
+	// in BuffStreams 2.0.
+	IdleTimeout time.Duration
+
+	// WriteTimeout bounds each write on an accepted connection (replies
+	// and Broadcast). Zero means no limit.
+	WriteTimeout time.Duration
+
+	// MaxConns is the most connections served at once. A connection
+	// accepted beyond it is closed at once and counted in
+	// ListenerStats.Refused. Zero means no limit.
+	MaxConns int
+
+	// KeepAlive is the TCP keep-alive period of accepted connections. Zero
+	// means the net package's default (15 seconds); negative disables it.
+	KeepAlive time.Duration
+
+	// Network is the network to listen on: "tcp" (the default), "tcp4",
+	// "tcp6" or "unix" (then Address is a socket path).
+	Network string
 }
 
 // TCPConnConfig configures a TCPConn. The zero value of every field selects
@@ -86,6 +138,103 @@ type TCPConnConfig struct {
 	// even if EnableLogging is false. Nil means slog.Default() when
 	// EnableLogging is true.
 	Logger *slog.Logger
+
+	// WriteBufferSize turns on batching mode when positive: Write copies
+	// the frame into a buffer of this many bytes and returns, and a
+	// background flusher writes the buffer with one system call for many
+	// messages. See the TCPConn documentation for what each call then
+	// guarantees. Zero means the default mode, in which Write returns once
+	// the kernel has the frame.
+	WriteBufferSize int
+
+	// FlushInterval, in batching mode, lets the flusher wait up to this
+	// long for more messages before writing a buffer that is not yet half
+	// full, trading latency for larger writes. Zero means the flusher writes
+	// as soon as it is idle, so messages wait no longer than the write
+	// system call in progress.
+	FlushInterval time.Duration
+
+	// SlowConsumer says what Write does in batching mode when the write
+	// buffer is full. Zero means SlowConsumerBlock.
+	SlowConsumer SlowConsumerPolicy
+
+	// OnWriteError, if set, is called once for every message that could
+	// not be written, with the error. Together with
+	// ConnStats.MessagesWritten it accounts for every message given to
+	// Write and WriteBatch: each is counted as written or passed to
+	// OnWriteError, exactly once. msg is valid only during the call. It is
+	// called without locks held, from the goroutine that found the failure;
+	// it must not block for long.
+	OnWriteError func(msg []byte, err error)
+
+	// Retry, if set, makes the connection dial again after a failure with
+	// exponential back-off and jitter, within the policy's limits, and
+	// write again the messages that had not reached the kernel. Nil means
+	// one dial attempt per operation after a failure, as in BuffStreams
+	// 2.0.
+	Retry *RetryPolicy
+
+	// TLSConfig, if set, makes the connection use TLS. If its ServerName is
+	// empty, the host part of Address is used. Nil means plain TCP.
+	TLSConfig *tls.Config
+
+	// DialTimeout bounds each dial, TLS handshake included. Zero means 30
+	// seconds.
+	DialTimeout time.Duration
+
+	// WriteTimeout bounds each write system call; a write that does not
+	// complete in time fails with ErrWriteTimeout and closes the
+	// connection. Zero means no limit.
+	WriteTimeout time.Duration
+
+	// ReadTimeout bounds each Read. Zero means no limit.
+	ReadTimeout time.Duration
+
+	// KeepAlive is the TCP keep-alive period. Zero means the net package's
+	// default (15 seconds); negative disables it.
+	KeepAlive time.Duration
+
+	// Network is the network to dial: "tcp" (the default), "tcp4", "tcp6"
+	// or "unix".
+	Network string
+
+	// DialContext, if set, replaces the dialer (for proxies, in-memory
+	// connections in tests, or custom socket options). Network and Address
+	// are passed to it; TLSConfig still applies to what it returns.
+	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// SlowConsumerPolicy says what Write does in batching mode when the write
+// buffer is full because the peer, or the network, does not take bytes as
+// fast as they are written.
+type SlowConsumerPolicy int
+
+const (
+	// SlowConsumerBlock makes Write wait for room, up to WriteTimeout if it
+	// is set; then Write returns ErrWriteTimeout without buffering the
+	// message (the flusher's write, bounded by the same timeout, fails the
+	// connection and reports what it held).
+	SlowConsumerBlock SlowConsumerPolicy = iota
+	// SlowConsumerError makes Write return ErrSlowConsumer at once; the
+	// connection and the messages already buffered are kept.
+	SlowConsumerError
+	// SlowConsumerClose makes Write close the connection: the buffered
+	// messages are passed to OnWriteError with ErrSlowConsumer, and the
+	// next Write dials again.
+	SlowConsumerClose
+)
+
+// String returns the policy's name.
+func (p SlowConsumerPolicy) String() string {
+	switch p {
+	case SlowConsumerBlock:
+		return "block"
+	case SlowConsumerError:
+		return "error"
+	case SlowConsumerClose:
+		return "close"
+	}
+	return fmt.Sprintf("SlowConsumerPolicy(%d)", int(p))
 }
 
 // FormatAddress joins a host and a port into an address for Address fields.

@@ -13,7 +13,8 @@ var (
 
 	// ErrMalformedHeader is the cause of closing a connection whose peer sent
 	// a header the framing cannot accept: a negative length, non-zero
-	// padding, or a varint that does not end or is overlong.
+	// padding, a varint that does not end or is overlong, or a length
+	// smaller than the header it counts (Fixed4Inclusive).
 	ErrMalformedHeader = errors.New("buffstreams: malformed frame header")
 
 	// ErrInvalidConfig is returned by ListenTCP, DialTCP and ParseFraming
@@ -35,4 +36,34 @@ var (
 	// ErrCallbackPanic is the cause of closing a connection whose callback
 	// panicked. The panic value and stack are logged.
 	ErrCallbackPanic = errors.New("buffstreams: callback panicked")
+
+	// ErrWriteTimeout is returned (wrapped together with
+	// os.ErrDeadlineExceeded, so it is also a net.Error whose Timeout is
+	// true) when a write does not complete within WriteTimeout, typically
+	// because the peer stopped reading. The connection is closed.
+	ErrWriteTimeout = errors.New("buffstreams: write timed out")
+
+	// ErrSlowConsumer is returned by Write in batching mode when the write
+	// buffer is full because the peer is not reading fast enough, and the
+	// SlowConsumer policy says not to wait (SlowConsumerError or
+	// SlowConsumerClose).
+	ErrSlowConsumer = errors.New("buffstreams: write buffer full: peer is not keeping up")
+
+	// ErrReconnectFailed is returned when a connection could not be dialed
+	// again within the Retry policy's limits. It wraps the last dial error.
+	ErrReconnectFailed = errors.New("buffstreams: reconnect failed")
+
+	// ErrTooManyConnections is the reason a listener closes a connection
+	// accepted beyond its MaxConns. It is counted in ListenerStats.Refused.
+	ErrTooManyConnections = errors.New("buffstreams: too many connections")
+
+	// ErrWrongProtocol is the cause of closing a connection whose first
+	// bytes show that the peer speaks another protocol, such as TLS or
+	// HTTP, or another framing. The error text names what was recognised.
+	ErrWrongProtocol = errors.New("buffstreams: peer speaks another protocol")
+
+	// ErrDelimiterInPayload is returned by Write when a delimited framing cannot
+	// carry the payload, because the delimiter occurs in it or would be read
+	// earlier than where it is written (nothing is sent).
+	ErrDelimiterInPayload = errors.New("buffstreams: payload contains the delimiter")
 )

@@ -3,7 +3,6 @@ package buffstreams
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"math/bits"
@@ -23,11 +22,6 @@ const MaxMessageSizeLimit = min(1<<31-1, math.MaxInt/4)
 
 // maxHeaderLen is the widest header of any framing (a 10-byte varint).
 const maxHeaderLen = binary.MaxVarintLen64
-
-// ErrDelimiterInPayload is returned by Write when a delimited framing cannot
-// carry the payload, because the delimiter occurs in it or would be read
-// earlier than where it is written (nothing is sent).
-var ErrDelimiterInPayload = errors.New("buffstreams: payload contains the delimiter")
 
 // A Framing is a wire format that marks where each message of a byte stream
 // ends. Both ends of a connection must use the same Framing (and, for the

@@ -2,77 +2,131 @@ package buffstreams
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
-// smallWrite is the largest payload Write copies next to its header; larger
-// payloads go out in one vectored write (writev) with the header, uncopied.
-const smallWrite = 16 << 10
+// defaultDialTimeout bounds a dial when TCPConnConfig.DialTimeout is zero.
+const defaultDialTimeout = 30 * time.Second
 
-// errNotDialed is returned by Reopen on a connection accepted by a listener.
-var errNotDialed = errors.New("buffstreams: an accepted connection cannot be reopened")
+// errNotDialed is returned by Reopen on a connection accepted by a listener
+// or wrapped by NewConn.
+var errNotDialed = errors.New("buffstreams: only a dialed connection can be reopened")
+
+// errServed is returned by Read and Messages on a connection a TCPListener
+// serves: its read loop owns the reads and hands the messages to the
+// callback.
+var errServed = errors.New("buffstreams: a connection served by a TCPListener is read by its read loop, not by Read or Messages")
+
+// errClosed is returned by operations on a closed connection.
+var errClosed = fmt.Errorf("buffstreams: connection is closed: %w", net.ErrClosed)
 
 // TCPConn is one connection carrying framed messages. DialTCP returns a
-// dialed one; a TCPListener makes one for each connection it accepts.
+// dialed one, NewConn wraps any net.Conn, and a TCPListener makes one for
+// each connection it accepts.
 //
 // All methods are safe for concurrent use. Write adds the header to each
-// message; concurrent Writes take turns, so each message goes out whole,
-// never interleaved with another. Read returns one whole message; it may run
-// alongside Writes, and concurrent Reads take turns.
+// message and never interleaves two messages. Read returns one whole
+// message; it may run alongside Writes.
 //
-// When a Write or Read fails (other than a Write refused with
-// ErrMessageTooLarge), the connection is closed; the next Write or Read on a
-// dialed connection dials the address again. Messages whose Write returned
-// an error were not sent and are not counted as sent.
+// # Writing
+//
+// In the default mode, Write returns once the whole frame has been handed to
+// the kernel, as in BuffStreams 2.0. Concurrent Writes share system calls
+// (group commit): while one goroutine writes, the frames of the others are
+// gathered, and the next of them writes them all at once; each Write still
+// returns only when its own frame has been written.
+//
+// In batching mode (TCPConnConfig.WriteBufferSize > 0), Write copies the
+// frame into the write buffer and returns; a background flusher writes the
+// buffer, many frames per system call, as soon as it is idle (or after
+// FlushInterval). Messages larger than the large-message threshold (16 KiB,
+// or a quarter of the buffer if that is smaller) are not copied: Write
+// writes them, after everything buffered before them, before it returns.
+// Flush returns once everything written before it has been handed to the
+// kernel. Close flushes what is buffered, within WriteTimeout (10 seconds if
+// it is zero), and then closes. When the buffer is full, SlowConsumer
+// decides whether Write waits, fails, or closes the connection.
+//
+// # Failures
+//
+// When a write or a read fails, the connection is closed. A dialed
+// connection dials again on the next operation, or, with a Retry policy,
+// at once with back-off, writing again the frames that had not reached the
+// kernel (a frame cut short on the old connection is discarded by the peer,
+// which cannot mistake it for a message). Every message given to Write or
+// WriteBatch ends exactly once in one of two places: ConnStats
+// .MessagesWritten, once the kernel has the whole frame, or OnWriteError,
+// with the reason. A Write that returns an error has also passed its message
+// to OnWriteError. TCP does not tell the sender what the peer's application
+// read: frames in the kernel's buffers when a peer dies are lost without an
+// error on this side.
 type TCPConn struct {
 	wire   wire
 	log    *slog.Logger
-	addr   string             // the address dialed
-	dialed bool               // false for a connection accepted by a listener
-	stats  connCounters       // atomic
-	hdr    [maxHeaderLen]byte // scratch for vectored writes; guarded by wmu
+	opts   *connOptions
+	dialed bool         // false for accepted and wrapped connections
+	served bool         // accepted by a TCPListener, whose read loop reads it
+	stats  connCounters // atomic
 
 	// closed is set by Close and cleared by Reopen, with mu held; it is
 	// read without.
 	closed atomic.Bool
 
-	// mu guards nc, dialCtx and cancelDial. nc is written with both wmu and
-	// mu held, so holding either is enough to read it.
+	// mu guards nc, dialCtx and cancelDial.
 	mu         sync.Mutex
 	nc         net.Conn           // nil after a failure, until the next dial
 	dialCtx    context.Context    // bounds dials; cancelled by Close
 	cancelDial context.CancelFunc // cancels dialCtx
 
-	wmu  sync.Mutex  // serializes writes and dials
-	wbuf []byte      // frame under construction; guarded by wmu
-	iov  [2][]byte   // header and payload of a vectored write; guarded by wmu
-	vec  net.Buffers // the view of iov that WriteTo consumes; guarded by wmu
+	dmu sync.Mutex // serializes dials
+
+	w writer // the write side; see writer.go
 
 	rmu sync.Mutex  // serializes reads
 	rd  frameReader // guarded by rmu (or owned by the listener's read loop)
 }
 
+// connOptions are the checked, effective settings of a connection.
+type connOptions struct {
+	network, addr string
+	tls           *tls.Config
+	dialTimeout   time.Duration
+	writeTimeout  time.Duration
+	readTimeout   time.Duration
+	keepAlive     time.Duration
+	dialFn        func(ctx context.Context, network, address string) (net.Conn, error)
+	retry         *retry
+	onWriteError  func([]byte, error)
+	bufSize       int // batching mode when > 0
+	flushInterval time.Duration
+	slow          SlowConsumerPolicy
+}
+
 // connCounters are a connection's counters, updated atomically.
 type connCounters struct {
-	msgsOut, bytesOut, writeErrors atomic.Uint64
-	msgsIn, bytesIn                atomic.Uint64
-	reconnects                     atomic.Uint64
+	msgsOut, bytesOut, msgsFailed atomic.Uint64
+	msgsIn, bytesIn               atomic.Uint64
+	reconnects, dialFailures      atomic.Uint64
 }
 
 // ConnStats is a snapshot of a connection's counters.
 type ConnStats struct {
-	MessagesWritten uint64 // messages whose Write succeeded
+	MessagesWritten uint64 // messages whose whole frame reached the kernel
 	BytesWritten    uint64 // payload bytes of those messages, headers excluded
-	WriteErrors     uint64 // Writes that returned an error; nothing of them counts as written
-	MessagesRead    uint64 // messages read, by Read or by a listener's read loop
+	WriteErrors     uint64 // messages that could not be written, each passed to OnWriteError
+	MessagesRead    uint64 // messages read, by Read, Messages or a listener's read loop
 	BytesRead       uint64 // payload bytes of those messages
 	Reconnects      uint64 // successful dials after a failure or by Reopen
+	DialFailures    uint64 // failed dials after the first connection
 }
 
 // DialTCP dials cfg.Address and returns a connection that writes and reads
@@ -81,137 +135,191 @@ func DialTCP(cfg *TCPConnConfig) (*TCPConn, error) {
 	return DialTCPContext(context.Background(), cfg)
 }
 
-// DialTCPContext is DialTCP with a context that bounds the dial. The context
-// is not kept: later reconnects are not bound by it.
+// DialTCPContext is DialTCP with a context that bounds the first dial. The
+// context is not kept: later reconnects are bounded by DialTimeout and the
+// Retry policy.
 func DialTCPContext(ctx context.Context, cfg *TCPConnConfig) (*TCPConn, error) {
 	if cfg == nil || cfg.Address == "" {
 		return nil, fmt.Errorf("%w: TCPConnConfig.Address is required", ErrInvalidConfig)
 	}
-	w, err := newWire(cfg.MaxMessageSize, cfg.Framing)
+	c, err := newConn(cfg)
 	if err != nil {
 		return nil, err
 	}
-	c := &TCPConn{
-		wire:   w,
-		log:    newLogger(cfg.EnableLogging, cfg.Logger).With("remote", cfg.Address),
-		addr:   cfg.Address,
-		dialed: true,
-	}
+	c.dialed = true
 	nc, err := c.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
 	c.nc = nc
 	c.dialCtx, c.cancelDial = context.WithCancel(context.Background())
-	c.rd = newFrameReader(nc, w)
+	c.rd = newFrameReader(nc, c.wire)
+	return c, nil
+}
+
+// NewConn wraps an established connection of any kind (a Unix domain
+// socket, a TLS connection, one end of net.Pipe) to write and read framed
+// messages on it with the settings of cfg; cfg.Address, cfg.Network,
+// cfg.DialContext and cfg.TLSConfig are not used, and cfg may be nil. The
+// result cannot dial again: after a failure its operations return errors
+// matching net.ErrClosed. Closing it closes nc.
+func NewConn(nc net.Conn, cfg *TCPConnConfig) (*TCPConn, error) {
+	if cfg == nil {
+		cfg = &TCPConnConfig{}
+	}
+	c, err := newConn(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.nc = nc
+	c.rd = newFrameReader(nc, c.wire)
+	return c, nil
+}
+
+// newConn checks cfg and returns an unconnected TCPConn.
+func newConn(cfg *TCPConnConfig) (*TCPConn, error) {
+	w, err := newWire(cfg.MaxMessageSize, cfg.Framing)
+	if err != nil {
+		return nil, err
+	}
+	r, err := newRetry(cfg.Retry)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cfg.WriteBufferSize < 0, cfg.FlushInterval < 0, cfg.DialTimeout < 0, cfg.WriteTimeout < 0, cfg.ReadTimeout < 0:
+		return nil, fmt.Errorf("%w: negative size or duration in TCPConnConfig", ErrInvalidConfig)
+	case cfg.SlowConsumer < SlowConsumerBlock || cfg.SlowConsumer > SlowConsumerClose:
+		return nil, fmt.Errorf("%w: unknown %v", ErrInvalidConfig, cfg.SlowConsumer)
+	}
+	o := &connOptions{
+		network:       orDefault(cfg.Network, "tcp"),
+		addr:          cfg.Address,
+		tls:           cfg.TLSConfig,
+		dialTimeout:   orDefault(cfg.DialTimeout, defaultDialTimeout),
+		writeTimeout:  cfg.WriteTimeout,
+		readTimeout:   cfg.ReadTimeout,
+		keepAlive:     cfg.KeepAlive,
+		dialFn:        cfg.DialContext,
+		retry:         r,
+		onWriteError:  cfg.OnWriteError,
+		bufSize:       cfg.WriteBufferSize,
+		flushInterval: cfg.FlushInterval,
+		slow:          cfg.SlowConsumer,
+	}
+	log := newLogger(cfg.EnableLogging, cfg.Logger)
+	if cfg.Address != "" {
+		log = log.With("remote", cfg.Address)
+	}
+	c := &TCPConn{wire: w, log: log, opts: o}
+	c.w.init(c)
 	return c, nil
 }
 
 // newAcceptedConn wraps a connection accepted by a listener.
-func newAcceptedConn(nc net.Conn, w wire, log *slog.Logger) *TCPConn {
-	c := &TCPConn{wire: w, log: log, nc: nc}
+func newAcceptedConn(nc net.Conn, w wire, log *slog.Logger, o *connOptions) *TCPConn {
+	c := &TCPConn{wire: w, log: log, opts: o, nc: nc, served: true}
+	c.w.init(c)
 	c.rd = newFrameReader(nc, w)
 	return c
 }
 
+// dial makes one connection to the configured address, TLS handshake
+// included, within DialTimeout.
 func (c *TCPConn) dial(ctx context.Context) (net.Conn, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", c.addr)
+	o := c.opts
+	ctx, cancel := context.WithTimeout(ctx, o.dialTimeout)
+	defer cancel()
+	var nc net.Conn
+	var err error
+	if o.dialFn != nil {
+		nc, err = o.dialFn(ctx, o.network, o.addr)
+	} else {
+		d := net.Dialer{KeepAlive: o.keepAlive}
+		nc, err = d.DialContext(ctx, o.network, o.addr)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("buffstreams: dial %s: %w", c.addr, err)
+		return nil, fmt.Errorf("buffstreams: dial %s: %w", o.addr, err)
+	}
+	if o.tls != nil {
+		cfg := o.tls
+		if cfg.ServerName == "" {
+			cfg = cfg.Clone()
+			host, _, err := net.SplitHostPort(o.addr)
+			if err != nil {
+				host = o.addr
+			}
+			cfg.ServerName = host
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("buffstreams: TLS handshake with %s: %w", o.addr, err)
+		}
+		nc = tc
 	}
 	return nc, nil
 }
 
-// Write sends data as one message, adding the header. It returns len(data)
-// once the whole frame has been handed to the kernel; on error it returns 0,
-// and the message was not sent (or only part of it was, which the peer
-// cannot mistake for a message, as the connection is closed). A message
-// longer than MaxMessageSize is refused with ErrMessageTooLarge before
-// anything is sent. If the previous Write failed, Write first dials the
-// address again.
-func (c *TCPConn) Write(data []byte) (int, error) {
-	if len(data) > c.wire.max {
-		c.stats.writeErrors.Add(1)
-		return 0, tooLarge(uint64(len(data)), c.wire.max)
-	}
-	c.wmu.Lock()
-	nc, err := c.connLocked()
-	if err == nil {
-		if err = c.writeFrame(nc, data); err != nil {
-			err = c.failLocked(nc, err)
-		}
-	}
-	c.wmu.Unlock()
-	if err != nil {
-		c.stats.writeErrors.Add(1)
-		return 0, err
-	}
-	c.stats.msgsOut.Add(1)
-	c.stats.bytesOut.Add(uint64(len(data)))
-	return len(data), nil
-}
-
-// writeFrame writes the header and data to nc in one write call (one system
-// call unless the socket buffer fills), copying small payloads next to the
-// header and sending large ones as the second buffer of a vectored write.
-// c.wmu is held.
-func (c *TCPConn) writeFrame(nc net.Conn, data []byte) error {
-	if len(data) <= smallWrite {
-		if c.wbuf == nil {
-			c.wbuf = make([]byte, 0, maxHeaderLen+min(c.wire.max, smallWrite))
-		}
-		h := c.wire.framing.putHeader(c.wbuf[:maxHeaderLen], len(data))
-		_, err := nc.Write(append(c.wbuf[:h], data...))
-		return wrapWrite(err)
-	}
-	h := c.wire.framing.putHeader(c.hdr[:], len(data))
-	c.iov = [2][]byte{c.hdr[:h], data}
-	c.vec = c.iov[:]
-	_, err := c.vec.WriteTo(nc) // consumes c.vec
-	c.iov = [2][]byte{}         // keep no reference to the caller's data
-	return wrapWrite(err)
-}
-
-func wrapWrite(err error) error {
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf("buffstreams: write: %w", err)
-}
-
-// errClosed is returned by operations on a closed connection.
-var errClosed = fmt.Errorf("buffstreams: connection is closed: %w", net.ErrClosed)
-
-// connLocked returns the live connection, dialing again if a failure closed
-// it. c.wmu is held.
-func (c *TCPConn) connLocked() (net.Conn, error) {
-	if c.closed.Load() {
+// conn returns the live connection, dialing again if a failure closed it.
+func (c *TCPConn) conn() (net.Conn, error) {
+	c.mu.Lock()
+	nc, closed := c.nc, c.closed.Load()
+	c.mu.Unlock()
+	switch {
+	case closed:
+		return nil, errClosed
+	case nc != nil:
+		return nc, nil
+	case !c.dialed:
 		return nil, errClosed
 	}
-	if nc := c.nc; nc != nil {
+	return c.reconnect()
+}
+
+// reconnect dials until it succeeds or the Retry policy gives up; without a
+// policy it dials once.
+func (c *TCPConn) reconnect() (net.Conn, error) {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.mu.Lock()
+	nc, ctx := c.nc, c.dialCtx
+	c.mu.Unlock()
+	if nc != nil { // another goroutine dialed meanwhile
 		return nc, nil
 	}
-	if !c.dialed {
-		return nil, errClosed
+	r := c.opts.retry
+	var deadline time.Time
+	if r != nil {
+		deadline = time.Now().Add(r.maxWait)
 	}
-	c.mu.Lock()
-	ctx := c.dialCtx
-	c.mu.Unlock()
-	nc, err := c.dialOrClosed(ctx)
-	if err != nil {
-		if err != errClosed {
-			c.log.Warn("buffstreams: reconnect failed", "err", err)
+	for attempt := 1; ; attempt++ {
+		nc, err := c.dialOrClosed(ctx)
+		if err == nil {
+			c.stats.reconnects.Add(1)
+			c.log.Info("buffstreams: reconnected", "attempt", attempt)
+			return nc, nil
 		}
-		return nil, err
+		if err == errClosed {
+			return nil, err
+		}
+		c.stats.dialFailures.Add(1)
+		c.log.Warn("buffstreams: reconnect failed", "attempt", attempt, "err", err)
+		if r == nil {
+			return nil, err
+		}
+		wait := r.backoff(attempt)
+		if attempt >= r.attempts || time.Now().Add(wait).After(deadline) {
+			return nil, fmt.Errorf("%w after %d attempts: %w", ErrReconnectFailed, attempt, err)
+		}
+		if !sleep(ctx, wait) {
+			return nil, errClosed
+		}
 	}
-	c.stats.reconnects.Add(1)
-	c.log.Info("buffstreams: reconnected")
-	return nc, nil
 }
 
 // dialOrClosed dials and makes the new connection current, unless Close is
-// called meanwhile, in which case it returns errClosed. c.wmu is held.
+// called meanwhile, in which case it returns errClosed. c.dmu is held.
 func (c *TCPConn) dialOrClosed(ctx context.Context) (net.Conn, error) {
 	nc, err := c.dial(ctx)
 	c.mu.Lock()
@@ -229,9 +337,14 @@ func (c *TCPConn) dialOrClosed(ctx context.Context) (net.Conn, error) {
 	return nc, nil
 }
 
-// failLocked closes nc after err and forgets it, so that the next operation
-// dials again, and returns the error to report. c.wmu is held.
-func (c *TCPConn) failLocked(nc net.Conn, err error) error {
+// fail closes nc after err and forgets it, so that the next operation dials
+// again, and returns the error to report: errClosed if the connection was
+// closed before the failure (Close sets closed before it closes the socket,
+// so the failure may be its doing), and err otherwise, even if the
+// connection is closed meanwhile, as a listener's read loop does as soon as
+// nc.Close wakes it.
+func (c *TCPConn) fail(nc net.Conn, err error) error {
+	closed := c.closed.Load()
 	nc.Close()
 	c.mu.Lock()
 	if c.nc == nc {
@@ -239,12 +352,12 @@ func (c *TCPConn) failLocked(nc net.Conn, err error) error {
 	}
 	c.mu.Unlock()
 	switch {
-	case c.closed.Load():
+	case closed:
 		return errClosed
 	case errors.Is(err, net.ErrClosed):
 		// Reopen or a failed call on another goroutine closed the socket
 		// under this call; the TCPConn itself is open.
-		return fmt.Errorf("buffstreams: the connection was closed by another call and will be dialed again: %v", err)
+		return fmt.Errorf("buffstreams: the connection was closed by another call: %v", err)
 	case !isClosedErr(err):
 		c.log.Warn("buffstreams: connection failed", "err", err)
 	}
@@ -258,34 +371,17 @@ func (c *TCPConn) failLocked(nc net.Conn, err error) error {
 // returns io.EOF when the peer closed the connection between messages, and an
 // error wrapping ErrMessageTooLarge, ErrMalformedHeader or io.ErrUnexpectedEOF
 // (closing the connection) when it sent something else. After an error, the
-// next Read or Write dials again.
+// next Read or Write on a dialed connection dials again. On a connection a
+// listener serves, Read returns an error at once: its read loop owns the
+// reads.
 func (c *TCPConn) Read(b []byte) (int, error) {
+	if c.served {
+		return 0, errServed
+	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if c.closed.Load() {
-		return 0, errClosed
-	}
-	c.mu.Lock()
-	nc := c.nc
-	c.mu.Unlock()
-	if nc == nil {
-		c.wmu.Lock()
-		var err error
-		nc, err = c.connLocked()
-		c.wmu.Unlock()
-		if err != nil {
-			return 0, err
-		}
-	}
-	if c.rd.src != nc {
-		c.rd.reset(nc)
-	}
-	p, err := c.rd.next()
+	p, err := c.next()
 	if err != nil {
-		nc.Close() // unblocks a Write on nc, which holds c.wmu
-		c.wmu.Lock()
-		err = c.failLocked(nc, err)
-		c.wmu.Unlock()
 		return 0, err
 	}
 	if len(b) < len(p) {
@@ -297,9 +393,68 @@ func (c *TCPConn) Read(b []byte) (int, error) {
 	return copy(b, p), nil
 }
 
+// Messages returns an iterator over the messages read from the connection,
+// for reading without a callback:
+//
+//	for msg, err := range conn.Messages() {
+//		if err != nil {
+//			return err // io.EOF when the peer closed between messages
+//		}
+//		handle(msg) // msg is valid until the next iteration
+//	}
+//
+// Each msg aliases the connection's read buffer and is valid only until the
+// loop body returns; copy it to keep it. The iteration ends after the first
+// error, which it yields (io.EOF included); breaking out of the loop ends it
+// too. While it runs, Read calls wait. The ReadTimeout applies to each
+// message. On a connection a listener serves, it yields an error at once,
+// as Read returns one.
+func (c *TCPConn) Messages() iter.Seq2[[]byte, error] {
+	return func(yield func([]byte, error) bool) {
+		if c.served {
+			yield(nil, errServed)
+			return
+		}
+		c.rmu.Lock()
+		defer c.rmu.Unlock()
+		for {
+			p, err := c.next()
+			if err != nil {
+				yield(nil, err)
+				return
+			}
+			c.stats.msgsIn.Add(1)
+			c.stats.bytesIn.Add(uint64(len(p)))
+			if !yield(p, nil) {
+				return
+			}
+		}
+	}
+}
+
+// next reads the next message, dialing again if needed. c.rmu is held.
+func (c *TCPConn) next() ([]byte, error) {
+	nc, err := c.conn()
+	if err != nil {
+		return nil, err
+	}
+	if c.rd.src != nc {
+		c.rd.reset(nc)
+	}
+	if t := c.opts.readTimeout; t > 0 {
+		nc.SetReadDeadline(time.Now().Add(t))
+	}
+	p, err := c.rd.next()
+	if err != nil {
+		return nil, c.fail(nc, err)
+	}
+	return p, nil
+}
+
 // Reopen closes the current connection, if any, and dials the address again.
 // It works whatever state the connection is in: after a failed Write, and
-// after Close, which it undoes. A Close during Reopen wins: Reopen then
+// after Close, which it undoes. Messages still buffered in batching mode are
+// written on the new connection. A Close during Reopen wins: Reopen then
 // returns an error matching net.ErrClosed. Reopen is for dialed connections
 // only.
 func (c *TCPConn) Reopen() error {
@@ -310,12 +465,12 @@ func (c *TCPConn) Reopen() error {
 	old := c.nc
 	c.mu.Unlock()
 	if old != nil {
-		old.Close() // unblocks a Write stuck on a peer that stopped reading
+		old.Close() // unblocks a write stuck on a peer that stopped reading
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
 	c.mu.Lock()
-	if c.nc != nil { // old, or one a Write dialed since
+	if c.nc != nil { // old, or one dialed since
 		c.nc.Close()
 		c.nc = nil
 	}
@@ -330,23 +485,32 @@ func (c *TCPConn) Reopen() error {
 		return err
 	}
 	c.stats.reconnects.Add(1)
+	c.w.reopened()
 	return nil
 }
 
-// Close closes the connection. Writes and Reads in progress, and a dial in
-// progress, return errors; later ones return errors matching net.ErrClosed
-// until Reopen is called. Closing a closed connection does nothing and
-// returns nil.
+// Close closes the connection. In batching mode it first writes what is
+// buffered, within WriteTimeout (10 seconds if zero); messages it cannot
+// write are passed to OnWriteError. Writes and Reads in progress, and a
+// dial in progress, then return errors; later ones return errors matching
+// net.ErrClosed until Reopen is called. Closing a closed connection does
+// nothing and returns nil.
 func (c *TCPConn) Close() error {
 	c.mu.Lock()
 	if c.closed.Load() {
 		c.mu.Unlock()
 		return nil
 	}
+	if c.opts.bufSize > 0 {
+		c.w.beginDrain() // before closed: the flusher must not fail what it can still write
+	}
 	c.closed.Store(true)
 	if c.cancelDial != nil {
 		c.cancelDial()
 	}
+	c.mu.Unlock()
+	c.w.drain()
+	c.mu.Lock()
 	nc := c.nc
 	c.mu.Unlock()
 	if nc == nil {
@@ -380,6 +544,17 @@ func (c *TCPConn) RemoteAddr() net.Addr {
 	return c.nc.RemoteAddr()
 }
 
+// ConnectionState returns the TLS state of the current connection, and
+// false if it is not a TLS connection or is down.
+func (c *TCPConn) ConnectionState() (tls.ConnectionState, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		return tc.ConnectionState(), true
+	}
+	return tls.ConnectionState{}, false
+}
+
 // MaxMessageSize returns the effective limit on payload length.
 func (c *TCPConn) MaxMessageSize() int { return c.wire.max }
 
@@ -388,9 +563,17 @@ func (c *TCPConn) Stats() ConnStats {
 	return ConnStats{
 		MessagesWritten: c.stats.msgsOut.Load(),
 		BytesWritten:    c.stats.bytesOut.Load(),
-		WriteErrors:     c.stats.writeErrors.Load(),
+		WriteErrors:     c.stats.msgsFailed.Load(),
 		MessagesRead:    c.stats.msgsIn.Load(),
 		BytesRead:       c.stats.bytesIn.Load(),
 		Reconnects:      c.stats.reconnects.Load(),
+		DialFailures:    c.stats.dialFailures.Load(),
 	}
+}
+
+// current returns the live connection without dialing, or nil.
+func (c *TCPConn) current() net.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nc
 }

@@ -2,11 +2,13 @@ package buffstreams
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -20,6 +22,14 @@ const (
 	acceptBackoffMax = time.Second
 )
 
+// defaultHandshakeTimeout bounds a TLS handshake when HandshakeTimeout is
+// zero.
+const defaultHandshakeTimeout = 10 * time.Second
+
+// drainPause is how long a read loop waits for more bytes during Shutdown
+// before it decides that the peer has sent everything it had.
+const drainPause = 50 * time.Millisecond
+
 // TCPListener accepts TCP connections and reads framed messages from each,
 // handing every payload to the configured callback. Each accepted connection
 // is served by one goroutine, which reads through a reused buffer, so many
@@ -31,10 +41,14 @@ type TCPListener struct {
 	wire     wire
 	log      *slog.Logger
 	logging  bool
-	callback ListenCallback
+	callback ConnCallback   // nil if plain is set
+	plain    ListenCallback // the Callback, called directly when ConnCallback is nil
 	ln       net.Listener
+	opts     listenerOptions
+	connOpts *connOptions  // settings of accepted connections
 	done     chan struct{} // closed by Close
 	closing  atomic.Bool   // set by Close; read loops check it between messages
+	draining atomic.Bool   // set by Shutdown; read loops stop at the first pause
 	stats    listenerCounters
 	wg       sync.WaitGroup // the accept loop and every read loop
 
@@ -46,10 +60,20 @@ type TCPListener struct {
 	closed  bool                  // guarded by mu
 }
 
+// listenerOptions are the checked settings of a listener.
+type listenerOptions struct {
+	tls              *tls.Config
+	handshakeTimeout time.Duration
+	readTimeout      time.Duration
+	idleTimeout      time.Duration
+	maxConns         int
+}
+
 type listenerCounters struct {
 	accepted, messages, bytes        atomic.Uint64
 	callbackErrors, panics, badInput atomic.Uint64
-	acceptErrors                     atomic.Uint64
+	acceptErrors, refused, timeouts  atomic.Uint64
+	tlsErrors, wrongProtocol         atomic.Uint64
 	active                           atomic.Int64
 }
 
@@ -62,7 +86,11 @@ type ListenerStats struct {
 	CallbackErrors uint64 // callbacks that returned an error
 	Panics         uint64 // callbacks that panicked (each closed its connection)
 	BadInput       uint64 // connections closed for a malformed, oversized or truncated frame
+	WrongProtocol  uint64 // of those, connections whose peer was recognised as speaking TLS, HTTP or another framing
 	AcceptErrors   uint64 // temporary Accept errors, each followed by a back-off
+	Refused        uint64 // connections closed at once because MaxConns were open
+	Timeouts       uint64 // connections closed by ReadTimeout or IdleTimeout
+	TLSErrors      uint64 // connections whose TLS handshake failed
 }
 
 // ListenTCP binds cfg.Address and returns a listener that is not yet
@@ -75,36 +103,76 @@ func ListenTCP(cfg TCPListenerConfig) (*TCPListener, error) {
 // ListenTCPContext is ListenTCP with a context that bounds binding the
 // address. The context is not kept.
 func ListenTCPContext(ctx context.Context, cfg TCPListenerConfig) (*TCPListener, error) {
-	if cfg.Callback == nil {
-		return nil, fmt.Errorf("%w: TCPListenerConfig.Callback is required", ErrInvalidConfig)
-	}
-	w, err := newWire(cfg.MaxMessageSize, cfg.Framing)
-	if err != nil {
+	if err := checkListenerConfig(&cfg); err != nil {
 		return nil, err
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", cfg.Address)
+	lc := net.ListenConfig{KeepAlive: cfg.KeepAlive}
+	ln, err := lc.Listen(ctx, orDefault(cfg.Network, "tcp"), cfg.Address)
 	if err != nil {
 		return nil, fmt.Errorf("buffstreams: listen: %w", err)
 	}
-	return newListener(ln, w, cfg), nil
+	l, err := newListener(ln, cfg)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// NewListener returns a listener that serves the connections accepted from
+// ln, of any kind (a Unix domain socket listener, a TLS listener, an
+// in-memory one in tests), with the settings of cfg; cfg.Address,
+// cfg.Network and cfg.KeepAlive are not used. Like ListenTCP's, it is not
+// yet accepting: call StartListening or StartListeningAsync. Closing it
+// closes ln.
+func NewListener(ln net.Listener, cfg TCPListenerConfig) (*TCPListener, error) {
+	if ln == nil {
+		return nil, fmt.Errorf("%w: nil net.Listener", ErrInvalidConfig)
+	}
+	if err := checkListenerConfig(&cfg); err != nil {
+		return nil, err
+	}
+	return newListener(ln, cfg)
+}
+
+func checkListenerConfig(cfg *TCPListenerConfig) error {
+	switch {
+	case cfg.Callback == nil && cfg.ConnCallback == nil:
+		return fmt.Errorf("%w: TCPListenerConfig.Callback or ConnCallback is required", ErrInvalidConfig)
+	case cfg.HandshakeTimeout < 0, cfg.ReadTimeout < 0, cfg.IdleTimeout < 0, cfg.WriteTimeout < 0, cfg.MaxConns < 0:
+		return fmt.Errorf("%w: negative duration or MaxConns in TCPListenerConfig", ErrInvalidConfig)
+	}
+	return nil
 }
 
 // newListener serves connections accepted from ln, with a checked
 // configuration.
-func newListener(ln net.Listener, w wire, cfg TCPListenerConfig) *TCPListener {
+func newListener(ln net.Listener, cfg TCPListenerConfig) (*TCPListener, error) {
+	w, err := newWire(cfg.MaxMessageSize, cfg.Framing)
+	if err != nil {
+		return nil, err
+	}
 	return &TCPListener{
 		wire:     w,
 		log:      newLogger(cfg.EnableLogging, cfg.Logger),
 		logging:  cfg.EnableLogging || cfg.Logger != nil,
-		callback: cfg.Callback,
+		callback: cfg.ConnCallback,
+		plain:    cfg.Callback,
 		ln:       ln,
+		opts: listenerOptions{
+			tls:              cfg.TLSConfig,
+			handshakeTimeout: orDefault(cfg.HandshakeTimeout, defaultHandshakeTimeout),
+			readTimeout:      cfg.ReadTimeout,
+			idleTimeout:      cfg.IdleTimeout,
+			maxConns:         cfg.MaxConns,
+		},
+		connOpts: &connOptions{writeTimeout: cfg.WriteTimeout},
 		done:     make(chan struct{}),
 		conns:    make(map[*TCPConn]struct{}),
 
 		backoffMin: acceptBackoffMin,
 		backoffMax: acceptBackoffMax,
-	}
+	}, nil
 }
 
 // Addr returns the address the listener is bound to, with the port the
@@ -162,8 +230,10 @@ func (l *TCPListener) acceptLoop() error {
 	for {
 		nc, err := l.ln.Accept()
 		if err != nil {
-			if l.closing.Load() {
+			select {
+			case <-l.done: // closed by Close or Shutdown
 				return nil
+			default:
 			}
 			if !isTemporary(err) {
 				return fmt.Errorf("buffstreams: accept: %w", err)
@@ -192,32 +262,45 @@ func isTemporary(err error) bool {
 }
 
 // track registers an accepted connection and starts its read loop, or closes
-// it if the listener was closed meanwhile.
+// it if the listener was closed meanwhile or MaxConns are open.
 func (l *TCPListener) track(nc net.Conn) {
 	log := l.log
 	if ra := nc.RemoteAddr(); l.logging && ra != nil {
 		log = log.With("remote", ra.String())
 	}
-	c := newAcceptedConn(nc, l.wire, log)
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		nc.Close()
 		return
 	}
+	if m := l.opts.maxConns; m > 0 && len(l.conns) >= m {
+		l.mu.Unlock()
+		nc.Close()
+		l.stats.refused.Add(1)
+		log.Warn("buffstreams: refusing connection", "err", ErrTooManyConnections, "max", m)
+		return
+	}
+	if l.opts.tls != nil {
+		nc = tls.Server(nc, l.opts.tls)
+	}
+	c := newAcceptedConn(nc, l.wire, log, l.connOpts)
 	l.conns[c] = struct{}{}
 	l.wg.Add(1)
 	l.mu.Unlock()
 	l.stats.accepted.Add(1)
 	l.stats.active.Add(1)
-	go l.serve(c)
+	go l.serve(c, nc)
 }
 
 // serve is a connection's read loop: it hands every complete frame in the
 // buffer to the callback, then reads again, until the connection fails or
-// the listener closes.
-func (l *TCPListener) serve(c *TCPConn) {
+// the listener closes. nc is the connection c was made with: serve uses it
+// rather than c.nc, which a failed write (a reply, or Broadcast) sets to nil
+// under c.mu at any time.
+func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 	var msgs, nbytes uint64
+	delivered := false // a frame was read: the peer speaks our framing
 	defer func() {
 		if v := recover(); v != nil {
 			l.stats.panics.Add(1)
@@ -228,14 +311,27 @@ func (l *TCPListener) serve(c *TCPConn) {
 		l.untrack(c)
 		l.wg.Done()
 	}()
-	rd, cb := &c.rd, l.callback
+	if !l.handshake(c, nc) {
+		return
+	}
+	rd, cb, plain := &c.rd, l.callback, l.plain
+	timed := l.opts.readTimeout > 0 || l.opts.idleTimeout > 0
+	var partialSince time.Time // when the frame in progress began to arrive
 	for {
 		p, ok, err := rd.frame()
 		if ok {
 			if l.closing.Load() {
 				return
 			}
-			if err := cb(p); err != nil {
+			delivered = true
+			partialSince = time.Time{} // the next frame's ReadTimeout starts afresh
+			var err error
+			if cb != nil {
+				err = cb(c, p)
+			} else {
+				err = plain(p)
+			}
+			if err != nil {
 				l.stats.callbackErrors.Add(1)
 				c.log.Error("buffstreams: callback returned an error", "err", err)
 			}
@@ -245,14 +341,83 @@ func (l *TCPListener) serve(c *TCPConn) {
 		}
 		l.count(c, msgs, nbytes)
 		msgs, nbytes = 0, 0
-		if err == nil {
-			err = rd.fill()
-		}
 		if err != nil {
-			l.ended(c, err)
+			l.ended(c, l.sniffFirst(rd, delivered, err))
+			return
+		}
+		switch {
+		case l.draining.Load():
+			nc.SetReadDeadline(time.Now().Add(drainPause))
+		case timed:
+			partialSince = l.setReadDeadline(nc, rd.buffered() > 0, partialSince)
+		}
+		if err := rd.fill(); err != nil {
+			if l.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+				return
+			}
+			l.ended(c, l.sniffFirst(rd, delivered, err)) // a first frame cut short or timed out
 			return
 		}
 	}
+}
+
+// sniffFirst returns err naming the protocol the peer speaks, and counts it
+// in WrongProtocol, when the connection fails before its first frame and the
+// bytes received so far show what the peer speaks instead.
+func (l *TCPListener) sniffFirst(rd *frameReader, delivered bool, err error) error {
+	if delivered || rd.r != 0 || rd.w == 0 {
+		return err
+	}
+	if e := sniff(rd.buf[:rd.w], l.wire, err); e != err {
+		l.stats.wrongProtocol.Add(1)
+		return e
+	}
+	return err
+}
+
+// handshake completes the TLS handshake of a connection, if the listener
+// serves TLS, and reports whether the connection may be read.
+func (l *TCPListener) handshake(c *TCPConn, nc net.Conn) bool {
+	tc, ok := nc.(*tls.Conn)
+	if !ok {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.handshakeTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {}) // nothing to undo; keeps the ctx tree flat
+	defer stop()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		if !l.closing.Load() {
+			l.stats.tlsErrors.Add(1)
+			c.log.Warn("buffstreams: TLS handshake failed", "err", err)
+		}
+		return false
+	}
+	return true
+}
+
+// setReadDeadline sets the deadline of the next read from ReadTimeout, when
+// a frame is in progress, or IdleTimeout, between frames, and returns when
+// the frame in progress began to arrive.
+func (l *TCPListener) setReadDeadline(nc net.Conn, partial bool, since time.Time) time.Time {
+	now := time.Now()
+	var d time.Time
+	switch {
+	case partial && l.opts.readTimeout > 0:
+		if since.IsZero() {
+			since = now
+		}
+		d = since.Add(l.opts.readTimeout)
+	case partial:
+		since = time.Time{}
+	case l.opts.idleTimeout > 0:
+		since = time.Time{}
+		d = now.Add(l.opts.idleTimeout)
+	default:
+		since = time.Time{}
+	}
+	nc.SetReadDeadline(d)
+	return since
 }
 
 // count adds a batch of delivered messages to the counters, once per read
@@ -275,6 +440,9 @@ func (l *TCPListener) ended(c *TCPConn, err error) {
 	case l.closing.Load() || c.closed.Load():
 	case errors.Is(err, io.EOF):
 		c.log.Debug("buffstreams: peer closed the connection")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		l.stats.timeouts.Add(1)
+		c.log.Warn("buffstreams: closing connection after a read timeout", "err", err)
 	case errors.Is(err, ErrMessageTooLarge), errors.Is(err, ErrMalformedHeader), errors.Is(err, io.ErrUnexpectedEOF):
 		l.stats.badInput.Add(1)
 		c.log.Warn("buffstreams: closing connection after bad input", "err", err)
@@ -296,7 +464,8 @@ func (l *TCPListener) untrack(c *TCPConn) {
 // their read loops to end: when it returns, none of the listener's
 // goroutines is running and the callback will not be called again. A
 // callback in progress is waited for; messages already read but not yet
-// handed to the callback are dropped. Calling Close again does nothing.
+// handed to the callback are dropped (Shutdown delivers them). Calling Close
+// again does nothing.
 func (l *TCPListener) Close() {
 	l.mu.Lock()
 	if !l.closed {
@@ -312,6 +481,81 @@ func (l *TCPListener) Close() {
 	l.wg.Wait()
 }
 
+// Shutdown stops accepting, then lets every connection hand to the callback
+// the frames it has received, and closes it once its peer pauses (sends
+// nothing for 50 milliseconds) or closes. It returns nil when every
+// connection is done. If ctx ends first, Shutdown closes what is left as
+// Close does and returns ctx.Err(). Either way, when it returns none of the
+// listener's goroutines is running.
+func (l *TCPListener) Shutdown(ctx context.Context) error {
+	l.mu.Lock()
+	if !l.closed {
+		l.closed = true
+		close(l.done)
+		l.closing.Store(false)
+		l.draining.Store(true)
+		l.ln.Close()
+		for c := range l.conns {
+			if nc := c.current(); nc != nil {
+				nc.SetReadDeadline(time.Now().Add(drainPause)) // wakes a read loop waiting for bytes
+			}
+		}
+	}
+	l.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		l.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		l.mu.Lock()
+		l.closing.Store(true)
+		for c := range l.conns {
+			c.Close()
+		}
+		l.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Broadcast writes msg to every connection the listener is serving, except
+// the one given (nil for none), one after the other, and returns how many
+// got it. Each write is bounded by WriteTimeout; a connection whose write
+// fails is closed, and the failures are joined in the error.
+func (l *TCPListener) Broadcast(msg []byte, except *TCPConn) (int, error) {
+	l.mu.Lock()
+	conns := make([]*TCPConn, 0, len(l.conns))
+	for c := range l.conns {
+		if c != except {
+			conns = append(conns, c)
+		}
+	}
+	l.mu.Unlock()
+	var errs []error
+	n := 0
+	for _, c := range conns {
+		if _, err := c.Write(msg); err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// Conns returns the number of connections being served.
+func (l *TCPListener) Conns() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
 // Stats returns a snapshot of the listener's counters. It does not block the
 // read loops: they publish their counts once per read system call.
 func (l *TCPListener) Stats() ListenerStats {
@@ -323,6 +567,10 @@ func (l *TCPListener) Stats() ListenerStats {
 		CallbackErrors: l.stats.callbackErrors.Load(),
 		Panics:         l.stats.panics.Load(),
 		BadInput:       l.stats.badInput.Load(),
+		WrongProtocol:  l.stats.wrongProtocol.Load(),
 		AcceptErrors:   l.stats.acceptErrors.Load(),
+		Refused:        l.stats.refused.Load(),
+		Timeouts:       l.stats.timeouts.Load(),
+		TLSErrors:      l.stats.tlsErrors.Load(),
 	}
 }
