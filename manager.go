@@ -1,6 +1,7 @@
 package buffstreams
 
 import (
+	"context"
 	"errors"
 	"sync"
 )
@@ -8,8 +9,16 @@ import (
 // Manager keeps listeners and dialed connections by address, so that code
 // can write to an address without holding a connection. It is safe for
 // concurrent use. Its locks guard only its maps, never a network operation:
-// writes to different addresses run in parallel, and a slow dial or write to
-// one address does not hold up the others.
+// writes to different addresses run in parallel, and a slow dial, write or
+// broadcast on one address does not hold up the others, nor the opening and
+// closing of other addresses.
+//
+// Everything a listener or a connection can do is reachable through it:
+// replies, by a ConnCallback in the configuration given to StartListening;
+// Broadcast to a listener's connections; ListenerStats and WriterStats;
+// WriteBatch and Flush for connections in batching mode; and Listener and
+// Writer for the rest (such as reading replies with Writer(address).Read or
+// Messages).
 type Manager struct {
 	mu sync.RWMutex
 	// The maps themselves never change, only their entries.
@@ -84,9 +93,11 @@ func remove[T any](mu *sync.RWMutex, m map[string]*slot[T], key string) *T {
 	return s.v
 }
 
-// StartListening binds cfg.Address and starts accepting on it in the
-// background. It returns ErrAlreadyOpened if the Manager already listens on
-// that address (as written in cfg.Address).
+// StartListening binds cfg.Address (on cfg.Network) and starts accepting on
+// it in the background. It returns ErrAlreadyOpened if the Manager already
+// listens on that address (as written in cfg.Address, which is also the key
+// for Listener, Broadcast, ListenerStats and CloseListener). A server that
+// replies sets cfg.ConnCallback and writes to the connection it is given.
 func (m *Manager) StartListening(cfg TCPListenerConfig) error {
 	s, err := reserve(&m.mu, m.listeners, cfg.Address)
 	if err != nil {
@@ -126,19 +137,53 @@ func (m *Manager) CloseListener(address string) error {
 	return nil
 }
 
+// Broadcast writes msg to every connection the listener on address serves,
+// except the one given (nil for none), and returns how many got it; see
+// TCPListener.Broadcast. It returns ErrNotOpened if the Manager has no
+// listener on address (as written in the configuration given to
+// StartListening). The Manager's lock is not held while writing, so a
+// broadcast that waits for a slow peer holds up no other address; it may be
+// called from a callback, for example to relay a message to the other
+// clients.
+func (m *Manager) Broadcast(address string, msg []byte, except *TCPConn) (int, error) {
+	l := lookup(&m.mu, m.listeners, address)
+	if l == nil {
+		return 0, ErrNotOpened
+	}
+	return l.Broadcast(msg, except)
+}
+
+// ListenerStats returns a snapshot of the counters of the listener on
+// address (see TCPListener.Stats), or ErrNotOpened if there is none. It does
+// not block.
+func (m *Manager) ListenerStats(address string) (ListenerStats, error) {
+	l := lookup(&m.mu, m.listeners, address)
+	if l == nil {
+		return ListenerStats{}, ErrNotOpened
+	}
+	return l.Stats(), nil
+}
+
 // Dial connects to cfg.Address and keeps the connection for Write. It
 // returns ErrAlreadyOpened if the Manager already has a connection to that
-// address.
+// address. It is DialContext with context.Background().
 func (m *Manager) Dial(cfg *TCPConnConfig) error {
+	return m.DialContext(context.Background(), cfg)
+}
+
+// DialContext is Dial with a context that bounds the first dial (see
+// DialTCPContext). If the dial fails, the address is not kept and may be
+// dialed again.
+func (m *Manager) DialContext(ctx context.Context, cfg *TCPConnConfig) error {
 	if cfg == nil {
-		_, err := DialTCP(cfg)
+		_, err := DialTCPContext(ctx, cfg)
 		return err
 	}
 	s, err := reserve(&m.mu, m.writers, cfg.Address)
 	if err != nil {
 		return err
 	}
-	c, err := DialTCP(cfg)
+	c, err := DialTCPContext(ctx, cfg)
 	if !settle(&m.mu, m.writers, cfg.Address, s, c, err) && err == nil {
 		c.Close() // the Manager was closed meanwhile
 		return errManagerClosed
@@ -160,6 +205,40 @@ func (m *Manager) Write(address string, data []byte) (int, error) {
 		return 0, ErrNotOpened
 	}
 	return c.Write(data)
+}
+
+// WriteBatch sends msgs as separate messages, in order, to address, which
+// must have been opened with Dial, and returns how many were written (in
+// batching mode, accepted); see TCPConn.WriteBatch.
+func (m *Manager) WriteBatch(address string, msgs [][]byte) (int, error) {
+	c := lookup(&m.mu, m.writers, address)
+	if c == nil {
+		return 0, ErrNotOpened
+	}
+	return c.WriteBatch(msgs)
+}
+
+// Flush waits until every message written to address before it has reached
+// the kernel, for a connection in batching mode (see TCPConn.Flush), and
+// returns nil at once otherwise. It returns ErrNotOpened if the address was
+// not opened with Dial.
+func (m *Manager) Flush(address string) error {
+	c := lookup(&m.mu, m.writers, address)
+	if c == nil {
+		return ErrNotOpened
+	}
+	return c.Flush()
+}
+
+// WriterStats returns a snapshot of the counters of the connection to
+// address (see TCPConn.Stats), or ErrNotOpened if there is none. It does
+// not block, even while a Write to address waits for a slow peer.
+func (m *Manager) WriterStats(address string) (ConnStats, error) {
+	c := lookup(&m.mu, m.writers, address)
+	if c == nil {
+		return ConnStats{}, ErrNotOpened
+	}
+	return c.Stats(), nil
 }
 
 // CloseWriter closes the connection to address and forgets it, so the
