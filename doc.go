@@ -3,9 +3,12 @@
 //
 // A [TCPListener] accepts connections and, for each, reads frames (a length
 // header followed by a payload), strips the header and hands each payload to
-// a [ListenCallback]. A [TCPConn] dials an address and frames every Write;
-// after a failure it dials again on the next Write. A [Manager] keeps
-// listeners and connections by address. The API is that of BuffStreams 2.0:
+// a [ListenCallback], or to a [ConnCallback] that can answer on the
+// connection. A [TCPConn] dials an address and frames every Write; after a
+// failure it dials again, on the next Write or, with a [RetryPolicy], at
+// once with back-off. A [Manager] keeps listeners and connections by
+// address. [NewConn] and [NewListener] put any net.Conn or net.Listener (Unix
+// sockets, TLS, net.Pipe) under the same API. The API is that of BuffStreams 2.0:
 // code written against it compiles after changing the import path, and the
 // default framing is byte-compatible with it.
 //
@@ -33,6 +36,30 @@
 // connection. A Write longer than MaxMessageSize returns ErrMessageTooLarge
 // and sends nothing.
 //
+// # Writing: one system call per Write, or batching
+//
+// By default Write returns when the kernel has the frame, as in BuffStreams
+// 2.0, and concurrent Writes on one connection share system calls (group
+// commit). With TCPConnConfig.WriteBufferSize set, Write only copies the
+// frame into a buffer that a flusher writes many frames at a time; Flush
+// waits for it, Close drains it, and SlowConsumer decides what a full buffer
+// does. Either way every message ends exactly once in
+// ConnStats.MessagesWritten or in the OnWriteError hook.
+//
+// # Security and failures
+//
+// TLSConfig on either side turns on TLS, mutual TLS included. Dial, read,
+// write, idle and handshake timeouts, TCP keep-alive and a cap on connections
+// bound what a peer can hold. A connection whose first bytes are a TLS
+// ClientHello, an HTTP request or another framing is closed with an error
+// wrapping [ErrWrongProtocol] that says so. [TCPListener.Shutdown] delivers
+// what connections have sent before closing them; Close is immediate.
+//
+// # Reading without a callback
+//
+// [TCPConn.Read] copies one whole message; [TCPConn.Messages] iterates over
+// messages in place, each valid until the next iteration.
+//
 // # Concurrency
 //
 // TCPListener, TCPConn and Manager are safe for concurrent use. Concurrent
@@ -43,6 +70,8 @@
 // valid only until the callback returns.
 //
 // Each accepted connection costs one goroutine, which reads, parses and
-// calls the callback; the listener adds one goroutine that accepts. Close
-// waits for them: when it returns, none is running.
+// calls the callback; the listener adds one goroutine that accepts, and a
+// TCPConn in batching mode one flusher. An idle connection gives its read
+// buffer back to a pool, so it costs its goroutine and socket only. Close
+// waits for them all: when it returns, none is running.
 package buffstreams
