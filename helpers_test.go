@@ -170,6 +170,29 @@ var framings = []struct {
 	{"fixed3", bs.Fixed3},
 	{"fixed4", bs.Fixed4},
 	{"fixed8", bs.Fixed8},
+	{"fixed2le", bs.Fixed2LE},
+	{"fixed4le", bs.Fixed4LE},
+	{"fixed8le", bs.Fixed8LE},
+	{"fixed4incl", bs.Fixed4Inclusive},
+}
+
+// delimited lists the delimited framings, kept apart from framings because
+// their payloads cannot hold the delimiter.
+var delimited = []struct {
+	name string
+	f    bs.Framing
+}{
+	{"lines", bs.Lines},
+	{"crlf", mustDelimited("\r\n")},
+	{"nul", mustDelimited("\x00")},
+}
+
+func mustDelimited(delim string) bs.Framing {
+	f, err := bs.Delimited([]byte(delim))
+	if err != nil {
+		panic(err)
+	}
+	return f
 }
 
 // payload returns n bytes that identify their message: a seed-dependent
