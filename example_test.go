@@ -1,8 +1,15 @@
 package buffstreams_test
 
 import (
+	"context"
+	"errors"
+	"expvar"
 	"fmt"
+	"io"
 	"log"
+	"net"
+	"sync"
+	"time"
 
 	bs "github.com/buffstreams/buffstreams"
 )
@@ -114,4 +121,392 @@ func ExampleFormatAddress() {
 	// Output:
 	// :5031
 	// [::1]:5031
+}
+
+// A server that answers: a ConnCallback gets the connection each message
+// came from and writes the reply on it. The client reads the reply with
+// Read.
+func ExampleConnCallback() {
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{
+		Address: "127.0.0.1:0",
+		ConnCallback: func(conn *bs.TCPConn, msg []byte) error {
+			_, err := conn.Write(append([]byte("echo: "), msg...))
+			return err // counted and logged; the connection stays open
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	l.StartListeningAsync()
+
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, c.MaxMessageSize())
+	for _, msg := range []string{"ping", "hello"} {
+		c.Write([]byte(msg))
+		n, err := c.Read(buf)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(string(buf[:n]))
+	}
+	// Output:
+	// echo: ping
+	// echo: hello
+}
+
+// A chat server: every message is relayed to the other clients with
+// Broadcast, which skips the sender.
+func ExampleTCPListener_Broadcast() {
+	var l *bs.TCPListener
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{
+		Address: "127.0.0.1:0",
+		ConnCallback: func(from *bs.TCPConn, msg []byte) error {
+			_, err := l.Broadcast(msg, from)
+			return err
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	l.StartListeningAsync() // after l is set: the callback uses it
+
+	names := []string{"alice", "bob", "carol"}
+	clients := map[string]*bs.TCPConn{}
+	for _, name := range names {
+		c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String()})
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer c.Close()
+		clients[name] = c
+	}
+	for l.Conns() < len(names) { // Broadcast reaches the connections accepted so far
+		time.Sleep(time.Millisecond)
+	}
+	read := func(name string) string {
+		buf := make([]byte, 100)
+		n, err := clients[name].Read(buf)
+		if err != nil {
+			log.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+
+	clients["alice"].Write([]byte("alice: hi all"))
+	fmt.Println("bob reads:", read("bob"))
+	fmt.Println("carol reads:", read("carol"))
+
+	// The server itself speaks to everyone: alice's next message is this
+	// one, not her own.
+	n, err := l.Broadcast([]byte("server: closing at noon"), nil)
+	fmt.Println("sent to", n, err)
+	for _, name := range names {
+		fmt.Println(name, "reads:", read(name))
+	}
+	// Output:
+	// bob reads: alice: hi all
+	// carol reads: alice: hi all
+	// sent to 3 <nil>
+	// alice reads: server: closing at noon
+	// bob reads: server: closing at noon
+	// carol reads: server: closing at noon
+}
+
+// Messages reads without a callback, pulling one message per iteration.
+// Each message is valid until the next iteration (copy it to keep it);
+// breaking out of the loop loses nothing, and the iteration ends with the
+// error that stopped it, io.EOF when the peer closed.
+func ExampleTCPConn_Messages() {
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{
+		Address: "127.0.0.1:0",
+		ConnCallback: func(conn *bs.TCPConn, msg []byte) error {
+			for _, part := range []string{"one", "two", "three", "four"} {
+				conn.Write([]byte(part))
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	l.StartListeningAsync()
+
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("send me four"))
+
+	var kept []string
+	for msg, err := range c.Messages() {
+		if err != nil {
+			log.Fatal(err)
+		}
+		kept = append(kept, string(msg)) // string() copies
+		if len(kept) == 2 {
+			break
+		}
+	}
+	fmt.Println(kept)
+	for msg, err := range c.Messages() {
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(string(msg))
+		if string(msg) == "four" {
+			break
+		}
+	}
+
+	l.Close() // closes the server's side of the connection
+	for _, err := range c.Messages() {
+		fmt.Println(errors.Is(err, io.EOF))
+	}
+	// Output:
+	// [one two]
+	// three
+	// four
+	// true
+}
+
+// NewConn frames messages over any net.Conn: here both ends of an
+// in-memory net.Pipe.
+func ExampleNewConn() {
+	a, b := net.Pipe()
+	w, err := bs.NewConn(a, &bs.TCPConnConfig{Framing: bs.Uvarint})
+	if err != nil {
+		log.Fatal(err)
+	}
+	r, err := bs.NewConn(b, &bs.TCPConnConfig{Framing: bs.Uvarint})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	go func() {
+		w.WriteBatch([][]byte{[]byte("over"), []byte("a pipe")})
+		w.Close()
+	}()
+	for msg, err := range r.Messages() {
+		if err != nil {
+			fmt.Println(err)
+			break
+		}
+		fmt.Println(string(msg))
+	}
+	// Output:
+	// over
+	// a pipe
+	// EOF
+}
+
+// memListener is an in-memory net.Listener: its DialContext makes a
+// net.Pipe and hands one end to Accept.
+type memListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newMemListener() *memListener {
+	return &memListener{conns: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (m *memListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-m.conns:
+		return c, nil
+	case <-m.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (m *memListener) Close() error {
+	m.once.Do(func() { close(m.done) })
+	return nil
+}
+
+func (m *memListener) Addr() net.Addr { return memAddr{} }
+
+func (m *memListener) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	client, server := net.Pipe()
+	select {
+	case m.conns <- server:
+		return client, nil
+	case <-m.done:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+type memAddr struct{}
+
+func (memAddr) Network() string { return "memory" }
+func (memAddr) String() string  { return "memory" }
+
+// NewListener serves the connections of any net.Listener (a Unix socket
+// listener, a tls.Listener, or, here, an in-memory one that clients reach
+// through TCPConnConfig.DialContext).
+func ExampleNewListener() {
+	ml := newMemListener()
+	l, err := bs.NewListener(ml, bs.TCPListenerConfig{
+		ConnCallback: func(conn *bs.TCPConn, msg []byte) error {
+			_, err := conn.Write(append([]byte("got "), msg...))
+			return err
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close() // closes ml too
+	l.StartListeningAsync()
+
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: "memory", DialContext: ml.DialContext})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("in memory"))
+	buf := make([]byte, 64)
+	n, _ := c.Read(buf)
+	fmt.Println(string(buf[:n]), "over", l.Addr().Network())
+	// Output: got in memory over memory
+}
+
+// A listener's counters published with expvar, for /debug/vars. Stats never
+// blocks the read loops, so the page may be read at any rate.
+func ExampleTCPListener_Stats() {
+	received := make(chan struct{}, 3)
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{
+		Address:  "127.0.0.1:0",
+		Callback: func(msg []byte) error { received <- struct{}{}; return nil },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	l.StartListeningAsync()
+	// One name per listener: expvar names are process-wide and final.
+	name := "buffstreams " + l.Addr().String()
+	expvar.Publish(name, expvar.Func(func() any { return l.Stats() }))
+
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	for _, msg := range []string{"a", "bb", "ccc"} {
+		c.Write([]byte(msg))
+	}
+	for range 3 {
+		<-received
+	}
+	for l.Stats().Messages < 3 { // counted once per read, after the callbacks
+		time.Sleep(time.Millisecond)
+	}
+	fmt.Println(expvar.Get(name))
+	// Output: {"Accepted":1,"Active":1,"Messages":3,"Bytes":6,"CallbackErrors":0,"Panics":0,"BadInput":0,"WrongProtocol":0,"AcceptErrors":0,"Refused":0,"Timeouts":0,"TLSErrors":0}
+}
+
+// Batching mode: Write copies each message into a buffer and returns, and a
+// flusher writes many messages per system call. Flush waits until
+// everything written before it has reached the kernel; Close writes what is
+// left.
+func ExampleTCPConnConfig_batching() {
+	received := make(chan struct{}, 1100)
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{
+		Address:  "127.0.0.1:0",
+		Callback: func([]byte) error { received <- struct{}{}; return nil },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	l.StartListeningAsync()
+
+	c, err := bs.DialTCP(&bs.TCPConnConfig{
+		Address:         l.Addr().String(),
+		WriteBufferSize: 64 << 10,         // batching mode
+		FlushInterval:   time.Millisecond, // wait up to 1 ms for more
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i := range 1000 {
+		c.Write(fmt.Appendf(nil, "event %d", i))
+	}
+	c.WriteBatch([][]byte{[]byte("x"), []byte("y"), []byte("z")})
+	if err := c.Flush(); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("written after Flush:", c.Stats().MessagesWritten)
+	c.Write([]byte("last"))
+	c.Close() // writes "last" first
+	fmt.Println("written after Close:", c.Stats().MessagesWritten)
+	for range 1004 {
+		<-received
+	}
+	fmt.Println("received: 1004")
+	// Output:
+	// written after Flush: 1003
+	// written after Close: 1004
+	// received: 1004
+}
+
+// The Manager reaches the same abilities by address: replies through the
+// ConnCallback of the listener's configuration, Broadcast, and counters.
+func ExampleManager_Broadcast() {
+	m := bs.NewManager()
+	defer m.Close()
+	address := "127.0.0.1:0"
+	err := m.StartListening(bs.TCPListenerConfig{
+		Address: address,
+		ConnCallback: func(conn *bs.TCPConn, msg []byte) error {
+			_, err := conn.Write(append([]byte("ack "), msg...))
+			return err
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	target := m.Listener(address).Addr().String()
+	if err := m.Dial(&bs.TCPConnConfig{Address: target}); err != nil {
+		log.Fatal(err)
+	}
+	read := func() string {
+		buf := make([]byte, 64)
+		n, err := m.Writer(target).Read(buf)
+		if err != nil {
+			log.Fatal(err)
+		}
+		return string(buf[:n])
+	}
+
+	m.Write(target, []byte("hello"))
+	fmt.Println(read())
+	n, err := m.Broadcast(address, []byte("news for all"), nil) // keyed as in the listener's config
+	fmt.Println("broadcast to", n, err)
+	fmt.Println(read())
+
+	ls, _ := m.ListenerStats(address)
+	fmt.Println("listener: accepted", ls.Accepted, "active", ls.Active)
+	ws, _ := m.WriterStats(target)
+	fmt.Println("writer: written", ws.MessagesWritten, "read", ws.MessagesRead)
+	_, err = m.Broadcast("127.0.0.1:1", []byte("?"), nil)
+	fmt.Println(err)
+	// Output:
+	// ack hello
+	// broadcast to 1 <nil>
+	// news for all
+	// listener: accepted 1 active 1
+	// writer: written 1 read 2
+	// buffstreams: address is not opened
 }
