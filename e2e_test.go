@@ -2,20 +2,32 @@ package buffstreams_test
 
 // End-to-end tests: they build the programs in test/server and test/client,
 // run them against each other on 127.0.0.1, and check that their final lines
-// agree.
+// agree: over every kind of framing, TLS, replies (-echo), batching, a
+// server restart under a client with a retry policy, and a server stopped by
+// a signal while a client is sending. Each subtest is bounded by e2eTimeout;
+// the programs are killed when it ends.
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -32,7 +44,9 @@ func TestE2E(t *testing.T) {
 	}
 	server, client := e2eBuild(t)
 
-	for _, framing := range []string{"buffstreams", "uvarint", "fixed2", "fixed4", "fixed8"} {
+	framings := []string{"buffstreams", "uvarint", "fixed2", "fixed4", "fixed8", "fixed4le", "fixed4incl",
+		`delim:\x00`} // the client's Notes never contain a zero byte
+	for _, framing := range framings {
 		for _, conns := range []int{1, 3} {
 			t.Run(fmt.Sprintf("%s/conns=%d", framing, conns), func(t *testing.T) {
 				ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
@@ -43,7 +57,7 @@ func TestE2E(t *testing.T) {
 				cli := e2eStart(ctx, t, client, "-addr", addr, "-framing", framing,
 					"-n", strconv.Itoa(e2eMessages), "-conns", strconv.Itoa(conns))
 				cli.wait(ctx, t)
-				c := e2eCheckClient(t, cli, e2eMessages)
+				c := e2eCheckClient(t, cli, e2eMessages, e2eNoteSize)
 				srv.wait(ctx, t)
 				e2eCheckServer(t, srv, c, conns)
 			})
@@ -61,7 +75,7 @@ func TestE2E(t *testing.T) {
 		cli := e2eStart(ctx, t, client, "-addr", addr, "-framing", "uvarint",
 			"-n", strconv.Itoa(e2eMessages), "-conns", "2")
 		cli.wait(ctx, t)
-		c := e2eCheckClient(t, cli, e2eMessages)
+		c := e2eCheckClient(t, cli, e2eMessages, e2eNoteSize)
 		// The server reports its count every second; interrupt it once it
 		// has everything, which may be a little after the client is done.
 		want := strconv.Itoa(e2eMessages)
@@ -88,27 +102,293 @@ func TestE2E(t *testing.T) {
 		addr := ln.Addr().String()
 		ln.Close()
 		cli := e2eStart(ctx, t, client, "-addr", addr, "-n", "10")
-		select {
-		case <-cli.done:
-		case <-ctx.Done():
-			t.Fatal("client did not exit")
-		}
-		var ee *exec.ExitError
-		if !errors.As(cli.err, &ee) || ee.ExitCode() != 1 {
-			t.Fatalf("client exited with %v, want exit status 1\nstderr:\n%s", cli.err, cli.stderr)
-		}
+		cli.exit(ctx, t, 1)
 		if got := e2eFinal(t, cli, "sent="); got["sent"] != "0" {
 			t.Errorf("client reported sent=%s, want 0", got["sent"])
 		}
 	})
+
+	t.Run("tls", func(t *testing.T) { e2eTLS(t, server, client) })
+	t.Run("echo", func(t *testing.T) { e2eEcho(t, server, client) })
+	t.Run("batch", func(t *testing.T) { e2eBatch(t, server, client) })
+	t.Run("restart", func(t *testing.T) { e2eRestart(t, server, client) })
+	t.Run("shutdown", func(t *testing.T) { e2eShutdown(t, server, client) })
 }
 
-// e2eCheckClient checks that the exited client sent n messages with no
-// error, and returns its final line's fields.
-func e2eCheckClient(t *testing.T, cli *e2eProc, n int) map[string]string {
+// e2eTLS runs the server with a self-signed certificate. A client that
+// trusts it (-tls-ca) gets every message through; one that speaks TLS but
+// does not trust it fails its handshake, says why, exits 1 and sends
+// nothing; one that does not speak TLS gets nothing delivered.
+func e2eTLS(t *testing.T, server, client string) {
+	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
+	defer cancel()
+	cert, key := e2eCert(t)
+	srv := e2eStart(ctx, t, server, "-addr", "127.0.0.1:0", "-tls-cert", cert, "-tls-key", key)
+	addr := srv.listening(ctx, t)
+
+	untrusting := e2eStart(ctx, t, client, "-addr", addr, "-tls", "-n", "10")
+	untrusting.exit(ctx, t, 1)
+	if u := e2eFinal(t, untrusting, "sent="); u["sent"] != "0" || u["written"] != "0" {
+		t.Errorf("client without -tls-ca reported sent=%s written=%s, want 0", u["sent"], u["written"])
+	}
+	if !strings.Contains(untrusting.stderr.String(), "x509: certificate signed by unknown authority") {
+		t.Errorf("client without -tls-ca does not say that it does not trust the certificate\nstderr:\n%s", untrusting.stderr)
+	}
+
+	// What the plaintext client's Writes return depends on how soon the
+	// server's handshake fails; only the server's count matters.
+	plain := e2eStart(ctx, t, client, "-addr", addr, "-n", "10")
+	select {
+	case <-plain.done:
+	case <-ctx.Done():
+		t.Fatal("plaintext client did not exit")
+	}
+
+	cli := e2eStart(ctx, t, client, "-addr", addr, "-tls-ca", cert,
+		"-n", strconv.Itoa(e2eMessages), "-conns", "2")
+	cli.wait(ctx, t)
+	c := e2eCheckClient(t, cli, e2eMessages, e2eNoteSize)
+
+	// Shutdown delivers everything the clients sent before they closed.
+	srv.signal(t, os.Interrupt)
+	srv.wait(ctx, t)
+	s := e2eFinal(t, srv, "received=")
+	want := map[string]uint64{
+		"received": e2eUint(t, c, "written"),
+		"bytes":    e2eUint(t, c, "bytes"),
+	}
+	for k, v := range want {
+		if got := e2eUint(t, s, k); got != v {
+			t.Errorf("server %s=%d, want %d", k, got, v)
+		}
+	}
+	// Every connection but the trusting client's two failed its
+	// handshake. The plaintext client dials again after a failed Write, so
+	// it may have made more than one.
+	if errs, conns := e2eUint(t, s, "errors"), e2eUint(t, s, "conns"); conns < 4 || errs != conns-2 {
+		t.Errorf("server conns=%d errors=%d, want at least 4 connections, all but 2 failing their handshake", conns, errs)
+	}
+	t.Logf("plaintext client: %s", plain.stdout.lines()[0])
+}
+
+// e2eEcho runs the server with -echo and the client with -echo: every
+// message comes back, and the client reports round-trip times.
+func e2eEcho(t *testing.T, server, client string) {
+	for _, tc := range []struct {
+		name, framing string
+		conns         int
+		args          []string
+	}{
+		{"default", "buffstreams", 2, nil},
+		{"batch", "fixed4", 2, []string{"-batch"}},
+		{"delim", `delim:\x00`, 3, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
+			defer cancel()
+			framing, conns := tc.framing, tc.conns
+			srv := e2eStart(ctx, t, server, "-addr", "127.0.0.1:0", "-echo", "-framing", framing,
+				"-n", strconv.Itoa(e2eMessages))
+			addr := srv.listening(ctx, t)
+			args := append([]string{"-addr", addr, "-framing", framing, "-echo", "-n", strconv.Itoa(e2eMessages),
+				"-conns", strconv.Itoa(conns)}, tc.args...)
+			cli := e2eStart(ctx, t, client, args...)
+			cli.wait(ctx, t)
+			c := e2eCheckClient(t, cli, e2eMessages, e2eNoteSize)
+			if got := e2eUint(t, c, "replies"); got != e2eMessages {
+				t.Errorf("client replies=%d, want %d", got, e2eMessages)
+			}
+			p50, p99 := e2eDuration(t, c, "rtt_p50"), e2eDuration(t, c, "rtt_p99")
+			if p50 <= 0 || p99 < p50 || p99 > e2eTimeout {
+				t.Errorf("client rtt_p50=%v rtt_p99=%v: want 0 < p50 <= p99", p50, p99)
+			}
+			srv.wait(ctx, t)
+			e2eCheckServer(t, srv, c, conns)
+		})
+	}
+}
+
+// e2eBatch runs the client in batching mode: every message arrives, and the
+// client's line accounts for every message (written + failed = sent, no
+// failure). The small buffer makes Write wait for room, and with 2000-byte
+// Notes, above a quarter of it, it makes Write write them itself.
+func e2eBatch(t *testing.T, server, client string) {
+	for _, tc := range []struct {
+		name string
+		size int
+		args []string
+	}{
+		{"default", e2eNoteSize, nil},
+		{"small buffer", e2eNoteSize, []string{"-buffer", "4KiB", "-flush-interval", "1ms"}},
+		{"large messages", 2000, []string{"-buffer", "4KiB"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
+			defer cancel()
+			srv := e2eStart(ctx, t, server, "-addr", "127.0.0.1:0", "-framing", "uvarint",
+				"-n", strconv.Itoa(e2eMessages))
+			addr := srv.listening(ctx, t)
+			args := append([]string{"-addr", addr, "-framing", "uvarint", "-batch", "-n", strconv.Itoa(e2eMessages),
+				"-conns", "2", "-size", strconv.Itoa(tc.size)}, tc.args...)
+			cli := e2eStart(ctx, t, client, args...)
+			cli.wait(ctx, t)
+			c := e2eCheckClient(t, cli, e2eMessages, tc.size)
+			srv.wait(ctx, t)
+			e2eCheckServer(t, srv, c, 2)
+		})
+	}
+}
+
+// e2eRestart restarts the server under a client that streams at a steady
+// rate with a retry policy. The client carries on, on the new server, and
+// accounts for every message; the two servers together received no message
+// twice and lost only what was in flight when the first one closed.
+//
+// The bound on the loss: once SIGINT arrives, server 1 keeps reading for its
+// -grace while the client goes on writing at -rate, so when it closes the
+// connections only the frames that arrived since its last read are unread.
+// After that, each connection may have one more frame accepted by the kernel
+// before the peer's reset comes back. The test allows 2 frames per
+// connection plus half a second of the stream (a read loop kept off the CPU
+// that long). The kernel's buffers, the only hard limit, could hold far
+// more: up to tcp_wmem + tcp_rmem bytes per connection, megabytes.
+func e2eRestart(t *testing.T, server, client string) {
+	if runtime.GOOS == "windows" {
+		t.Skip("os.Interrupt cannot be sent on Windows")
+	}
+	const (
+		n         = 9000
+		rate      = 3000 // messages per second: 3 s in all
+		conns     = 2
+		lossBound = 2*conns + rate/2
+	)
+	ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
+	defer cancel()
+	srv1 := e2eStart(ctx, t, server, "-addr", "127.0.0.1:0", "-grace", "200ms")
+	addr := srv1.listening(ctx, t)
+	cli := e2eStart(ctx, t, client, "-addr", addr, "-n", strconv.Itoa(n), "-rate", strconv.Itoa(rate),
+		"-conns", strconv.Itoa(conns), "-retries", "30", "-retry-wait", "20s")
+
+	// The server's first progress line comes a second in: a third of the
+	// way through the stream.
+	if _, err := srv1.stderr.waitLine(ctx, srv1.done, func(line string) bool {
+		return strings.HasPrefix(line, "progress ") && e2eFields(line)["received"] != "0"
+	}); err != nil {
+		t.Fatalf("server 1 received nothing: %v", err)
+	}
+	srv1.signal(t, os.Interrupt)
+	srv1.wait(ctx, t)
+	s1 := e2eFinal(t, srv1, "received=")
+
+	srv2 := e2eStart(ctx, t, server, "-addr", addr)
+	if got := srv2.listening(ctx, t); got != addr {
+		t.Fatalf("server 2 listens on %s, want %s", got, addr)
+	}
+	cli.wait(ctx, t)
+	c := e2eFinal(t, cli, "sent=")
+	sent, written, failed := e2eUint(t, c, "sent"), e2eUint(t, c, "written"), e2eUint(t, c, "failed")
+	if sent != n || written+failed != sent || failed != 0 {
+		t.Errorf("client sent=%d written=%d failed=%d, want sent=%d = written + failed and failed=0", sent, written, failed, n)
+	}
+	if got := e2eUint(t, c, "reconnects"); got < conns {
+		t.Errorf("client reconnects=%d, want at least %d (one per connection)", got, conns)
+	}
+
+	// The client has closed its connections: Shutdown delivers all they
+	// sent to server 2.
+	srv2.signal(t, os.Interrupt)
+	srv2.wait(ctx, t)
+	s2 := e2eFinal(t, srv2, "received=")
+	r1, r2 := e2eUint(t, s1, "received"), e2eUint(t, s2, "received")
+	t.Logf("server 1 received %d, server 2 %d, client wrote %d: %d lost at the restart", r1, r2, written, int64(written)-int64(r1+r2))
+	if r1 == 0 || r2 == 0 {
+		t.Errorf("servers received %d and %d: the restart was not mid-stream", r1, r2)
+	}
+	if r1+r2 > written {
+		t.Errorf("servers received %d + %d > %d written: duplicates", r1, r2, written)
+	}
+	if r1+r2+lossBound < written {
+		t.Errorf("servers received %d + %d, client wrote %d: more than %d lost", r1, r2, written, lossBound)
+	}
+	for i, s := range []map[string]string{s1, s2} {
+		if got := e2eUint(t, s, "errors"); got != 0 {
+			t.Errorf("server %d errors=%d, want 0", i+1, got)
+		}
+	}
+}
+
+// e2eShutdown signals the server while a client is connected and sending as
+// fast as it can, so that the connection never pauses: the server must
+// close it when -grace runs out, and exit 0 within 5 s with its final line.
+// The client, left without a server, gives up, accounts for every message,
+// and exits 1 because some failed.
+func e2eShutdown(t *testing.T, server, client string) {
+	if runtime.GOOS == "windows" {
+		t.Skip("signals cannot be sent on Windows")
+	}
+	for _, tc := range []struct {
+		name string
+		sig  os.Signal
+		args []string
+	}{
+		{"SIGTERM", syscall.SIGTERM, nil}, // the default grace of 3 s
+		{"SIGINT", os.Interrupt, []string{"-grace", "1s", "-echo"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), e2eTimeout)
+			defer cancel()
+			srv := e2eStart(ctx, t, server, append([]string{"-addr", "127.0.0.1:0"}, tc.args...)...)
+			addr := srv.listening(ctx, t)
+			args := []string{"-addr", addr, "-n", "0"}
+			if slices.Contains(tc.args, "-echo") {
+				args = append(args, "-echo", "-reply-wait", "1s")
+			}
+			cli := e2eStart(ctx, t, client, args...)
+			if _, err := srv.stderr.waitLine(ctx, srv.done, func(line string) bool {
+				return strings.HasPrefix(line, "progress ") && e2eFields(line)["received"] != "0"
+			}); err != nil {
+				t.Fatalf("server received nothing: %v", err)
+			}
+			start := time.Now()
+			srv.signal(t, tc.sig)
+			limit, stopLimit := context.WithTimeout(ctx, 5*time.Second)
+			defer stopLimit()
+			srv.wait(limit, t)
+			t.Logf("server exited %v after the signal", time.Since(start).Round(time.Millisecond))
+			if got := e2eUint(t, e2eFinal(t, srv, "received="), "received"); got == 0 {
+				t.Error("server received=0")
+			}
+
+			select {
+			case <-cli.done:
+			case <-ctx.Done():
+				t.Fatal("client did not give up after the server left")
+			}
+			c := e2eFinal(t, cli, "sent=")
+			sent, written, failed := e2eUint(t, c, "sent"), e2eUint(t, c, "written"), e2eUint(t, c, "failed")
+			if written+failed != sent || failed == 0 {
+				t.Errorf("client sent=%d written=%d failed=%d, want sent = written + failed and failed > 0", sent, written, failed)
+			}
+			var ee *exec.ExitError
+			if !errors.As(cli.err, &ee) || ee.ExitCode() != 1 {
+				t.Errorf("client exited with %v, want exit status 1 since messages failed", cli.err)
+			}
+		})
+	}
+}
+
+// e2eCheckClient checks that the exited client sent n messages of size
+// bytes with no error, and returns its final line's fields.
+func e2eCheckClient(t *testing.T, cli *e2eProc, n, size int) map[string]string {
 	t.Helper()
 	c := e2eFinal(t, cli, "sent=")
-	want := map[string]uint64{"sent": uint64(n), "errors": 0, "bytes": uint64(n * e2eNoteSize)}
+	want := map[string]uint64{
+		"sent":    uint64(n),
+		"written": uint64(n),
+		"failed":  0,
+		"errors":  0,
+		"bytes":   uint64(n * size),
+	}
 	for k, v := range want {
 		if got := e2eUint(t, c, k); got != v {
 			t.Errorf("client %s=%d, want %d", k, got, v)
@@ -122,12 +402,12 @@ func e2eCheckClient(t *testing.T, cli *e2eProc, n int) map[string]string {
 }
 
 // e2eCheckServer checks that the exited server received what the client
-// reported sending, on conns connections, with no error.
+// reported writing, on conns connections, with no error.
 func e2eCheckServer(t *testing.T, srv *e2eProc, client map[string]string, conns int) {
 	t.Helper()
 	s := e2eFinal(t, srv, "received=")
 	want := map[string]uint64{
-		"received": e2eUint(t, client, "sent"),
+		"received": e2eUint(t, client, "written"),
 		"bytes":    e2eUint(t, client, "bytes"),
 		"errors":   0,
 		"conns":    uint64(conns),
@@ -147,6 +427,45 @@ func e2eCheckFloats(t *testing.T, fields map[string]string) {
 			t.Errorf("%s=%q is not a non-negative number", k, fields[k])
 		}
 	}
+}
+
+// e2eCert writes a self-signed ECDSA P-256 certificate for 127.0.0.1 and
+// its key into a temporary directory, as PEM files, and returns their
+// paths.
+func e2eCert(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "buffstreams e2e"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
 
 // e2eBuild builds the test programs into a temporary directory and returns
@@ -236,6 +555,29 @@ func (p *e2eProc) wait(ctx context.Context, t *testing.T) {
 	}
 }
 
+// exit waits for the program to exit and fails the test unless its exit
+// status is code.
+func (p *e2eProc) exit(ctx context.Context, t *testing.T, code int) {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		t.Fatalf("%s did not exit: %v", filepath.Base(p.cmd.Path), ctx.Err())
+	}
+	var ee *exec.ExitError
+	if !errors.As(p.err, &ee) || ee.ExitCode() != code {
+		t.Fatalf("%s exited with %v, want exit status %d\nstderr:\n%s", filepath.Base(p.cmd.Path), p.err, code, e2eTail(p.stderr.String(), 2000))
+	}
+}
+
+// signal sends sig to the program.
+func (p *e2eProc) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // e2eFinal returns the fields of the exited program's one stdout line that
 // starts with prefix.
 func e2eFinal(t *testing.T, p *e2eProc, prefix string) map[string]string {
@@ -266,6 +608,15 @@ func e2eFields(line string) map[string]string {
 func e2eUint(t *testing.T, fields map[string]string, key string) uint64 {
 	t.Helper()
 	v, err := strconv.ParseUint(fields[key], 10, 64)
+	if err != nil {
+		t.Fatalf("field %s=%q: %v", key, fields[key], err)
+	}
+	return v
+}
+
+func e2eDuration(t *testing.T, fields map[string]string, key string) time.Duration {
+	t.Helper()
+	v, err := time.ParseDuration(fields[key])
 	if err != nil {
 		t.Fatalf("field %s=%q: %v", key, fields[key], err)
 	}

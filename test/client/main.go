@@ -5,6 +5,9 @@
 //
 //	client [-addr 127.0.0.1:5031] [-framing buffstreams] [-delim '\n'] [-max 4096]
 //	       [-n 0] [-conns 1] [-size 110] [-rate 0]
+//	       [-tls] [-tls-ca FILE] [-tls-server-name NAME]
+//	       [-batch] [-buffer 256KiB] [-flush-interval 0] [-write-timeout 0]
+//	       [-retries 0] [-retry-wait 0] [-echo] [-reply-wait 5s]
 //
 // Flags:
 //
@@ -19,8 +22,10 @@
 //	          with 0x0a, the tag of field 1, so with '\n' (or lines) every
 //	          Write fails with buffstreams.ErrDelimiterInPayload and the
 //	          client stops at the first. '\x00' works: these Notes never
-//	          contain a zero byte (their strings are ASCII text and their
-//	          varints are minimal and non-zero)
+//	          contain a zero byte (their strings are ASCII text without NUL,
+//	          their tags are 0x0a, 0x10 and 0x1a, and their varints are
+//	          minimal and non-zero, so every byte of one is non-zero; the
+//	          tests in main_test.go check it for every size up to 4096)
 //	-max      MaxMessageSize in bytes; with the buffstreams framing it must
 //	          match the server's
 //	-n        messages to send in all, split as evenly as possible across
@@ -31,31 +36,88 @@
 //	          reach it exactly when possible, and no Note is smaller than
 //	          one with only a name and a date
 //	-rate     messages per second in all; 0 sends as fast as possible
+//	-tls      speak TLS (1.2 or later), trusting the system's roots
+//	-tls-ca   speak TLS, trusting the certificates of this PEM file instead
+//	          of the system's roots (implies -tls). The name checked is
+//	          -tls-server-name, or else the host of -addr (an IP address is
+//	          matched against the certificate's IP SANs)
+//	-batch    batching mode: TCPConnConfig.WriteBufferSize is -buffer and
+//	          FlushInterval is -flush-interval; Write only copies the frame,
+//	          a flusher writes many per system call, and each connection
+//	          calls Flush once it has sent its share, then Close
+//	-buffer   the write buffer of -batch, in bytes, or with a KiB or MiB
+//	          suffix
+//	-flush-interval
+//	          how long the flusher of -batch may wait for more messages
+//	-write-timeout
+//	          TCPConnConfig.WriteTimeout; 0 means no limit (Close in batching
+//	          mode still gives up after 10 s)
+//	-retries  when positive, reconnect after a failure with
+//	          buffstreams.RetryPolicy{MaxAttempts: retries, MaxWait:
+//	          retry-wait}: a failed write dials again with back-off and
+//	          writes again the frames that had not reached the kernel, so
+//	          sending carries on across a server restart. 0 means no policy:
+//	          one dial per Write after a failure
+//	-retry-wait
+//	          the longest one reconnect may take, dials and back-offs
+//	          together; 0 means the library's default (30 s)
+//	-echo     expect the server (run with -echo) to send every message
+//	          back: each connection reads the replies in a goroutine, and
+//	          the final line reports their round-trip times. Each Note then
+//	          carries its send time in its date field, so it is marshaled
+//	          again for every message (at the same size)
+//	-reply-wait
+//	          with -echo, how long a connection waits for the missing
+//	          replies once it has sent its share
 //
-// Each connection marshals its Note once and writes the same bytes again and
-// again. A failed Write is not retried (the library dials again on the next
-// one); after 10 failures in a row, with a growing pause between them, the
-// connection gives up, and at once if the framing cannot carry the Note
-// (ErrDelimiterInPayload), which no retry can change. A progress line goes to
-// stderr every second, with the dial errors and the library's logs. At the
-// end (all sent, or SIGINT or SIGTERM) it prints one line on stdout:
+// Without -echo, each connection marshals its Note once and writes the same
+// bytes again and again. A failed Write is not retried by the client (the
+// library dials again, with -retries as the policy says); after 10 failures
+// in a row, with a growing pause between them, the connection gives up, and
+// at once if the framing cannot carry the Note (ErrDelimiterInPayload),
+// which no retry can change. A progress line goes to stderr every second,
+// with the dial errors and the library's logs. On SIGINT or SIGTERM the
+// connections stop sending, flush and close; if they have not within a
+// second, they are closed under them, and a second signal kills the
+// process. At the end it prints one line on stdout:
 //
-//	sent=N bytes=B errors=E elapsed=S rate=R
+//	sent=N written=W failed=F bytes=B errors=E reconnects=R elapsed=S rate=X
 //
-// N is the number of messages whose Write succeeded, B their payload bytes,
-// E the number of Writes that failed, S the seconds spent sending and R = N/S
-// messages per second. It exits 0 if it sent a message (or was interrupted
-// with -n 0), and 1 if it could not send at all.
+// and with -echo the same line ends with
+//
+//	replies=K rtt_p50=D rtt_p99=D
+//
+// N is the number of messages given to Write. Each of them is either in W,
+// the messages whose whole frame reached the kernel (ConnStats
+// .MessagesWritten, summed over the connections), or in F, the messages
+// passed to the OnWriteError hook, so W + F = N; the client checks it and
+// reports a mismatch on stderr. A message in W may still be lost if the
+// server dies before reading it: TCP does not tell. B is the payload bytes
+// of W; E is ConnStats.WriteErrors, which equals F (it is the field the
+// line had before F); R the successful reconnects; S the seconds from the
+// start until every connection was done (flushed, and with -echo answered)
+// and X = W/S messages per second. K is the number of replies received, and
+// D round-trip times (a Go duration, to within 2%) at the 50th and 99th
+// percentiles, from the Write of a message to the arrival of its reply.
+//
+// It exits 0 if all went well: some message was written (or it was
+// interrupted with -n 0), no message failed (F = 0), W + F = N, and with
+// -echo every written message was answered, unless it was interrupted.
+// It exits 1 otherwise, and 2 if the flags are wrong.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -72,8 +134,12 @@ import (
 // up.
 const maxFailures = 10
 
+// forceClose is how long after SIGINT or SIGTERM the connections are closed
+// if they have not finished by themselves.
+const forceClose = time.Second
+
 func main() {
-	var cfg config
+	cfg := config{buffer: 256 << 10}
 	flag.StringVar(&cfg.addr, "addr", "127.0.0.1:5031", "address of the server")
 	flag.StringVar(&cfg.framing, "framing", "buffstreams", "wire format: buffstreams, uvarint, fixed1, fixed2, fixed3, fixed4, fixed8, fixed2le, fixed4le, fixed8le, fixed4incl, lines, delim (ended by -delim) or delim:DELIM")
 	delim := flag.String("delim", `\n`, "delimiter of -framing delim, with Go escapes such as \\r\\n or \\x00 (for text payloads: marshaled Notes contain \\n, never \\x00)")
@@ -82,10 +148,25 @@ func main() {
 	flag.IntVar(&cfg.conns, "conns", 1, "connections sending in parallel")
 	flag.IntVar(&cfg.size, "size", 110, "marshaled size of each Note in bytes")
 	flag.Float64Var(&cfg.rate, "rate", 0, "messages per second in all (0: as fast as possible)")
+	flag.BoolVar(&cfg.tls, "tls", false, "speak TLS, trusting the system's roots")
+	flag.StringVar(&cfg.tlsCA, "tls-ca", "", "speak TLS, trusting the certificates of this PEM file")
+	flag.StringVar(&cfg.tlsName, "tls-server-name", "", "name to check the server's certificate against (default: the host of -addr)")
+	flag.BoolVar(&cfg.batch, "batch", false, "batching mode: buffer writes (-buffer, -flush-interval) and Flush at the end")
+	flag.Var(&cfg.buffer, "buffer", "write buffer of -batch, in bytes or with a KiB or MiB suffix")
+	flag.DurationVar(&cfg.flushInterval, "flush-interval", 0, "how long the flusher of -batch may wait for more messages")
+	flag.DurationVar(&cfg.writeTimeout, "write-timeout", 0, "bound on each write system call (0: no limit)")
+	flag.IntVar(&cfg.retries, "retries", 0, "reconnect with a RetryPolicy of this many attempts (0: no policy)")
+	flag.DurationVar(&cfg.retryWait, "retry-wait", 0, "longest time one reconnect may take with -retries (0: the library's 30 s)")
+	flag.BoolVar(&cfg.echo, "echo", false, "expect a reply to every message and report round-trip times")
+	flag.DurationVar(&cfg.replyWait, "reply-wait", 5*time.Second, "with -echo, how long to wait for missing replies after sending")
 	flag.Parse()
-	if cfg.n < 0 || cfg.conns < 1 || cfg.rate < 0 {
-		fmt.Fprintln(os.Stderr, "client: -n and -rate must not be negative, and -conns must be at least 1")
-		os.Exit(2)
+	switch {
+	case flag.NArg() > 0:
+		usage(fmt.Errorf("unexpected arguments %q", flag.Args()))
+	case cfg.n < 0 || cfg.conns < 1 || cfg.rate < 0:
+		usage(errors.New("-n and -rate must not be negative, and -conns must be at least 1"))
+	case cfg.buffer < 1 || cfg.flushInterval < 0 || cfg.writeTimeout < 0 || cfg.retries < 0 || cfg.retryWait < 0 || cfg.replyWait < 0:
+		usage(errors.New("-buffer must be positive, and -retries and the durations must not be negative"))
 	}
 	// -framing delim takes its delimiter, escaped, from -delim.
 	if strings.EqualFold(cfg.framing, "delim") {
@@ -93,12 +174,20 @@ func main() {
 	}
 	framing, err := buffstreams.ParseFraming(cfg.framing, cfg.max)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "client:", err)
-		os.Exit(2)
+		usage(err)
 	}
-	if !run(cfg, framing) {
+	tlsConfig, err := cfg.tlsConfig()
+	if err != nil {
+		usage(err)
+	}
+	if !run(cfg, framing, tlsConfig) {
 		os.Exit(1)
 	}
+}
+
+func usage(err error) {
+	fmt.Fprintln(os.Stderr, "client:", err)
+	os.Exit(2)
 }
 
 // config holds the flags.
@@ -106,29 +195,100 @@ type config struct {
 	addr, framing       string
 	max, n, conns, size int
 	rate                float64
+	tls                 bool
+	tlsCA, tlsName      string
+	batch               bool
+	buffer              byteSize
+	flushInterval       time.Duration
+	writeTimeout        time.Duration
+	retries             int
+	retryWait           time.Duration
+	echo                bool
+	replyWait           time.Duration
+}
+
+// tlsConfig returns the TLS configuration the flags ask for, or nil for
+// plain TCP.
+func (cfg *config) tlsConfig() (*tls.Config, error) {
+	if !cfg.tls && cfg.tlsCA == "" {
+		if cfg.tlsName != "" {
+			return nil, errors.New("-tls-server-name needs -tls or -tls-ca")
+		}
+		return nil, nil
+	}
+	// An empty ServerName is filled in by the library from the address.
+	c := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.tlsName}
+	if cfg.tlsCA != "" {
+		pem, err := os.ReadFile(cfg.tlsCA)
+		if err != nil {
+			return nil, err
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("no PEM certificate in %s", cfg.tlsCA)
+		}
+	}
+	return c, nil
+}
+
+// byteSize is a flag holding a number of bytes, written plain or with a KiB
+// or MiB suffix.
+type byteSize int
+
+func (b *byteSize) String() string { return strconv.Itoa(int(*b)) }
+
+func (b *byteSize) Set(s string) error {
+	mult := 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}} {
+		if t, ok := strings.CutSuffix(s, u.suffix); ok {
+			s, mult = t, u.mult
+			break
+		}
+	}
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 0 || v > (1<<31-1)/mult {
+		return fmt.Errorf("%q is not a size such as 262144 or 256KiB", s)
+	}
+	*b = byteSize(v * mult)
+	return nil
 }
 
 // sender is the state shared by the connections' goroutines.
 type sender struct {
 	cfg     config
 	framing buffstreams.Framing
+	tls     *tls.Config
+	retry   *buffstreams.RetryPolicy
 	log     *slog.Logger
 	start   time.Time
 	tickets atomic.Int64 // messages claimed so far, for pacing
 	conns   []atomic.Pointer[buffstreams.TCPConn]
+
+	attempted  atomic.Uint64 // messages given to Write
+	failed     atomic.Uint64 // messages passed to OnWriteError
+	replies    atomic.Uint64 // replies received, with -echo
+	badReplies atomic.Uint64 // of those, replies that are not a Note with a date
+	rtt        histogram
 }
 
 // run sends the messages and prints the final line. It reports whether the
 // exit status should be 0.
-func run(cfg config, framing buffstreams.Framing) bool {
+func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s := &sender{
 		cfg:     cfg,
 		framing: framing,
+		tls:     tlsConfig,
 		log:     slog.New(slog.NewTextHandler(os.Stderr, nil)),
 		start:   time.Now(),
 		conns:   make([]atomic.Pointer[buffstreams.TCPConn], cfg.conns),
+	}
+	if cfg.retries > 0 {
+		s.retry = &buffstreams.RetryPolicy{MaxAttempts: cfg.retries, MaxWait: cfg.retryWait}
 	}
 	var wg sync.WaitGroup
 	for i := range cfg.conns {
@@ -153,25 +313,69 @@ func run(cfg config, framing buffstreams.Framing) bool {
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	var force <-chan time.Time
+	interrupted := ctx.Done()
 	var prev uint64
 	for waiting := true; waiting; {
 		select {
 		case <-done:
 			waiting = false
+		case <-interrupted:
+			// The connections stop at their next message. Close them
+			// under any that is stuck reconnecting or waiting for
+			// replies, if they take too long; a second signal kills.
+			stop()
+			interrupted = nil
+			force = time.After(forceClose)
+		case <-force:
+			for i := range s.conns {
+				if c := s.conns[i].Load(); c != nil {
+					c.Close()
+				}
+			}
 		case <-tick.C:
 			st := s.stats()
-			fmt.Fprintf(os.Stderr, "progress sent=%d rate=%d/s errors=%d\n", st.MessagesWritten, st.MessagesWritten-prev, st.WriteErrors)
+			fmt.Fprintf(os.Stderr, "progress sent=%d written=%d rate=%d/s failed=%d reconnects=%d",
+				s.attempted.Load(), st.MessagesWritten, st.MessagesWritten-prev, s.failed.Load(), st.Reconnects)
+			if cfg.echo {
+				fmt.Fprintf(os.Stderr, " replies=%d", s.replies.Load())
+			}
+			fmt.Fprintln(os.Stderr)
 			prev = st.MessagesWritten
 		}
 	}
 	elapsed := time.Since(s.start)
-	interrupted := ctx.Err() != nil
+	wasInterrupted := ctx.Err() != nil
 
+	// Every connection is closed: the counters are final.
 	st := s.stats()
-	fmt.Printf("sent=%d bytes=%d errors=%d elapsed=%.3f rate=%.0f\n",
-		st.MessagesWritten, st.BytesWritten, st.WriteErrors, elapsed.Seconds(),
-		float64(st.MessagesWritten)/elapsed.Seconds())
-	return st.MessagesWritten > 0 || (cfg.n == 0 && interrupted)
+	sent, failed := s.attempted.Load(), s.failed.Load()
+	line := fmt.Sprintf("sent=%d written=%d failed=%d bytes=%d errors=%d reconnects=%d elapsed=%.3f rate=%.0f",
+		sent, st.MessagesWritten, failed, st.BytesWritten, st.WriteErrors, st.Reconnects,
+		elapsed.Seconds(), float64(st.MessagesWritten)/elapsed.Seconds())
+	ok := st.MessagesWritten > 0 || (cfg.n == 0 && wasInterrupted)
+	if cfg.echo {
+		replies := s.replies.Load()
+		line += fmt.Sprintf(" replies=%d rtt_p50=%v rtt_p99=%v", replies, s.rtt.quantile(0.50), s.rtt.quantile(0.99))
+		if bad := s.badReplies.Load(); bad > 0 {
+			fmt.Fprintf(os.Stderr, "client: %d replies were not the Notes sent\n", bad)
+			ok = false
+		}
+		if replies < st.MessagesWritten && !wasInterrupted {
+			fmt.Fprintf(os.Stderr, "client: %d written messages got no reply\n", st.MessagesWritten-replies)
+			ok = false
+		}
+	}
+	fmt.Println(line)
+	if st.MessagesWritten+failed != sent {
+		fmt.Fprintf(os.Stderr, "client: accounting mismatch: written %d + failed %d != sent %d\n", st.MessagesWritten, failed, sent)
+		ok = false
+	}
+	if failed > 0 {
+		fmt.Fprintf(os.Stderr, "client: %d messages could not be written\n", failed)
+		ok = false
+	}
+	return ok
 }
 
 // stats adds up the counters of the connections dialed so far.
@@ -183,37 +387,65 @@ func (s *sender) stats() buffstreams.ConnStats {
 			sum.MessagesWritten += st.MessagesWritten
 			sum.BytesWritten += st.BytesWritten
 			sum.WriteErrors += st.WriteErrors
+			sum.Reconnects += st.Reconnects
 		}
 	}
 	return sum
 }
 
 // send dials connection i and writes quota messages on it (0: until ctx is
-// done).
+// done), then flushes, waits for the replies with -echo, and closes it.
 func (s *sender) send(ctx context.Context, i, quota int) error {
-	conn, err := buffstreams.DialTCPContext(ctx, &buffstreams.TCPConnConfig{
+	cc := &buffstreams.TCPConnConfig{
 		Address:        s.cfg.addr,
 		MaxMessageSize: s.cfg.max,
 		Framing:        s.framing,
 		Logger:         s.log,
-	})
+		TLSConfig:      s.tls,
+		Retry:          s.retry,
+		WriteTimeout:   s.cfg.writeTimeout,
+		OnWriteError:   func([]byte, error) { s.failed.Add(1) },
+	}
+	if s.cfg.batch {
+		cc.WriteBufferSize = int(s.cfg.buffer)
+		cc.FlushInterval = s.cfg.flushInterval
+	}
+	conn, err := buffstreams.DialTCPContext(ctx, cc)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
 	s.conns[i].Store(conn)
+	var r *replyReader
+	if s.cfg.echo {
+		r = newReplyReader(s, conn)
+		go r.run()
+	}
+	err = s.stream(ctx, conn, i, quota)
+	// A failure of Flush needs no report: every message it concerns went
+	// to OnWriteError.
+	conn.Flush()
+	if r != nil {
+		r.await(ctx)
+	}
+	conn.Close()
+	if r != nil {
+		r.close()
+	}
+	return err
+}
 
-	payload, err := proto.Marshal(newNote(s.cfg.size, i))
+// stream writes quota messages on conn (0: until ctx is done).
+func (s *sender) stream(ctx context.Context, conn *buffstreams.TCPConn, i, quota int) error {
+	note := newNote(s.cfg.size, i)
+	payload, err := proto.Marshal(note)
 	if err != nil {
 		return err
 	}
 	if len(payload) > conn.MaxMessageSize() {
 		return fmt.Errorf("a %d-byte Note exceeds the maximum message size of %d", len(payload), conn.MaxMessageSize())
 	}
-
 	done := ctx.Done()
 	var failures int
-	var lastErr error
 	for sent := 0; quota == 0 || sent < quota; sent++ {
 		if s.cfg.rate > 0 && !s.pace(done) {
 			return nil
@@ -223,14 +455,20 @@ func (s *sender) send(ctx context.Context, i, quota int) error {
 			return nil
 		default:
 		}
+		if s.cfg.echo {
+			note.Date = time.Now().UnixNano()
+			if payload, err = (proto.MarshalOptions{}).MarshalAppend(payload[:0], note); err != nil {
+				return err
+			}
+		}
+		s.attempted.Add(1)
 		if _, err := conn.Write(payload); err != nil {
 			if errors.Is(err, buffstreams.ErrDelimiterInPayload) {
 				return fmt.Errorf("framing %s cannot carry this Note (delimited framings are for text; try -delim '\\x00'): %w", s.framing, err)
 			}
 			failures++
-			lastErr = err
 			if failures == maxFailures {
-				return fmt.Errorf("giving up after %d failed writes in a row: %w", failures, lastErr)
+				return fmt.Errorf("giving up after %d failed writes in a row: %w", failures, err)
 			}
 			if !sleep(done, time.Duration(1<<failures)*time.Millisecond) {
 				return nil
@@ -251,10 +489,88 @@ func (s *sender) pace(done <-chan struct{}) bool {
 	return sleep(done, time.Until(due))
 }
 
+// A replyReader reads the replies of one connection with -echo, in its own
+// goroutine, which the connection's sender starts and stops.
+type replyReader struct {
+	s      *sender
+	conn   *buffstreams.TCPConn
+	got    atomic.Uint64 // replies read
+	kick   chan struct{} // capacity 1: a reply arrived
+	stop   chan struct{} // closed by close
+	exited chan struct{} // closed when run returns
+}
+
+func newReplyReader(s *sender, conn *buffstreams.TCPConn) *replyReader {
+	return &replyReader{s: s, conn: conn, kick: make(chan struct{}, 1), stop: make(chan struct{}), exited: make(chan struct{})}
+}
+
+// run reads replies until stop is closed. A reply is the Note sent, whose
+// date is its send time.
+func (r *replyReader) run() {
+	defer close(r.exited)
+	var note message.Note
+	for {
+		for msg, err := range r.conn.Messages() {
+			if err != nil {
+				break
+			}
+			now := time.Now().UnixNano()
+			if proto.Unmarshal(msg, &note) != nil || note.Date == 0 {
+				r.s.badReplies.Add(1)
+			} else {
+				r.s.rtt.record(time.Duration(now - note.Date))
+			}
+			r.s.replies.Add(1)
+			r.got.Add(1)
+			select {
+			case r.kick <- struct{}{}:
+			default:
+			}
+		}
+		// Closed, or failed: then the next Messages dials again (the
+		// writes do too). Pause so as not to spin while the server is
+		// down.
+		if !sleep(r.stop, 20*time.Millisecond) {
+			return
+		}
+	}
+}
+
+// await waits until every message written on the connection has been
+// answered, for at most -reply-wait, or until ctx is done.
+func (r *replyReader) await(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
+	t := time.NewTimer(r.s.cfg.replyWait)
+	defer t.Stop()
+	for r.got.Load() < r.conn.Stats().MessagesWritten {
+		select {
+		case <-r.kick:
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// close stops the reader and waits for it. The connection must be closed
+// first, to end a read in progress.
+func (r *replyReader) close() {
+	close(r.stop)
+	<-r.exited
+}
+
 // sleep waits for d, or until done is closed, which it reports as false.
 func sleep(done <-chan struct{}, d time.Duration) bool {
 	if d <= 0 {
-		return true
+		select {
+		case <-done:
+			return false
+		default:
+			return true
+		}
 	}
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -266,9 +582,61 @@ func sleep(done <-chan struct{}, d time.Duration) bool {
 	}
 }
 
+// histogram counts durations in buckets 1/64 of a power of two wide, so a
+// quantile is known to within 1/64 of its value. It is safe for concurrent
+// use.
+type histogram struct {
+	counts [64 * 60]atomic.Uint64
+}
+
+// bucket returns the bucket of a duration of v nanoseconds: v itself below
+// 128, else 64*e + (v >> e), where e makes v >> e fall in [64, 128).
+func bucket(v uint64) int {
+	if v < 128 {
+		return int(v)
+	}
+	e := bits.Len64(v) - 7
+	return 64*e + int(v>>e)
+}
+
+// bucketMid returns the middle of bucket b, in nanoseconds.
+func bucketMid(b int) uint64 {
+	if b < 128 {
+		return uint64(b)
+	}
+	e := b/64 - 1
+	m := uint64(b - 64*e)
+	return m<<e + (1<<e)/2
+}
+
+func (h *histogram) record(d time.Duration) {
+	h.counts[bucket(uint64(max(d, 0)))].Add(1)
+}
+
+// quantile returns the duration below which a fraction q of the recorded
+// ones fall, or 0 if none was recorded.
+func (h *histogram) quantile(q float64) time.Duration {
+	var total uint64
+	for i := range h.counts {
+		total += h.counts[i].Load()
+	}
+	if total == 0 {
+		return 0
+	}
+	rank := max(uint64(q*float64(total)+0.5), 1)
+	var seen uint64
+	for i := range h.counts {
+		if seen += h.counts[i].Load(); seen >= rank {
+			return time.Duration(bucketMid(i)).Round(time.Microsecond)
+		}
+	}
+	return 0
+}
+
 // newNote returns the Note of connection i, whose marshaled size is size
 // bytes if possible and never less than that of a Note with only a name and
-// a date.
+// a date. The date is now, in nanoseconds since 1970: its varint takes 9
+// bytes from 1972 to 2262, so a Note keeps its size when it is stamped again.
 func newNote(size, i int) *message.Note {
 	n := &message.Note{Name: fmt.Sprintf("client-%d", i), Date: time.Now().UnixNano()}
 	// The comment takes a tag byte, its length as a varint, then the text.

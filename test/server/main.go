@@ -5,7 +5,9 @@
 // Usage:
 //
 //	server [-addr :5031] [-framing buffstreams] [-delim '\n'] [-max 4096] [-n 0]
-//	       [-decode=true] [-v]
+//	       [-decode=true] [-v] [-echo] [-tls-cert FILE -tls-key FILE]
+//	       [-grace 3s] [-read-timeout 0] [-idle-timeout 0] [-write-timeout 0]
+//	       [-max-conns 0]
 //
 // Flags:
 //
@@ -24,24 +26,55 @@
 //	-n        exit after receiving this many messages; 0 runs until SIGINT
 //	          or SIGTERM
 //	-decode   unmarshal each payload into a message.Note; a failure counts
-//	          as an error
+//	          as an error. -decode=false skips it, so that the server
+//	          measures the transport alone: any payload is accepted, and
+//	          nothing but the framing is checked
 //	-v        log each decoded Note's comment to stderr (needs -decode)
+//	-echo     answer each message on its connection with the same payload,
+//	          byte for byte, as the client's -echo expects. With -decode the
+//	          reply is still the payload as received (re-marshaling the
+//	          decoded Note would give the same bytes for the client's Notes,
+//	          at the cost of an allocation), and a payload that does not
+//	          decode gets no reply. A client that does not read its replies
+//	          stalls its connection once the socket buffers are full;
+//	          -write-timeout closes it instead
+//	-tls-cert, -tls-key
+//	          serve TLS (1.2 or later) with this PEM certificate chain and
+//	          private key, as read by tls.LoadX509KeyPair; give both or
+//	          neither
+//	-grace    on SIGINT or SIGTERM, how long to let connections hand over
+//	          what they have sent (TCPListener.Shutdown) before closing them
+//	          (Close); 0 closes at once
+//	-read-timeout, -idle-timeout, -write-timeout, -max-conns
+//	          the TCPListenerConfig settings of the same names; 0 means no
+//	          limit
 //
 // Once bound, it prints "listening on ADDR" on stdout, ADDR being the bound
 // address. While running it prints a progress line on stderr every second,
-// where the library's logs go too. On exit (after -n messages, or on SIGINT
-// or SIGTERM, which close the listener cleanly) it prints one line on stdout:
+// where the library's logs go too.
+//
+// It stops after -n messages, or on SIGINT or SIGTERM. Either way it calls
+// Shutdown, which stops accepting, delivers the frames each connection has
+// sent, and closes the connection once its client pauses for 50 ms; a client
+// that keeps sending is closed when -grace runs out, so the server exits
+// within -grace of the signal (plus the time a callback in progress takes).
+// A second signal during the grace period kills it at once. At exit it
+// prints the listener's statistics on stderr and one line on stdout:
 //
 //	received=N bytes=B errors=E conns=C elapsed=S rate=R
 //
 // N is the number of messages received, B their payload bytes, E the decode
-// failures plus the connections closed for bad input, C the connections
+// failures, the replies that could not be written, and the connections
+// closed for bad input or a failed TLS handshake, C the connections
 // accepted, S the seconds from the first message to the last and R = N/S
-// messages per second. It exits 0 then, and 1 if it cannot listen.
+// messages per second. It exits 0 then, 1 if it cannot listen, and 2 if the
+// flags are wrong.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -57,19 +90,61 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// options holds the flags.
+type options struct {
+	addr, framing   string
+	max             int
+	n               uint64
+	decode, verbose bool
+	echo            bool
+	tlsCert, tlsKey string
+	grace           time.Duration
+	readTimeout     time.Duration
+	idleTimeout     time.Duration
+	writeTimeout    time.Duration
+	maxConns        int
+}
+
 func main() {
-	addr := flag.String("addr", ":5031", "address to listen on")
-	framing := flag.String("framing", "buffstreams", "wire format: buffstreams, uvarint, fixed1, fixed2, fixed3, fixed4, fixed8, fixed2le, fixed4le, fixed8le, fixed4incl, lines, delim (ended by -delim) or delim:DELIM")
+	var o options
+	flag.StringVar(&o.addr, "addr", ":5031", "address to listen on")
+	flag.StringVar(&o.framing, "framing", "buffstreams", "wire format: buffstreams, uvarint, fixed1, fixed2, fixed3, fixed4, fixed8, fixed2le, fixed4le, fixed8le, fixed4incl, lines, delim (ended by -delim) or delim:DELIM")
 	delim := flag.String("delim", `\n`, "delimiter of -framing delim, with Go escapes such as \\r\\n or \\x00 (for text payloads: marshaled Notes contain \\n)")
-	maxSize := flag.Int("max", buffstreams.DefaultMaxMessageSize, "MaxMessageSize in bytes")
-	n := flag.Uint64("n", 0, "exit after receiving this many messages (0: run until interrupted)")
-	decode := flag.Bool("decode", true, "unmarshal each payload into a message.Note")
-	verbose := flag.Bool("v", false, "log each decoded Note's comment to stderr")
+	flag.IntVar(&o.max, "max", buffstreams.DefaultMaxMessageSize, "MaxMessageSize in bytes")
+	flag.Uint64Var(&o.n, "n", 0, "exit after receiving this many messages (0: run until interrupted)")
+	flag.BoolVar(&o.decode, "decode", true, "unmarshal each payload into a message.Note (false: measure the transport alone)")
+	flag.BoolVar(&o.verbose, "v", false, "log each decoded Note's comment to stderr")
+	flag.BoolVar(&o.echo, "echo", false, "answer each message on its connection with the same payload")
+	flag.StringVar(&o.tlsCert, "tls-cert", "", "serve TLS with this PEM certificate (chain) file; needs -tls-key")
+	flag.StringVar(&o.tlsKey, "tls-key", "", "PEM private key file of -tls-cert")
+	flag.DurationVar(&o.grace, "grace", 3*time.Second, "on SIGINT or SIGTERM, how long connections may drain before they are closed (0: close at once)")
+	flag.DurationVar(&o.readTimeout, "read-timeout", 0, "longest time a frame may take to arrive once begun (0: no limit)")
+	flag.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close connections idle this long between frames (0: never)")
+	flag.DurationVar(&o.writeTimeout, "write-timeout", 0, "bound on each reply write with -echo (0: no limit)")
+	flag.IntVar(&o.maxConns, "max-conns", 0, "most connections served at once (0: no limit)")
 	flag.Parse()
-	if err := run(*addr, framingName(*framing, *delim), *maxSize, *n, *decode, *verbose); err != nil {
+	o.framing = framingName(o.framing, *delim)
+	if err := o.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "server:", err)
+		os.Exit(2)
+	}
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		os.Exit(1)
 	}
+}
+
+// check rejects flag combinations that cannot work.
+func (o *options) check() error {
+	switch {
+	case flag.NArg() > 0:
+		return fmt.Errorf("unexpected arguments %q", flag.Args())
+	case (o.tlsCert == "") != (o.tlsKey == ""):
+		return errors.New("-tls-cert and -tls-key go together")
+	case o.grace < 0, o.readTimeout < 0, o.idleTimeout < 0, o.writeTimeout < 0, o.maxConns < 0:
+		return errors.New("durations and -max-conns must not be negative")
+	}
+	return nil
 }
 
 // framingName returns the ParseFraming name that the -framing and -delim
@@ -83,50 +158,76 @@ func framingName(framing, delim string) string {
 
 // counters are updated by the listener's callbacks, which run concurrently.
 type counters struct {
-	received, bytes, decodeErrors atomic.Uint64
-	first, last                   atomic.Int64 // nanoseconds since start; first is 0 until set
+	received, bytes           atomic.Uint64
+	decodeErrors, replyErrors atomic.Uint64
+	first, last               atomic.Int64 // nanoseconds since start; first is 0 until set
 }
 
-func run(addr, framingName string, maxSize int, n uint64, decode, verbose bool) error {
-	framing, err := buffstreams.ParseFraming(framingName, maxSize)
+func run(o options) error {
+	framing, err := buffstreams.ParseFraming(o.framing, o.max)
 	if err != nil {
 		return err
+	}
+	var tlsConfig *tls.Config
+	if o.tlsCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return err
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	start := time.Now()
 	var c counters
 	reached := make(chan struct{})
-	callback := func(p []byte) error {
+	// handle decodes and answers one message, as the flags say.
+	handle := func(conn *buffstreams.TCPConn, p []byte) error {
+		if o.decode {
+			var note message.Note
+			if err := proto.Unmarshal(p, &note); err != nil {
+				c.decodeErrors.Add(1)
+				return fmt.Errorf("decoding a Note: %w", err)
+			}
+			if o.verbose {
+				log.Info("note", "name", note.GetName(), "comment", note.GetComment())
+			}
+		}
+		if o.echo {
+			if _, err := conn.Write(p); err != nil {
+				c.replyErrors.Add(1)
+				return fmt.Errorf("replying: %w", err)
+			}
+		}
+		return nil
+	}
+	callback := func(conn *buffstreams.TCPConn, p []byte) error {
 		now := int64(time.Since(start)) + 1 // never 0
 		c.first.CompareAndSwap(0, now)
 		c.last.Store(now)
+		err := handle(conn, p)
+		// Counted after the reply, so that when -n is reached the last
+		// reply has been written.
 		c.bytes.Add(uint64(len(p)))
-		if c.received.Add(1) == n {
+		if c.received.Add(1) == o.n {
 			close(reached)
 		}
-		if !decode {
-			return nil
-		}
-		var note message.Note
-		if err := proto.Unmarshal(p, &note); err != nil {
-			c.decodeErrors.Add(1)
-			return fmt.Errorf("decoding a Note: %w", err)
-		}
-		if verbose {
-			log.Info("note", "name", note.GetName(), "comment", note.GetComment())
-		}
-		return nil
+		return err
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ln, err := buffstreams.ListenTCPContext(ctx, buffstreams.TCPListenerConfig{
-		Address:        addr,
-		MaxMessageSize: maxSize,
+		Address:        o.addr,
+		MaxMessageSize: o.max,
 		Framing:        framing,
-		Callback:       callback,
+		ConnCallback:   callback,
 		EnableLogging:  true,
 		Logger:         log,
+		TLSConfig:      tlsConfig,
+		ReadTimeout:    o.readTimeout,
+		IdleTimeout:    o.idleTimeout,
+		WriteTimeout:   o.writeTimeout,
+		MaxConns:       o.maxConns,
 	})
 	if err != nil {
 		return err
@@ -136,6 +237,9 @@ func run(addr, framingName string, maxSize int, n uint64, decode, verbose bool) 
 		return err
 	}
 	fmt.Printf("listening on %s\n", ln.Addr())
+	if tlsConfig != nil {
+		fmt.Fprintf(os.Stderr, "serving TLS with %s\n", o.tlsCert)
+	}
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -153,16 +257,34 @@ wait:
 			prev = got
 		}
 	}
-	ln.Close() // no callback runs after it returns
+	stop() // from now on a second SIGINT or SIGTERM kills the process
+	shutdown(ln, o.grace)
 
 	st := ln.Stats()
+	fmt.Fprintf(os.Stderr, "stats %+v\n", st)
 	got := c.received.Load()
 	elapsed := time.Duration(c.last.Load() - c.first.Load())
 	var rate float64
 	if elapsed > 0 {
 		rate = float64(got) / elapsed.Seconds()
 	}
+	errs := c.decodeErrors.Load() + c.replyErrors.Load() + st.BadInput + st.TLSErrors
 	fmt.Printf("received=%d bytes=%d errors=%d conns=%d elapsed=%.3f rate=%.0f\n",
-		got, c.bytes.Load(), c.decodeErrors.Load()+st.BadInput, st.Accepted, elapsed.Seconds(), rate)
+		got, c.bytes.Load(), errs, st.Accepted, elapsed.Seconds(), rate)
 	return nil
+}
+
+// shutdown stops the listener: it lets the connections deliver what they
+// have sent for up to grace, then closes them. When it returns no callback
+// is running or will run.
+func shutdown(ln *buffstreams.TCPListener, grace time.Duration) {
+	if grace > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		err := ln.Shutdown(ctx)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "server: connections still sending after %v: closed them\n", grace)
+		}
+	}
+	ln.Close() // after Shutdown, a no-op: it has closed what was left
 }
