@@ -3,22 +3,37 @@ package buffstreams_test
 // Benchmarks of the write path, the read path and a raw net.Conn ceiling,
 // all over 127.0.0.1:
 //
-//	go test -run XXX -bench . -benchmem .
+//	go test -run '^$' -bench . -benchmem .
 //
 // BenchmarkWrite and BenchmarkWriteParallel time Write calls: a Write returns
 // once its frame is handed to the kernel, so they measure the sender's side
 // (with the listener reading concurrently, as it always does).
 // BenchmarkEndToEnd times writing b.N messages until the listener's callback
 // has received the last of them: that is the read path, which should not
-// allocate in steady state. BenchmarkRawTCP is the same end-to-end
-// measurement for pre-framed bytes written in large chunks on a net.Conn and
-// parsed in place by the server: the ceiling no library can beat.
+// allocate in steady state. BenchmarkWriteBatching is the same in batching
+// mode (Flush after the last Write), BenchmarkWriteGroupCommit with eight
+// goroutines writing on one connection in the default mode.
 //
-// Each reports msgs/s besides ns/op and MB/s (payload bytes only). Every
-// benchmark closes its listener and connections in b.Cleanup and fails if
-// goroutines are left behind.
+// BenchmarkRawTCP is the same end-to-end measurement for pre-framed bytes
+// written in large chunks on a net.Conn and parsed in place by the server:
+// the ceiling no library can beat. BenchmarkBufio4Byte is the loop a Go
+// developer writes by hand: a 4-byte big-endian header and the payload
+// through a bufio.Writer of 64 KiB, read back through a bufio.Reader of
+// 64 KiB with io.ReadFull into a reused buffer.
+//
+// BenchmarkRoundTrip times request-response rounds of 110 bytes, one
+// outstanding (TCPConn.Write then TCPConn.Read, the listener's ConnCallback
+// replying with conn.Write): ns/op is the latency of a round.
+// BenchmarkRoundTripRaw is the same over a net.Conn (4-byte header,
+// io.ReadFull at both ends).
+//
+// Each reports msgs/s (rounds/s for the round trips) besides ns/op and MB/s
+// (payload bytes only). Every benchmark closes its listener and connections
+// in b.Cleanup and fails if goroutines are left behind; every wait is
+// bounded by benchDeliveryTimeout.
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -118,12 +133,17 @@ func (c *benchCounter) wait(b *testing.B, t *time.Timer) {
 // Both are closed by b.Cleanup, which also checks for leaked goroutines.
 func benchPipe(b *testing.B, cb buffstreams.ListenCallback) (*buffstreams.TCPListener, *buffstreams.TCPConn) {
 	b.Helper()
+	return benchPipeWith(b, buffstreams.TCPListenerConfig{Callback: cb}, buffstreams.TCPConnConfig{})
+}
+
+// benchPipeWith is benchPipe with the listener's and the connection's
+// configurations; their Address and MaxMessageSize are set here.
+func benchPipeWith(b *testing.B, lcfg buffstreams.TCPListenerConfig, ccfg buffstreams.TCPConnConfig) (*buffstreams.TCPListener, *buffstreams.TCPConn) {
+	b.Helper()
 	benchCheckGoroutines(b)
-	ln, err := buffstreams.ListenTCP(buffstreams.TCPListenerConfig{
-		Address:        "127.0.0.1:0",
-		MaxMessageSize: benchMaxMessageSize,
-		Callback:       cb,
-	})
+	lcfg.Address = "127.0.0.1:0"
+	lcfg.MaxMessageSize = benchMaxMessageSize
+	ln, err := buffstreams.ListenTCP(lcfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -131,10 +151,9 @@ func benchPipe(b *testing.B, cb buffstreams.ListenCallback) (*buffstreams.TCPLis
 	if err := ln.StartListeningAsync(); err != nil {
 		b.Fatal(err)
 	}
-	c, err := buffstreams.DialTCP(&buffstreams.TCPConnConfig{
-		Address:        ln.Addr().String(),
-		MaxMessageSize: benchMaxMessageSize,
-	})
+	ccfg.Address = ln.Addr().String()
+	ccfg.MaxMessageSize = benchMaxMessageSize
+	c, err := buffstreams.DialTCP(&ccfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -312,10 +331,19 @@ func BenchmarkRawTCP(b *testing.B) {
 }
 
 // benchRawPipe starts a raw TCP server counting frames into cnt, reading
-// with a buffer of bufSize bytes, and dials one connection to it. Both are
-// closed by b.Cleanup, which waits for the server's goroutines and checks
-// for leaks.
+// with a buffer of bufSize bytes, and dials one connection to it (see
+// benchPlainPipe).
 func benchRawPipe(b *testing.B, bufSize int, cnt *benchCounter) net.Conn {
+	b.Helper()
+	return benchPlainPipe(b, func(c net.Conn) error { return benchRawServe(c, bufSize, cnt) })
+}
+
+// benchPlainPipe starts a TCP server running serve on every accepted
+// connection (serve returns nil when its peer closed the connection
+// cleanly), and dials one connection to it. Both are closed by b.Cleanup,
+// which waits for the server's goroutines, reports serve's first error and
+// checks for leaks.
+func benchPlainPipe(b *testing.B, serve func(net.Conn) error) net.Conn {
 	b.Helper()
 	benchCheckGoroutines(b)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -348,7 +376,8 @@ func benchRawPipe(b *testing.B, bufSize int, cnt *benchCounter) net.Conn {
 			mu.Unlock()
 			go func() {
 				defer wg.Done()
-				if err := benchRawServe(sc, bufSize, cnt); err != nil {
+				defer sc.Close()
+				if err := serve(sc); err != nil {
 					mu.Lock()
 					if !closed {
 						srvErr = err
@@ -383,7 +412,6 @@ func benchRawPipe(b *testing.B, bufSize int, cnt *benchCounter) net.Conn {
 // and moving only a trailing incomplete frame to the front before the next
 // read.
 func benchRawServe(c net.Conn, bufSize int, cnt *benchCounter) error {
-	defer c.Close()
 	buf := make([]byte, bufSize)
 	w := 0
 	for {
@@ -413,6 +441,294 @@ func benchRawServe(c net.Conn, bufSize int, cnt *benchCounter) error {
 				return nil
 			}
 			return fmt.Errorf("raw server: %w (%d bytes pending)", err, w)
+		}
+	}
+}
+
+// benchWriteBuffer is the WriteBufferSize of BenchmarkWriteBatching for
+// small payloads; as in test/bench's batch transport, the buffer holds at
+// least 16 payloads (1 MiB at 64 KiB).
+const benchWriteBuffer = 64 << 10
+
+// benchWriters is the number of goroutines of BenchmarkWriteGroupCommit.
+const benchWriters = 8
+
+// BenchmarkWriteBatching times writing b.N messages in batching mode, then
+// Flush, until the listener's callback has received all of them.
+func BenchmarkWriteBatching(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			cnt := newBenchCounter()
+			_, c := benchPipeWith(b,
+				buffstreams.TCPListenerConfig{Callback: func([]byte) error { cnt.add(1); return nil }},
+				buffstreams.TCPConnConfig{WriteBufferSize: max(benchWriteBuffer, 16*size)})
+			p := benchPayload(size)
+			timer := time.NewTimer(benchDeliveryTimeout)
+			defer timer.Stop()
+			send := func(n int) {
+				for range n {
+					if _, err := c.Write(p); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := c.Flush(); err != nil {
+					b.Fatal(err)
+				}
+			}
+
+			const warm = 100
+			cnt.expect(warm)
+			send(warm)
+			cnt.wait(b, timer)
+
+			cnt.expect(b.N)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			send(b.N)
+			cnt.wait(b, timer)
+			b.StopTimer()
+			benchRate(b)
+		})
+	}
+}
+
+// BenchmarkWriteGroupCommit times benchWriters goroutines writing b.N
+// messages in all on one connection in the default mode, until the
+// listener's callback has received all of them: concurrent Writes share
+// system calls.
+func BenchmarkWriteGroupCommit(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			cnt := newBenchCounter()
+			_, c := benchPipe(b, func([]byte) error { cnt.add(1); return nil })
+			p := benchPayload(size)
+			timer := time.NewTimer(benchDeliveryTimeout)
+			defer timer.Stop()
+
+			const warm = 100
+			cnt.expect(warm)
+			benchWarmUp(b, c, p)
+			cnt.wait(b, timer)
+
+			// The writers start before the timer, and wait for start.
+			cnt.expect(b.N)
+			start := make(chan struct{})
+			errs := make(chan error, benchWriters)
+			var wg sync.WaitGroup
+			for w := range benchWriters {
+				n := b.N / benchWriters
+				if w < b.N%benchWriters {
+					n++
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					for range n {
+						if _, err := c.Write(p); err != nil {
+							errs <- err
+							return
+						}
+					}
+				}()
+			}
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			close(start)
+			wg.Wait()
+			select {
+			case err := <-errs:
+				b.Fatal(err)
+			default:
+			}
+			cnt.wait(b, timer)
+			b.StopTimer()
+			benchRate(b)
+		})
+	}
+}
+
+// BenchmarkBufio4Byte times the hand-written loop: a 4-byte big-endian
+// header and the payload written through a bufio.Writer of 64 KiB for each
+// of b.N messages, then Flush, until the server, reading through a
+// bufio.Reader of 64 KiB with io.ReadFull, has received all of them.
+func BenchmarkBufio4Byte(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			cnt := newBenchCounter()
+			c := benchPlainPipe(b, func(c net.Conn) error { return benchBufioServe(c, cnt) })
+			w := bufio.NewWriterSize(c, 64<<10)
+			p := benchPayload(size)
+			var hdr [4]byte
+			send := func(n int) {
+				for range n {
+					binary.BigEndian.PutUint32(hdr[:], uint32(len(p)))
+					if _, err := w.Write(hdr[:]); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := w.Write(p); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := w.Flush(); err != nil {
+					b.Fatal(err)
+				}
+			}
+			timer := time.NewTimer(benchDeliveryTimeout)
+			defer timer.Stop()
+
+			const warm = 100
+			cnt.expect(warm)
+			send(warm)
+			cnt.wait(b, timer)
+
+			cnt.expect(b.N)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			send(b.N)
+			cnt.wait(b, timer)
+			b.StopTimer()
+			benchRate(b)
+		})
+	}
+}
+
+// benchBufioServe reads frames of a 4-byte big-endian length and a payload
+// through a bufio.Reader of 64 KiB, with io.ReadFull into a reused buffer.
+// It counts the messages into cnt when the reader's buffer is empty, before
+// a read that may block, rather than once per message.
+func benchBufioServe(c net.Conn, cnt *benchCounter) error {
+	r := bufio.NewReaderSize(c, 64<<10)
+	var hdr [4]byte
+	buf := make([]byte, benchMaxMessageSize)
+	var msgs int64
+	for {
+		if msgs > 0 && r.Buffered() == 0 {
+			cnt.add(msgs)
+			msgs = 0
+		}
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return fmt.Errorf("bufio server: %w", err)
+		}
+		l := binary.BigEndian.Uint32(hdr[:])
+		if l > benchMaxMessageSize {
+			return fmt.Errorf("bufio server: bad length %d", l)
+		}
+		if _, err := io.ReadFull(r, buf[:l]); err != nil {
+			return fmt.Errorf("bufio server: %w", err)
+		}
+		msgs++
+	}
+}
+
+// benchRoundTripSize is the payload of the requests and replies of the
+// round-trip benchmarks.
+const benchRoundTripSize = 110
+
+// BenchmarkRoundTrip times request-response rounds with one request
+// outstanding: TCPConn.Write, then TCPConn.Read of the reply, which the
+// listener's ConnCallback writes with conn.Write.
+func BenchmarkRoundTrip(b *testing.B) {
+	b.Run(fmt.Sprintf("size=%d", benchRoundTripSize), func(b *testing.B) {
+		_, c := benchPipeWith(b, buffstreams.TCPListenerConfig{
+			ConnCallback: func(conn *buffstreams.TCPConn, msg []byte) error {
+				_, err := conn.Write(msg)
+				return err
+			},
+		}, buffstreams.TCPConnConfig{})
+		p := benchPayload(benchRoundTripSize)
+		buf := make([]byte, benchMaxMessageSize)
+		round := func() {
+			if _, err := c.Write(p); err != nil {
+				b.Fatal(err)
+			}
+			n, err := c.Read(buf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if n != len(p) {
+				b.Fatalf("reply of %d bytes, want %d", n, len(p))
+			}
+		}
+		benchRounds(b, round, func() { c.Close() })
+	})
+}
+
+// BenchmarkRoundTripRaw is BenchmarkRoundTrip over a net.Conn: each end
+// writes a frame (4-byte big-endian length and payload) with one Write and
+// reads one with io.ReadFull of the header, then of the payload.
+func BenchmarkRoundTripRaw(b *testing.B) {
+	b.Run(fmt.Sprintf("size=%d", benchRoundTripSize), func(b *testing.B) {
+		c := benchPlainPipe(b, benchEchoServe)
+		frame := binary.BigEndian.AppendUint32(nil, benchRoundTripSize)
+		frame = append(frame, benchPayload(benchRoundTripSize)...)
+		buf := make([]byte, 4+benchMaxMessageSize)
+		round := func() {
+			if _, err := c.Write(frame); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := io.ReadFull(c, buf[:4]); err != nil {
+				b.Fatal(err)
+			}
+			l := int(binary.BigEndian.Uint32(buf))
+			if l != benchRoundTripSize {
+				b.Fatalf("reply of %d bytes, want %d", l, benchRoundTripSize)
+			}
+			if _, err := io.ReadFull(c, buf[4:4+l]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		benchRounds(b, round, func() { c.Close() })
+	})
+}
+
+// benchRounds warms up with 100 rounds, then times b.N. If the rounds take
+// longer than benchDeliveryTimeout, abort is called, which must make the
+// round in progress fail.
+func benchRounds(b *testing.B, round, abort func()) {
+	b.Helper()
+	for range 100 {
+		round()
+	}
+	watchdog := time.AfterFunc(benchDeliveryTimeout, abort)
+	defer watchdog.Stop()
+	b.SetBytes(benchRoundTripSize)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		round()
+	}
+	b.StopTimer()
+	benchRate(b)
+}
+
+// benchEchoServe writes every frame it reads (4-byte big-endian length and
+// payload) back, reading the header and then the payload with io.ReadFull
+// into one buffer and writing both with one Write.
+func benchEchoServe(c net.Conn) error {
+	buf := make([]byte, 4+benchMaxMessageSize)
+	for {
+		if _, err := io.ReadFull(c, buf[:4]); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+		l := int(binary.BigEndian.Uint32(buf))
+		if l > benchMaxMessageSize {
+			return fmt.Errorf("echo server: bad length %d", l)
+		}
+		if _, err := io.ReadFull(c, buf[4:4+l]); err != nil {
+			return err
+		}
+		if _, err := c.Write(buf[:4+l]); err != nil {
+			return err
 		}
 	}
 }

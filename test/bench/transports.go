@@ -1,21 +1,32 @@
 package main
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math/bits"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protodelim"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/buffstreams/buffstreams"
+	"github.com/buffstreams/buffstreams/test/message"
 )
 
 // maxMessageSize is the MaxMessageSize of both ends of the buffstreams
-// transport, and the largest payload -sizes accepts.
+// transports, and the largest payload a workload may have.
 const maxMessageSize = 1 << 20
+
+// bufioSize is the buffer size of both ends of the bufio and protodelim
+// transports: what a Go developer would pick by hand.
+const bufioSize = 64 << 10
 
 // payload returns a message of n bytes.
 func payload(n int) []byte {
@@ -26,39 +37,65 @@ func payload(n int) []byte {
 	return p
 }
 
-// ---- buffstreams: the library, default framing, one Write per message ----
+// ---- buffstreams: the library, default framing ----
 
-type buffstreamsTransport struct{}
-
-func (buffstreamsTransport) Name() string { return "buffstreams" }
-
-type buffstreamsSession struct {
-	ln      *buffstreams.TCPListener
-	conns   []*buffstreams.TCPConn
-	payload []byte
+// libServer is a buffstreams listener with a callback that does nothing:
+// counting is left to the listener's Stats, like the ceiling's parse loop
+// does no work per message either.
+type libServer struct {
+	ln *buffstreams.TCPListener
 }
 
-func (buffstreamsTransport) Open(size, conns int) (session, error) {
+func (s *libServer) listen() error {
 	ln, err := buffstreams.ListenTCP(buffstreams.TCPListenerConfig{
 		Address:        "127.0.0.1:0",
 		MaxMessageSize: maxMessageSize,
-		// Counting is left to the listener's Stats, so the callback does
-		// no work of its own, like the ceiling's parse loop.
-		Callback: func([]byte) error { return nil },
+		Callback:       func([]byte) error { return nil },
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	s := &buffstreamsSession{ln: ln, payload: payload(size)}
-	if err := ln.StartListeningAsync(); err != nil {
+	s.ln = ln
+	return ln.StartListeningAsync()
+}
+
+func (s *libServer) Received() (uint64, uint64) {
+	st := s.ln.Stats()
+	return st.Messages, st.Bytes
+}
+
+// close closes the listener, which waits for its accept loop and every read
+// loop, and reports bad input or callback failures it counted.
+func (s *libServer) close() error {
+	if s.ln == nil {
+		return nil
+	}
+	s.ln.Close()
+	if st := s.ln.Stats(); st.BadInput+st.CallbackErrors+st.Panics != 0 {
+		return fmt.Errorf("listener stats: %+v", st)
+	}
+	return nil
+}
+
+// libSession is the session of the sync and batch transports: a listener
+// and conns connections dialed to it with cfg.
+type libSession struct {
+	libServer
+	conns   []*buffstreams.TCPConn
+	payload []byte
+	batch   bool // Flush after the last Write of Send
+}
+
+func openLib(size, conns int, cfg buffstreams.TCPConnConfig) (*libSession, error) {
+	s := &libSession{payload: payload(size), batch: cfg.WriteBufferSize > 0}
+	if err := s.listen(); err != nil {
 		s.Close()
 		return nil, err
 	}
+	cfg.Address = s.ln.Addr().String()
+	cfg.MaxMessageSize = maxMessageSize
 	for range conns {
-		c, err := buffstreams.DialTCP(&buffstreams.TCPConnConfig{
-			Address:        ln.Addr().String(),
-			MaxMessageSize: maxMessageSize,
-		})
+		c, err := buffstreams.DialTCP(&cfg)
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -68,7 +105,11 @@ func (buffstreamsTransport) Open(size, conns int) (session, error) {
 	return s, nil
 }
 
-func (s *buffstreamsSession) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
+// Send writes one message per Write call. In batching mode it then flushes,
+// so that the cell's clock covers the hand-over of every message to the
+// kernel. TCPConn is safe for concurrent use: several goroutines may send
+// on the same connection.
+func (s *libSession) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
 	c, p := s.conns[i], s.payload
 	var n uint64
 	for n < limit && !stop.Load() {
@@ -77,25 +118,56 @@ func (s *buffstreamsSession) Send(i int, stop *atomic.Bool, limit uint64) (uint6
 		}
 		n++
 	}
+	if s.batch {
+		if err := c.Flush(); err != nil {
+			return n, fmt.Errorf("flush: %w", err)
+		}
+	}
 	return n, nil
 }
 
-func (s *buffstreamsSession) Received() (uint64, uint64) {
-	st := s.ln.Stats()
-	return st.Messages, st.Bytes
-}
-
-func (s *buffstreamsSession) Close() error {
+func (s *libSession) Close() error {
 	var errs []error
 	for _, c := range s.conns {
 		errs = append(errs, c.Close())
 	}
-	s.ln.Close() // waits for the accept loop and every read loop
-	st := s.ln.Stats()
-	if st.BadInput+st.CallbackErrors+st.Panics != 0 {
-		errs = append(errs, fmt.Errorf("listener stats: %+v", st))
-	}
+	errs = append(errs, s.close())
 	return errors.Join(errs...)
+}
+
+// syncTransport is the library in its default mode: Write returns once the
+// kernel has the frame; concurrent Writes on one connection share system
+// calls (group commit).
+type syncTransport struct{}
+
+func (syncTransport) Name() string { return "sync" }
+
+// Aliases keeps the transport's old name working in -t.
+func (syncTransport) Aliases() []string { return []string{"buffstreams"} }
+
+func (syncTransport) SharedWriters() bool { return true }
+
+func (syncTransport) Open(size, conns int) (session, error) {
+	return openLib(size, conns, buffstreams.TCPConnConfig{})
+}
+
+// batchTransport is the library in batching mode: Write copies the frame
+// into a write buffer of bufSize bytes and a flusher writes many frames per
+// system call. For large payloads the buffer holds at least 16 of them (1 MiB
+// at 64 KiB, the raw ceiling's chunk at that size), since a payload of a
+// quarter of the buffer or more is written on its own, uncopied.
+type batchTransport struct {
+	bufSize       int
+	flushInterval time.Duration
+}
+
+func (batchTransport) Name() string { return "batch" }
+
+func (t batchTransport) Open(size, conns int) (session, error) {
+	return openLib(size, conns, buffstreams.TCPConnConfig{
+		WriteBufferSize: max(t.bufSize, 16*size),
+		FlushInterval:   t.flushInterval,
+	})
 }
 
 // ---- plain TCP: the machinery shared by transports over a plain net.Conn ----
@@ -213,6 +285,42 @@ func (c *counter) load() (msgs, bytes uint64) {
 	return msgs, c.bytes.Load()
 }
 
+// paddedCounter is one served connection's counter, padded so that two
+// connections' counters never share a cache line.
+type paddedCounter struct {
+	counter
+	_ [48]byte
+}
+
+// connCounters holds a counter per served connection.
+type connCounters struct {
+	mu   sync.Mutex
+	list []*paddedCounter // guarded by mu
+}
+
+// newCounter returns a counter for one more served connection.
+func (cc *connCounters) newCounter() *counter {
+	c := new(paddedCounter)
+	cc.mu.Lock()
+	cc.list = append(cc.list, c)
+	cc.mu.Unlock()
+	return &c.counter
+}
+
+// Received loads every connection's messages, then every connection's
+// bytes (see counter).
+func (cc *connCounters) Received() (msgs, bytes uint64) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for _, c := range cc.list {
+		msgs += c.msgs.Load()
+	}
+	for _, c := range cc.list {
+		bytes += c.bytes.Load()
+	}
+	return msgs, bytes
+}
+
 // ---- bs2.0: BuffStreams 2.0's I/O pattern, the one-syscall-per-message baseline ----
 //
 // The client does what 2.0's TCPConn.Write did for every message: allocate a
@@ -229,9 +337,16 @@ func (bs2Transport) Name() string { return "bs2.0" }
 // Aliases lets -t bs2 select it too.
 func (bs2Transport) Aliases() []string { return []string{"bs2"} }
 
-// bs2HeaderWidth is 2.0's header size for maxMessageSize:
-// ceil((floor(log2(max))+1)/8)+1, which is 4 for 1 MiB.
-var bs2HeaderWidth = (bits.Len(uint(maxMessageSize))+7)/8 + 1
+// SharedWriters: a net.Conn Write is atomic (the connection's write lock
+// is held until every byte is written), so writers may share a connection.
+func (bs2Transport) SharedWriters() bool { return true }
+
+// bs2Width is 2.0's header size for a MaxMessageSize of max:
+// ceil((floor(log2(max))+1)/8)+1: 3 for 4096, 4 for 1 MiB.
+func bs2Width(max int) int { return (bits.Len(uint(max))+7)/8 + 1 }
+
+// bs2HeaderWidth is the header width of this transport.
+var bs2HeaderWidth = bs2Width(maxMessageSize)
 
 // bs2Header returns a new header of width bytes holding n, as 2.0's
 // intToByteArray did.
@@ -241,20 +356,11 @@ func bs2Header(n, width int) []byte {
 	return h
 }
 
-// bs2Counter is one served connection's counts, padded so that two
-// connections' counters never share a cache line.
-type bs2Counter struct {
-	counter
-	_ [48]byte
-}
-
 type bs2Session struct {
 	plainServer
+	connCounters
 	payload []byte
 	width   int
-
-	countersMu sync.Mutex
-	counters   []*bs2Counter // guarded by countersMu; one per serve loop
 }
 
 func (bs2Transport) Open(size, conns int) (session, error) {
@@ -267,10 +373,7 @@ func (bs2Transport) Open(size, conns int) (session, error) {
 
 // serve reads one message at a time: the header, then the payload.
 func (s *bs2Session) serve(c net.Conn) error {
-	cnt := new(bs2Counter)
-	s.countersMu.Lock()
-	s.counters = append(s.counters, cnt)
-	s.countersMu.Unlock()
+	cnt := s.newCounter()
 	header := make([]byte, s.width)
 	buf := make([]byte, maxMessageSize)
 	for {
@@ -304,20 +407,6 @@ func (s *bs2Session) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error
 	return n, nil
 }
 
-// Received loads every connection's messages, then every connection's
-// bytes (see counter).
-func (s *bs2Session) Received() (msgs, bytes uint64) {
-	s.countersMu.Lock()
-	defer s.countersMu.Unlock()
-	for _, c := range s.counters {
-		msgs += c.msgs.Load()
-	}
-	for _, c := range s.counters {
-		bytes += c.bytes.Load()
-	}
-	return msgs, bytes
-}
-
 // ---- raw: the ceiling ----
 //
 // Clients write pre-framed bytes (4-byte big-endian length + payload,
@@ -327,6 +416,10 @@ func (s *bs2Session) Received() (msgs, bytes uint64) {
 type rawTransport struct{}
 
 func (rawTransport) Name() string { return "raw" }
+
+// SharedWriters: every chunk holds whole frames and a net.Conn Write is
+// atomic, so writers may share a connection.
+func (rawTransport) SharedWriters() bool { return true }
 
 // rawChunkSize is the size of the clients' writes: 256 KiB for small
 // payloads, 1 MiB for large ones; always at least one frame.
@@ -417,4 +510,186 @@ func (s *rawSession) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error
 
 func (s *rawSession) Received() (uint64, uint64) {
 	return s.counts.load()
+}
+
+// ---- bufio: the loop a Go developer writes by hand ----
+//
+// The client writes a 4-byte big-endian header and the payload for every
+// message into a bufio.Writer of 64 KiB, and flushes at the end; the server
+// reads through a bufio.Reader of 64 KiB: io.ReadFull of the header, then
+// io.ReadFull of the payload into a reused buffer.
+
+type bufioTransport struct{}
+
+func (bufioTransport) Name() string { return "bufio" }
+
+type bufioSession struct {
+	plainServer
+	connCounters
+	payload []byte
+	writers []*bufioWriter
+}
+
+// bufioWriter is one client's buffered writer and header scratch, kept
+// together so that writing the header does not allocate.
+type bufioWriter struct {
+	w   *bufio.Writer
+	hdr [4]byte
+}
+
+func (bufioTransport) Open(size, conns int) (session, error) {
+	s := &bufioSession{payload: payload(size)}
+	if err := s.start(conns, s.serve); err != nil {
+		return nil, err
+	}
+	for _, c := range s.clients {
+		s.writers = append(s.writers, &bufioWriter{w: bufio.NewWriterSize(c, bufioSize)})
+	}
+	return s, nil
+}
+
+// serve reads one frame at a time through a bufio.Reader. It publishes its
+// counts when the reader's buffer is empty, that is before a read that may
+// block, rather than once per message: the counter is the benchmark's
+// instrument, not part of the loop being measured.
+func (s *bufioSession) serve(c net.Conn) error {
+	cnt := s.newCounter()
+	r := bufio.NewReaderSize(c, bufioSize)
+	var hdr [4]byte
+	buf := make([]byte, maxMessageSize)
+	var msgs, nbytes uint64
+	for {
+		if msgs > 0 && r.Buffered() == 0 {
+			cnt.add(msgs, nbytes)
+			msgs, nbytes = 0, 0
+		}
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return fmt.Errorf("bufio server: header: %w", err)
+		}
+		l := binary.BigEndian.Uint32(hdr[:])
+		if l > maxMessageSize {
+			return fmt.Errorf("bufio server: length %d above %d", l, maxMessageSize)
+		}
+		if _, err := io.ReadFull(r, buf[:l]); err != nil {
+			return fmt.Errorf("bufio server: payload of %d bytes: %w", l, err)
+		}
+		msgs++
+		nbytes += uint64(l)
+	}
+}
+
+func (s *bufioSession) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
+	bw, p := s.writers[i], s.payload
+	var n uint64
+	for n < limit && !stop.Load() {
+		binary.BigEndian.PutUint32(bw.hdr[:], uint32(len(p)))
+		if _, err := bw.w.Write(bw.hdr[:]); err != nil {
+			return n, err
+		}
+		if _, err := bw.w.Write(p); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, bw.w.Flush()
+}
+
+// ---- protodelim: size-delimited protobuf over bufio ----
+//
+// The client marshals a test/message Note whose encoding is exactly the
+// payload size with protodelim.MarshalTo into a bufio.Writer of 64 KiB; the
+// server unmarshals it with protodelim.UnmarshalFrom from a bufio.Reader of
+// 64 KiB into a reused Note. The size counted is the Note's encoding, as
+// the payload of the other transports.
+
+type protodelimTransport struct{}
+
+func (protodelimTransport) Name() string { return "protodelim" }
+
+type protodelimSession struct {
+	plainServer
+	connCounters
+	note    *message.Note
+	size    int
+	writers []*bufio.Writer
+}
+
+func (protodelimTransport) Open(size, conns int) (session, error) {
+	note, err := sizedNote(size)
+	if err != nil {
+		return nil, err
+	}
+	s := &protodelimSession{note: note, size: size}
+	if err := s.start(conns, s.serve); err != nil {
+		return nil, err
+	}
+	for _, c := range s.clients {
+		s.writers = append(s.writers, bufio.NewWriterSize(c, bufioSize))
+	}
+	return s, nil
+}
+
+// sizedNote returns a Note whose encoding is exactly size bytes: a name, a
+// date and a comment of the length that makes up the rest, with the name
+// shortened when a varint boundary makes the comment's length jump over it.
+func sizedNote(size int) (*message.Note, error) {
+	const name = "buffstreams bench"
+	for _, date := range []int64{1764000000, 0} {
+		for nl := len(name); nl >= 0; nl-- {
+			n := &message.Note{Name: name[:nl], Date: date}
+			rest := size - proto.Size(n)
+			for l := rest - 2; l >= 0 && l >= rest-6; l-- { // tag, varint length, comment
+				n.Comment = strings.Repeat("x", l)
+				if proto.Size(n) == size {
+					return n, nil
+				}
+			}
+			n.Comment = ""
+			if proto.Size(n) == size {
+				return n, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("protodelim: no test/message Note encodes to exactly %d bytes", size)
+}
+
+// serve unmarshals one Note at a time, checking its comment, and publishes
+// its counts when the reader's buffer is empty (see bufioSession.serve).
+func (s *protodelimSession) serve(c net.Conn) error {
+	cnt := s.newCounter()
+	r := bufio.NewReaderSize(c, bufioSize)
+	var note message.Note
+	want := len(s.note.Comment)
+	var msgs uint64
+	for {
+		if msgs > 0 && r.Buffered() == 0 {
+			cnt.add(msgs, msgs*uint64(s.size))
+			msgs = 0
+		}
+		if err := protodelim.UnmarshalFrom(r, &note); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return fmt.Errorf("protodelim server: %w", err)
+		}
+		if len(note.Comment) != want {
+			return fmt.Errorf("protodelim server: comment of %d bytes, want %d", len(note.Comment), want)
+		}
+		msgs++
+	}
+}
+
+func (s *protodelimSession) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
+	w, note := s.writers[i], s.note
+	var n uint64
+	for n < limit && !stop.Load() {
+		if _, err := protodelim.MarshalTo(w, note); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, w.Flush()
 }

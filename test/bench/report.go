@@ -1,0 +1,298 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Targets the checks at the end of the report compare with.
+const (
+	targetBatchToRaw      = 0.6  // batch, 110 B, 1 conn: msg/s ÷ raw's
+	targetBatchToBaseline = 10   // batch, 110 B, 1 conn: msg/s ÷ bs2.0's
+	targetSharedToBase    = 4    // sync, 110 B, 1 conn, 8 writers: ÷ bs2.0's with 8 writers
+	targetLargeToRaw      = 0.8  // 64 KiB, 1 conn: bytes/s ÷ raw's
+	targetLatency         = 1.15 // p50 ÷ raw's
+	targetIdleBytes       = 10 << 10
+	zeroAllocs            = 0.005 // allocs/msg that print as 0.00
+)
+
+// printReport writes the tables: one per metric, workloads down, transports
+// across; then latency, idle memory and the checks against the targets.
+func printReport(w io.Writer, rep report, opt options) {
+	fmt.Fprintf(w, "# buffstreams bench  %s  %s %s/%s  NumCPU=%d GOMAXPROCS=%d  %v per cell (+%v warm-up), at most %s msgs per cell\n",
+		rep.Date, rep.GoVersion, rep.GOOS, rep.GOARCH, rep.NumCPU, rep.MaxProcs, opt.d, opt.warm, thousands(opt.n))
+	fmt.Fprintf(w, "# batch: WriteBufferSize %s (at least 16 payloads: 1 MiB at 64 KiB), FlushInterval %v\n", sizeLabel(rep.BatchBuffer), rep.BatchFlush)
+	fmt.Fprintf(w, "# MB = 10^6 payload bytes (headers excluded); ratios divide msg/s by %q's (the ceiling) or %q's (the baseline) on the same workload\n", ceilingName, baselineName)
+	fmt.Fprintf(w, "# allocs/msg: %s\n", allocsScope)
+
+	byKey := map[string]result{}
+	key := func(name string, wl workload) string { return name + "|" + wl.String() }
+	for _, r := range rep.Results {
+		byKey[key(r.Transport, r.workload())] = r
+	}
+	var errs []string
+	for _, r := range rep.Results {
+		if r.Error != "" {
+			errs = append(errs, fmt.Sprintf("%s, %s: %s", r.workload(), r.Transport, r.Error))
+		}
+	}
+	metrics := []struct {
+		title string
+		skip  func(name string) bool
+		cell  func(r result) string
+	}{
+		{"messages per second", nil, func(r result) string { return thousands(uint64(r.MsgsPerSec + 0.5)) }},
+		{"MB/s (payload)", nil, func(r result) string { return fmt.Sprintf("%.1f", r.MBPerSec) }},
+		{"ratio to " + ceilingName + " (msg/s ÷ " + ceilingName + "'s)",
+			func(name string) bool { return name == ceilingName },
+			func(r result) string { return ratio(r.Ratio, 3) }},
+		{"ratio to " + baselineName + " (msg/s ÷ " + baselineName + "'s)",
+			func(name string) bool { return name == ceilingName || name == baselineName },
+			func(r result) string { return ratio(r.BaselineRatio, 2) }},
+		{"allocs/msg (whole process)", nil, func(r result) string { return fmt.Sprintf("%.2f", r.AllocsPerMsg) }},
+	}
+	for _, m := range metrics {
+		t := table{title: m.title, header: []string{"workload"}}
+		var cols []transport
+		for _, tr := range opt.trans {
+			if m.skip == nil || !m.skip(tr.Name()) {
+				cols = append(cols, tr)
+				t.header = append(t.header, tr.Name())
+			}
+		}
+		if len(cols) == 0 {
+			continue
+		}
+		for _, wl := range opt.workloads {
+			row := []string{wl.String()}
+			for _, tr := range cols {
+				r, ok := byKey[key(tr.Name(), wl)]
+				switch {
+				case !ok:
+					row = append(row, "-")
+				case r.Error != "":
+					row = append(row, "error")
+				default:
+					row = append(row, m.cell(r))
+				}
+			}
+			t.rows = append(t.rows, row)
+		}
+		fmt.Fprintln(w)
+		t.write(w, opt.md)
+	}
+	for _, e := range errs {
+		fmt.Fprintln(w, "# error:", e)
+	}
+
+	if len(rep.Latency) > 0 {
+		var raw float64
+		for _, l := range rep.Latency {
+			if l.Transport == ceilingName && l.Error == "" {
+				raw = l.P50
+			}
+		}
+		t := table{
+			title:  fmt.Sprintf("latency: %d B request-response, one outstanding", latencySize),
+			header: []string{"transport", "rounds", "p50 µs", "p99 µs", "p50 ÷ " + ceilingName + "'s"},
+		}
+		for _, l := range rep.Latency {
+			if l.Error != "" {
+				t.rows = append(t.rows, []string{l.Transport, thousands(uint64(l.Rounds)), "error", "error", "-"})
+				fmt.Fprintln(w, "# error: latency", l.Transport+":", l.Error)
+				continue
+			}
+			r := "-"
+			if raw > 0 && l.Transport != ceilingName {
+				r = ratio(l.P50/raw, 2)
+			}
+			t.rows = append(t.rows, []string{l.Transport, thousands(uint64(l.Rounds)),
+				fmt.Sprintf("%.1f", l.P50), fmt.Sprintf("%.1f", l.P99), r})
+		}
+		fmt.Fprintln(w)
+		t.write(w, opt.md)
+	}
+
+	if id := rep.Idle; id != nil {
+		t := table{
+			title:  "idle memory: connections to a buffstreams listener in a child process (VmRSS after GC)",
+			header: []string{"conns", "RSS before", "RSS after", "bytes/conn", "KiB/conn"},
+		}
+		switch {
+		case id.Skipped != "":
+			fmt.Fprintln(w)
+			fmt.Fprintln(w, "idle memory: skipped:", id.Skipped)
+		case id.Error != "":
+			fmt.Fprintln(w)
+			fmt.Fprintln(w, "# error: idle memory:", id.Error)
+		default:
+			t.rows = append(t.rows, []string{thousands(uint64(id.Conns)),
+				mib(id.RSSBefore), mib(id.RSSAfter),
+				thousands(uint64(max(id.BytesPerConn, 0))), fmt.Sprintf("%.1f", id.BytesPerConn/1024)})
+			fmt.Fprintln(w)
+			t.write(w, opt.md)
+		}
+	}
+
+	if checks := checkTargets(rep); len(checks.rows) > 0 {
+		fmt.Fprintln(w)
+		checks.write(w, opt.md)
+	}
+	fmt.Fprintf(w, "\n# total time %.1fs\n", rep.TotalSecs)
+}
+
+// checkTargets compares the results with the project's targets; a target
+// whose inputs were not measured is left out.
+func checkTargets(rep report) table {
+	t := table{title: "targets", header: []string{"target", "measured", ""}}
+	get := func(name string, wl workload) (result, bool) {
+		for _, r := range rep.Results {
+			if r.Transport == name && r.workload() == wl && r.Error == "" {
+				return r, true
+			}
+		}
+		return result{}, false
+	}
+	check := func(what, measured string, ok bool) {
+		verdict := "ok"
+		if !ok {
+			verdict = "MISSED"
+		}
+		t.rows = append(t.rows, []string{what, measured, verdict})
+	}
+	small := workload{110, 1, 1}
+	if b, ok := get("batch", small); ok {
+		if b.Ratio > 0 {
+			check(fmt.Sprintf("batch %s: ≥ %.1f× raw", small, targetBatchToRaw), ratio(b.Ratio, 3)+"×", b.Ratio >= targetBatchToRaw)
+		}
+		if u, ok := get("bufio", small); ok {
+			check(fmt.Sprintf("batch %s: ≥ bufio", small), ratio(b.MsgsPerSec/u.MsgsPerSec, 2)+"×", b.MsgsPerSec >= u.MsgsPerSec)
+		}
+		if b.BaselineRatio > 0 {
+			check(fmt.Sprintf("batch %s: ≥ %d× bs2.0", small, targetBatchToBaseline), ratio(b.BaselineRatio, 1)+"×", b.BaselineRatio >= targetBatchToBaseline)
+		}
+	}
+	for _, r := range rep.Results {
+		if r.Transport == "sync" && r.Writers > 1 && r.BaselineRatio > 0 {
+			check(fmt.Sprintf("sync %s: ≥ %d× bs2.0", r.workload(), targetSharedToBase), ratio(r.BaselineRatio, 2)+"×", r.BaselineRatio >= targetSharedToBase)
+		}
+	}
+	for _, r := range rep.Results {
+		if (r.Transport == "sync" || r.Transport == "batch") && r.Size >= 64<<10 && r.Writers == 1 && r.Ratio > 0 {
+			check(fmt.Sprintf("%s %s: ≥ %.1f× raw bytes/s", r.Transport, r.workload(), targetLargeToRaw), ratio(r.Ratio, 3)+"×", r.Ratio >= targetLargeToRaw)
+		}
+	}
+	worst, where := -1.0, ""
+	for _, r := range rep.Results {
+		if (r.Transport == "sync" || r.Transport == "batch") && r.Error == "" && r.AllocsPerMsg > worst {
+			worst, where = r.AllocsPerMsg, r.Transport+" "+r.workload().String()
+		}
+	}
+	if worst >= 0 {
+		check("sync and batch: 0 allocs/msg (worst cell)", fmt.Sprintf("%.3f (%s)", worst, where), worst < zeroAllocs)
+	}
+	var lib, raw float64
+	for _, l := range rep.Latency {
+		switch {
+		case l.Error != "":
+		case l.Transport == ceilingName:
+			raw = l.P50
+		case l.Transport == "sync":
+			lib = l.P50
+		}
+	}
+	if lib > 0 && raw > 0 {
+		check(fmt.Sprintf("latency p50: ≤ %.2f× raw", targetLatency), ratio(lib/raw, 2)+"×", lib/raw <= targetLatency)
+	}
+	if id := rep.Idle; id != nil && id.Error == "" && id.Skipped == "" {
+		check(fmt.Sprintf("idle: ≤ %d KiB/conn", targetIdleBytes>>10), fmt.Sprintf("%.1f KiB", id.BytesPerConn/1024), id.BytesPerConn <= targetIdleBytes)
+	}
+	return t
+}
+
+// table is a titled grid of cells, written aligned or in Markdown.
+type table struct {
+	title  string
+	header []string
+	rows   [][]string
+}
+
+// write writes the table: in Markdown if md, else as text with the first
+// column aligned left and the others right.
+func (t table) write(w io.Writer, md bool) {
+	if md {
+		fmt.Fprintf(w, "**%s**\n\n", t.title)
+		fmt.Fprintf(w, "| %s |\n", strings.Join(t.header, " | "))
+		seps := make([]string, len(t.header))
+		for i := range seps {
+			seps[i] = "---:"
+		}
+		seps[0] = ":---"
+		fmt.Fprintf(w, "|%s|\n", strings.Join(seps, "|"))
+		for _, row := range t.rows {
+			fmt.Fprintf(w, "| %s |\n", strings.Join(row, " | "))
+		}
+		return
+	}
+	width := make([]int, len(t.header))
+	for _, row := range append([][]string{t.header}, t.rows...) {
+		for i, c := range row {
+			width[i] = max(width[i], utf8.RuneCountInString(c))
+		}
+	}
+	fmt.Fprintln(w, t.title)
+	for _, row := range append([][]string{t.header}, t.rows...) {
+		var b strings.Builder
+		for i, c := range row {
+			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(c))
+			if i == 0 {
+				b.WriteString(c + pad)
+			} else {
+				b.WriteString("  " + pad + c)
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
+}
+
+// ratio formats a ratio with prec decimals, or "-" for none.
+func ratio(v float64, prec int) string {
+	if v <= 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(v, 'f', prec, 64)
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+func sizeLabel(n int) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+func thousands(n uint64) string {
+	s := strconv.FormatUint(n, 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
