@@ -175,3 +175,30 @@ func TestValueLabel(t *testing.T) {
 		}
 	}
 }
+
+// TestWritersGroup checks that results with several writers per connection
+// get a group of their own instead of overwriting the one-writer result of
+// the same size and connections.
+func TestWritersGroup(t *testing.T) {
+	rep := report{Ceiling: "raw", Results: []result{
+		{Transport: "sync", Size: 110, Conns: 1, MsgsPerSec: 500},
+		{Transport: "raw", Size: 110, Conns: 1, MsgsPerSec: 1000},
+		{Transport: "sync", Size: 110, Conns: 1, Writers: 8, MsgsPerSec: 300},
+		{Transport: "raw", Size: 110, Conns: 1, Writers: 8, MsgsPerSec: 900},
+	}}
+	d, err := build([]input{{name: "bench", rep: rep}}, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups []string
+	for _, g := range d.groups {
+		groups = append(groups, strings.ReplaceAll(g.label(), "\n", " "))
+	}
+	if got, want := strings.Join(groups, "|"), "110 B 1 conn|110 B 1 conn, 8 writers"; got != want {
+		t.Fatalf("groups %q, want %q", got, want)
+	}
+	s := d.series[0]
+	if s.label != "sync" || s.msgs[0] != 500 || s.msgs[1] != 300 || s.ratio[1] != 300.0/900 {
+		t.Errorf("sync series %+v", s)
+	}
+}

@@ -30,6 +30,7 @@ type result struct {
 	Transport  string  `json:"transport"`
 	Size       int     `json:"size"`
 	Conns      int     `json:"conns"`
+	Writers    int     `json:"writers"` // goroutines writing on each connection; 0 means 1
 	MsgsPerSec float64 `json:"msgs_per_sec"`
 	Error      string  `json:"error"`
 }
@@ -68,14 +69,23 @@ func load(paths []string) ([]input, error) {
 }
 
 // workload is a group of bars.
-type workload struct{ size, conns int }
+type workload struct{ size, conns, writers int }
+
+// workloadOf returns the group of a result.
+func workloadOf(r result) workload {
+	return workload{r.Size, r.Conns, max(r.Writers, 1)}
+}
 
 func (w workload) label() string {
 	c := "conns"
 	if w.conns == 1 {
 		c = "conn"
 	}
-	return fmt.Sprintf("%s\n%d %s", sizeLabel(w.size), w.conns, c)
+	l := fmt.Sprintf("%s\n%d %s", sizeLabel(w.size), w.conns, c)
+	if w.writers > 1 {
+		l += fmt.Sprintf(", %d writers", w.writers)
+	}
+	return l
 }
 
 // series is one transport of one input: a bar in every group.
@@ -110,7 +120,7 @@ func build(ins []input, title string) (*chartData, error) {
 				inputsOf[r.Transport] = map[string]bool{}
 			}
 			inputsOf[r.Transport][in.name] = true
-			groupSet[workload{r.Size, r.Conns}] = true
+			groupSet[workloadOf(r)] = true
 		}
 	}
 	d := &chartData{title: title + "\n" + settings(ins)}
@@ -121,7 +131,10 @@ func build(ins []input, title string) (*chartData, error) {
 		if a.size != b.size {
 			return a.size - b.size
 		}
-		return a.conns - b.conns
+		if a.conns != b.conns {
+			return a.conns - b.conns
+		}
+		return a.writers - b.writers
 	})
 	index := map[workload]int{}
 	for i, w := range d.groups {
@@ -134,7 +147,7 @@ func build(ins []input, title string) (*chartData, error) {
 		ceil := map[workload]float64{}
 		for _, r := range in.rep.Results {
 			if r.Transport == in.rep.Ceiling && r.Error == "" && r.MsgsPerSec > 0 {
-				ceil[workload{r.Size, r.Conns}] = r.MsgsPerSec
+				ceil[workloadOf(r)] = r.MsgsPerSec
 			}
 		}
 		for _, r := range in.rep.Results {
@@ -154,13 +167,13 @@ func build(ins []input, title string) (*chartData, error) {
 				*list = append(*list, newSeries(label, isCeil, len(d.groups)))
 			}
 			s := &(*list)[k]
-			g := index[workload{r.Size, r.Conns}]
+			g := index[workloadOf(r)]
 			if r.Error != "" || r.MsgsPerSec <= 0 || math.IsNaN(r.MsgsPerSec) || math.IsInf(r.MsgsPerSec, 0) {
 				s.failed[g] = r.Error != ""
 				continue
 			}
 			s.msgs[g] = r.MsgsPerSec
-			if c := ceil[workload{r.Size, r.Conns}]; c > 0 {
+			if c := ceil[workloadOf(r)]; c > 0 {
 				s.ratio[g] = r.MsgsPerSec / c
 			}
 		}

@@ -113,7 +113,7 @@ func render(c vg.CanvasSizer, d *chartData) {
 	bottom := panel(d, cols, true)
 	bottom.Title.Text = "divided by the ceiling of the same run and workload (log scale)"
 	bottom.Y.Label.Text = "÷ ceiling"
-	bottom.X.Label.Text = "payload size, client connections (one sending goroutine each)"
+	bottom.X.Label.Text = "payload size, client connections, writer goroutines per connection (one unless shown)"
 	for _, p := range []*plot.Plot{top, bottom} {
 		p.Title.TextStyle.Font.Size = 11
 		p.Title.Padding = 6
