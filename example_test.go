@@ -510,3 +510,133 @@ func ExampleManager_Broadcast() {
 	// writer: written 1 read 2
 	// buffstreams: address is not opened
 }
+
+// Delimited framings end each message with a delimiter instead of
+// prefixing its length: Lines is the newline. They are for text; a payload
+// that contains the delimiter is refused before anything is sent.
+func ExampleDelimited() {
+	got := make(chan string, 2)
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{
+		Address:  "127.0.0.1:0",
+		Framing:  bs.Lines,
+		Callback: func(msg []byte) error { got <- string(msg); return nil },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	l.StartListeningAsync()
+
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String(), Framing: bs.Lines})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("hello"))
+	_, err = c.Write([]byte("two\nlines"))
+	fmt.Println(errors.Is(err, bs.ErrDelimiterInPayload))
+	c.Write([]byte("world"))
+	fmt.Println(<-got, <-got)
+
+	crlf, _ := bs.Delimited([]byte("\r\n"))
+	fmt.Println(crlf)
+	// Output:
+	// true
+	// hello world
+	// delim:\r\n
+}
+
+// ParseFraming turns names from flags or configuration files into framings;
+// every framing's String parses back to it ("lines" is another name for
+// delim:\n).
+func ExampleParseFraming() {
+	for _, name := range []string{"buffstreams", "uvarint", "fixed4", "fixed4le", "fixed4incl", "lines", `delim:\x00`} {
+		f, err := bs.ParseFraming(name, 4096)
+		if err != nil {
+			log.Fatal(err)
+		}
+		fmt.Println(f)
+	}
+	_, err := bs.ParseFraming("fixed5", 4096)
+	fmt.Println(errors.Is(err, bs.ErrInvalidConfig))
+	// Output:
+	// buffstreams
+	// uvarint
+	// fixed4
+	// fixed4le
+	// fixed4incl
+	// delim:\n
+	// delim:\x00
+	// true
+}
+
+// Shutdown stops accepting and lets every connection deliver what its peer
+// has sent before closing it; Close would drop what is not yet delivered.
+func ExampleTCPListener_Shutdown() {
+	var mu sync.Mutex
+	delivered := 0
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{
+		Address: "127.0.0.1:0",
+		Callback: func(msg []byte) error {
+			mu.Lock()
+			delivered++
+			mu.Unlock()
+			return nil
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	l.StartListeningAsync()
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	for range 1000 {
+		c.Write([]byte("in flight"))
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fmt.Println(l.Shutdown(ctx))
+	mu.Lock()
+	fmt.Println("delivered", delivered)
+	mu.Unlock()
+	// Output:
+	// <nil>
+	// delivered 1000
+}
+
+// OnWriteError receives every message that could not be written, once, with
+// the reason; together with Stats().MessagesWritten it accounts for every
+// message given to Write.
+func ExampleTCPConnConfig_onWriteError() {
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{Address: "127.0.0.1:0", Callback: func([]byte) error { return nil }})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	l.StartListeningAsync()
+
+	failed := 0
+	c, err := bs.DialTCP(&bs.TCPConnConfig{
+		Address: l.Addr().String(),
+		OnWriteError: func(msg []byte, err error) {
+			failed++
+			fmt.Printf("not sent: %d bytes: %v\n", len(msg), errors.Is(err, bs.ErrMessageTooLarge))
+		},
+		Retry: &bs.RetryPolicy{MaxAttempts: 5, MaxWait: 10 * time.Second},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	c.Write(make([]byte, 100))
+	c.Write(make([]byte, 5000)) // above the default MaxMessageSize of 4096
+	c.Write(make([]byte, 200))
+	fmt.Println("written", c.Stats().MessagesWritten, "failed", failed)
+	// Output:
+	// not sent: 5000 bytes: true
+	// written 2 failed 1
+}
