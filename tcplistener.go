@@ -384,8 +384,6 @@ func (l *TCPListener) handshake(c *TCPConn, nc net.Conn) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.handshakeTimeout)
 	defer cancel()
-	stop := context.AfterFunc(ctx, func() {}) // nothing to undo; keeps the ctx tree flat
-	defer stop()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		if !l.closing.Load() {
 			l.stats.tlsErrors.Add(1)
@@ -464,21 +462,31 @@ func (l *TCPListener) untrack(c *TCPConn) {
 // their read loops to end: when it returns, none of the listener's
 // goroutines is running and the callback will not be called again. A
 // callback in progress is waited for; messages already read but not yet
-// handed to the callback are dropped (Shutdown delivers them). Calling Close
+// handed to the callback are dropped (Shutdown delivers them); Close during
+// Shutdown closes at once what Shutdown is still draining. Calling Close
 // again does nothing.
 func (l *TCPListener) Close() {
 	l.mu.Lock()
 	if !l.closed {
 		l.closed = true
-		l.closing.Store(true)
 		close(l.done)
 		l.ln.Close()
-		for c := range l.conns {
-			c.Close()
-		}
 	}
+	l.closeConns()
 	l.mu.Unlock()
 	l.wg.Wait()
+}
+
+// closeConns closes every connection, once: after Close, or when Close is
+// called or the context ends during Shutdown. l.mu is held.
+func (l *TCPListener) closeConns() {
+	if l.closing.Load() {
+		return
+	}
+	l.closing.Store(true)
+	for c := range l.conns {
+		c.Close()
+	}
 }
 
 // Shutdown stops accepting, then lets every connection hand to the callback
@@ -492,7 +500,6 @@ func (l *TCPListener) Shutdown(ctx context.Context) error {
 	if !l.closed {
 		l.closed = true
 		close(l.done)
-		l.closing.Store(false)
 		l.draining.Store(true)
 		l.ln.Close()
 		for c := range l.conns {
@@ -512,10 +519,7 @@ func (l *TCPListener) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		l.mu.Lock()
-		l.closing.Store(true)
-		for c := range l.conns {
-			c.Close()
-		}
+		l.closeConns()
 		l.mu.Unlock()
 		<-done
 		return ctx.Err()

@@ -440,3 +440,53 @@ func TestManyConnections(t *testing.T) {
 		return st.Active == 0 && st.Accepted == 200 && st.Messages == 200
 	})
 }
+
+// TestCloseDuringShutdown checks that Close is immediate even while
+// Shutdown waits for a client that never pauses, and that Shutdown then
+// returns too.
+func TestCloseDuringShutdown(t *testing.T) {
+	l := listen(t, bs.TCPListenerConfig{Callback: func([]byte) error { return nil }})
+	c := dial(t, l, bs.TCPConnConfig{})
+	stop := make(chan struct{})
+	sending := make(chan struct{})
+	go func() {
+		defer close(sending)
+		msg := payload(1, 100)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := c.Write(msg); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { close(stop); <-sending }()
+	eventually(t, "messages flowing", func() bool { return l.Stats().Messages > 100 })
+
+	shut := make(chan error, 1)
+	go func() { shut <- l.Shutdown(t.Context()) }() // the client never pauses: this waits
+	time.Sleep(200 * time.Millisecond)
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v while the client was still sending", err)
+	default:
+	}
+	closed := make(chan struct{})
+	go func() { l.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close during Shutdown did not return")
+	}
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return after Close")
+	}
+}
