@@ -71,7 +71,8 @@
 //
 // Each accepted connection costs one goroutine, which reads, parses and
 // calls the callback; the listener adds one goroutine that accepts, and a
-// TCPConn in batching mode one flusher. An idle connection gives its read
-// buffer back to a pool, so it costs its goroutine and socket only. Close
+// TCPConn in batching mode one flusher. An idle TCP or Unix socket
+// connection gives its read buffer back to a pool, so it costs its
+// goroutine and socket only. Close
 // waits for them all: when it returns, none is running.
 package buffstreams
