@@ -48,9 +48,9 @@ var errClosed = fmt.Errorf("buffstreams: connection is closed: %w", net.ErrClose
 // In batching mode (TCPConnConfig.WriteBufferSize > 0), Write copies the
 // frame into the write buffer and returns; a background flusher writes the
 // buffer, many frames per system call, as soon as it is idle (or after
-// FlushInterval). Messages larger than the large-message threshold (16 KiB,
-// or a quarter of the buffer if that is smaller) are not copied: Write
-// writes them, after everything buffered before them, before it returns.
+// FlushInterval). Messages of 16 KiB or a quarter of the buffer, whichever
+// is larger, and up are not copied: Write writes them, after everything
+// buffered before them, before it returns.
 // Flush returns once everything written before it has been handed to the
 // kernel. Close flushes what is buffered, within WriteTimeout (10 seconds if
 // it is zero), and then closes. When the buffer is full, SlowConsumer
@@ -63,9 +63,9 @@ var errClosed = fmt.Errorf("buffstreams: connection is closed: %w", net.ErrClose
 // at once with back-off, writing again the frames that had not reached the
 // kernel (a frame cut short on the old connection is discarded by the peer,
 // which cannot mistake it for a message). Every message given to Write or
-// WriteBatch ends exactly once in one of two places: ConnStats
-// .MessagesWritten, once the kernel has the whole frame, or OnWriteError,
-// with the reason. A Write that returns an error has also passed its message
+// WriteBatch ends exactly once in one of two places: in
+// ConnStats.MessagesWritten, once the kernel has the whole frame, or in
+// OnWriteError, with the reason. A Write that returns an error has also passed its message
 // to OnWriteError. TCP does not tell the sender what the peer's application
 // read: frames in the kernel's buffers when a peer dies are lost without an
 // error on this side.
