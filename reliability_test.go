@@ -366,6 +366,8 @@ func TestMaxConns(t *testing.T) {
 		cs = append(cs, c)
 	}
 	s.wait(t, max)
+	// The read loops publish their counts after the callbacks return.
+	eventually(t, "the messages counted", func() bool { return l.Stats().Messages == max })
 	for i := range 3 {
 		nc := rawDial(t, l.Addr())
 		start := time.Now()

@@ -277,8 +277,8 @@ func (l *TCPListener) track(nc net.Conn) {
 	if m := l.opts.maxConns; m > 0 && len(l.conns) >= m {
 		l.mu.Unlock()
 		nc.Close()
-		l.stats.refused.Add(1)
 		log.Warn("buffstreams: refusing connection", "err", ErrTooManyConnections, "max", m)
+		l.stats.refused.Add(1) // after the log, so that a count seen is a line written
 		return
 	}
 	if l.opts.tls != nil {
