@@ -163,11 +163,14 @@ func benchPipeWith(b *testing.B, lcfg buffstreams.TCPListenerConfig, ccfg buffst
 
 func benchNoop([]byte) error { return nil }
 
-// benchWarmUp writes a few messages, so that buffers allocated on first use
+// benchWarm is the number of messages sent before timing starts.
+const benchWarm = 100
+
+// benchWarmUp writes benchWarm messages, so that buffers allocated on first use
 // on both ends are not counted in the timed part.
 func benchWarmUp(b *testing.B, c *buffstreams.TCPConn, p []byte) {
 	b.Helper()
-	for range 100 {
+	for range benchWarm {
 		if _, err := c.Write(p); err != nil {
 			b.Fatal(err)
 		}
@@ -230,15 +233,10 @@ func BenchmarkEndToEnd(b *testing.B) {
 			defer timer.Stop()
 
 			// Warm up: start the read loop and size its buffer.
-			const warm = 100
-			cnt.expect(warm)
-			for range warm {
-				if _, err := c.Write(p); err != nil {
-					b.Fatal(err)
-				}
-			}
+			cnt.expect(benchWarm)
+			benchWarmUp(b, c, p)
 			cnt.wait(b, timer)
-			benchWaitCounted(b, ln, warm)
+			benchWaitCounted(b, ln, benchWarm)
 
 			cnt.expect(b.N)
 			b.SetBytes(int64(size))
@@ -255,9 +253,30 @@ func BenchmarkEndToEnd(b *testing.B) {
 			if st := ln.Stats(); st.BadInput+st.CallbackErrors+st.Panics != 0 {
 				b.Fatalf("listener stats: %+v", st)
 			}
-			benchWaitCounted(b, ln, warm+uint64(b.N))
+			benchWaitCounted(b, ln, benchWarm+uint64(b.N))
 		})
 	}
+}
+
+// benchDelivered warms up with benchWarm messages, then times send(b.N)
+// until cnt has counted every message sent, and reports the rate. send
+// writes n messages of size bytes and flushes whatever it buffers.
+func benchDelivered(b *testing.B, cnt *benchCounter, size int, send func(n int)) {
+	b.Helper()
+	timer := time.NewTimer(benchDeliveryTimeout)
+	defer timer.Stop()
+	cnt.expect(benchWarm)
+	send(benchWarm)
+	cnt.wait(b, timer)
+
+	cnt.expect(b.N)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	send(b.N)
+	cnt.wait(b, timer)
+	b.StopTimer()
+	benchRate(b)
 }
 
 // benchWaitCounted waits until the listener's Stats count n messages. The
@@ -310,22 +329,7 @@ func BenchmarkRawTCP(b *testing.B) {
 					n -= k
 				}
 			}
-			timer := time.NewTimer(benchDeliveryTimeout)
-			defer timer.Stop()
-
-			const warm = 100
-			cnt.expect(warm)
-			send(warm)
-			cnt.wait(b, timer)
-
-			cnt.expect(b.N)
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			b.ResetTimer()
-			send(b.N)
-			cnt.wait(b, timer)
-			b.StopTimer()
-			benchRate(b)
+			benchDelivered(b, cnt, size, send)
 		})
 	}
 }
@@ -463,9 +467,7 @@ func BenchmarkWriteBatching(b *testing.B) {
 				buffstreams.TCPListenerConfig{Callback: func([]byte) error { cnt.add(1); return nil }},
 				buffstreams.TCPConnConfig{WriteBufferSize: max(benchWriteBuffer, 16*size)})
 			p := benchPayload(size)
-			timer := time.NewTimer(benchDeliveryTimeout)
-			defer timer.Stop()
-			send := func(n int) {
+			benchDelivered(b, cnt, size, func(n int) {
 				for range n {
 					if _, err := c.Write(p); err != nil {
 						b.Fatal(err)
@@ -474,21 +476,7 @@ func BenchmarkWriteBatching(b *testing.B) {
 				if err := c.Flush(); err != nil {
 					b.Fatal(err)
 				}
-			}
-
-			const warm = 100
-			cnt.expect(warm)
-			send(warm)
-			cnt.wait(b, timer)
-
-			cnt.expect(b.N)
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			b.ResetTimer()
-			send(b.N)
-			cnt.wait(b, timer)
-			b.StopTimer()
-			benchRate(b)
+			})
 		})
 	}
 }
@@ -506,8 +494,7 @@ func BenchmarkWriteGroupCommit(b *testing.B) {
 			timer := time.NewTimer(benchDeliveryTimeout)
 			defer timer.Stop()
 
-			const warm = 100
-			cnt.expect(warm)
+			cnt.expect(benchWarm)
 			benchWarmUp(b, c, p)
 			cnt.wait(b, timer)
 
@@ -576,22 +563,7 @@ func BenchmarkBufio4Byte(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			timer := time.NewTimer(benchDeliveryTimeout)
-			defer timer.Stop()
-
-			const warm = 100
-			cnt.expect(warm)
-			send(warm)
-			cnt.wait(b, timer)
-
-			cnt.expect(b.N)
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
-			b.ResetTimer()
-			send(b.N)
-			cnt.wait(b, timer)
-			b.StopTimer()
-			benchRate(b)
+			benchDelivered(b, cnt, size, send)
 		})
 	}
 }
