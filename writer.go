@@ -722,21 +722,8 @@ func (w *writer) transmit(segs [][]byte, whole int) (int, error) {
 	off, attempts := 0, 0
 	var began time.Time
 	for {
-		var nc net.Conn
-		var err error
-		if w.draining.Load() {
-			c.mu.Lock()
-			nc = c.nc
-			c.mu.Unlock()
-			if nc == nil {
-				return off, errClosed
-			}
-		} else if nc, err = c.conn(); err != nil {
-			if w.draining.Load() {
-				// Close began after the check above; it waits for
-				// this write, on the socket it has not closed yet.
-				continue
-			}
+		nc, err := w.socket()
+		if err != nil {
 			return off, err
 		}
 		n, err := w.writeTo(nc, segs, off)
@@ -757,6 +744,21 @@ func (w *writer) transmit(segs [][]byte, whole int) (int, error) {
 			return off, err
 		}
 	}
+}
+
+// socket returns the connection to write on, dialing again if a failure
+// closed it. While Close drains the buffer, the connection is closed for
+// everyone else, but the final flush writes on the socket Close has not
+// closed yet.
+func (w *writer) socket() (net.Conn, error) {
+	nc, err := w.c.conn()
+	if err == nil || !w.draining.Load() {
+		return nc, err
+	}
+	if nc = w.c.current(); nc == nil {
+		return nil, errClosed
+	}
+	return nc, nil
 }
 
 // writeTo writes the stream of segs from byte off on, and returns how many
