@@ -38,11 +38,12 @@ func TestWriteBufferBound(t *testing.T) {
 			defer c.Close()
 
 			var maxLen, maxCap int
+			e := c.eng.(*batchEngine)
 			sample := func() {
-				c.w.mu.Lock()
-				maxLen = max(maxLen, len(c.w.pend))
-				maxCap = max(maxCap, cap(c.w.pend), cap(c.w.spare))
-				c.w.mu.Unlock()
+				e.mu.Lock()
+				maxLen = max(maxLen, len(e.buf))
+				maxCap = max(maxCap, cap(e.buf), cap(e.spareB))
+				e.mu.Unlock()
 			}
 			var accepted, refused atomic.Int64
 			var progress atomic.Int64

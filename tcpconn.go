@@ -89,7 +89,7 @@ type TCPConn struct {
 
 	dmu sync.Mutex // serializes dials
 
-	w writer // the write side; see writer.go
+	eng engine // the write side, chosen once; see writer.go
 
 	rmu sync.Mutex  // serializes reads
 	rd  frameReader // guarded by rmu (or owned by the listener's read loop)
@@ -212,14 +212,14 @@ func newConn(cfg *TCPConnConfig) (*TCPConn, error) {
 		log = log.With("remote", cfg.Address)
 	}
 	c := &TCPConn{wire: w, log: log, opts: o}
-	c.w.init(c)
+	c.eng = newEngine(c)
 	return c, nil
 }
 
 // newAcceptedConn wraps a connection accepted by a listener.
 func newAcceptedConn(nc net.Conn, w wire, log *slog.Logger, o *connOptions) *TCPConn {
 	c := &TCPConn{wire: w, log: log, opts: o, nc: nc, served: true}
-	c.w.init(c)
+	c.eng = newEngine(c)
 	c.rd = newFrameReader(nc, w)
 	return c
 }
@@ -485,7 +485,7 @@ func (c *TCPConn) Reopen() error {
 		return err
 	}
 	c.stats.reconnects.Add(1)
-	c.w.reopened()
+	c.eng.reopened()
 	return nil
 }
 
@@ -501,15 +501,13 @@ func (c *TCPConn) Close() error {
 		c.mu.Unlock()
 		return nil
 	}
-	if c.opts.bufSize > 0 {
-		c.w.beginDrain() // before closed: the flusher must not fail what it can still write
-	}
+	c.eng.closing() // before closed: a flusher must not fail what it can still write
 	c.closed.Store(true)
 	if c.cancelDial != nil {
 		c.cancelDial()
 	}
 	c.mu.Unlock()
-	c.w.drain()
+	c.eng.drain()
 	c.mu.Lock()
 	nc := c.nc
 	c.mu.Unlock()

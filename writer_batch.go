@@ -1,0 +1,462 @@
+package buffstreams
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// batchEngine is the write engine of batching mode (WriteBufferSize > 0):
+// Write copies the frame into buf and returns, and a flusher goroutine
+// writes buf, many frames per system call. What Write, Flush and Close
+// promise in this mode is stated in the TCPConn doc.
+//
+// One goroutine at a time owns the socket for writing: the flusher, a
+// Write of a large message (which writes what is buffered and then its own
+// frame from the caller's slice), or, under SlowConsumerBlock, a Write that
+// found the buffer full and nobody writing (it writes the buffer itself, as
+// bufio does, rather than wait for the flusher to be scheduled). The owner
+// takes buf and its spans whole, swapping in the spare pair, and writes
+// them without holding mu.
+//
+// Lock order: mu, then TCPConn.mu (taken to find the socket). mu is never
+// held during a system call, nor while OnWriteError runs.
+type batchEngine struct {
+	c     *TCPConn
+	size  int           // WriteBufferSize
+	large int           // payloads of this size or more are not copied
+	tlen  int           // length of the framing's trailer
+	kick  chan struct{} // wakes the flusher; capacity 1
+
+	mu     sync.Mutex
+	cond   sync.Cond // signalled when buf is taken or the socket released; L is &mu
+	owned  bool      // a goroutine owns the socket for writing; guarded by mu
+	buf    []byte    // frames accepted and not yet taken; guarded by mu
+	spans  []span    // where each frame of buf lies; guarded by mu
+	nbytes uint64    // payload bytes in buf; guarded by mu
+	spareB []byte    // buf's other buffer; guarded by mu
+	spareS []span    // guarded by mu
+
+	accepted uint64 // messages accepted since the start; guarded by mu
+	settled  uint64 // of those, messages written or failed; guarded by mu
+	failures uint64 // of those, messages failed; guarded by mu
+	lastErr  error  // the latest failure; guarded by mu
+	flushers int    // Flush calls waiting; guarded by mu
+	running  bool   // the flusher goroutine exists; guarded by mu
+
+	tx   sender // used by the owner of the socket
+	segs [4][]byte
+}
+
+func newBatchEngine(c *TCPConn) *batchEngine {
+	e := &batchEngine{
+		c:     c,
+		size:  c.opts.bufSize,
+		large: max(largeWrite, c.opts.bufSize/4),
+		tlen:  len(c.wire.framing.trailer()),
+		kick:  make(chan struct{}, 1),
+	}
+	e.cond.L = &e.mu
+	e.tx.c = c
+	return e
+}
+
+func (e *batchEngine) write(msg []byte) error {
+	var err error
+	if len(msg) >= e.large {
+		err = e.writeLarge(msg)
+	} else {
+		err = e.enqueue(msg)
+	}
+	if err != nil {
+		e.c.failed(msg, err)
+	}
+	return err
+}
+
+func (e *batchEngine) writeBatch(msgs [][]byte) (int, error) {
+	n := 0
+	var first error
+	for _, m := range msgs {
+		if err := e.write(m); err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		n++
+	}
+	return n, first
+}
+
+func (e *batchEngine) flush() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	target, failures := e.accepted, e.failures
+	e.flushers++
+	e.wake()
+	for e.settled < target && (e.running || e.owned) {
+		e.cond.Wait()
+	}
+	e.flushers--
+	if e.failures != failures {
+		return e.lastErr
+	}
+	if e.settled < target { // closed with messages left; cannot happen after drain
+		return errClosed
+	}
+	return nil
+}
+
+// enqueue copies the frame of msg into buf, applying the SlowConsumer
+// policy when it is full.
+func (e *batchEngine) enqueue(msg []byte) error {
+	c := e.c
+	e.mu.Lock()
+	n := len(e.buf)
+	if n == 0 || n+maxHeaderLen+len(msg)+e.tlen > e.size || c.closed.Load() {
+		if err := e.makeRoom(len(msg)); err != nil {
+			return err // makeRoom unlocked e.mu
+		}
+		n = len(e.buf)
+	}
+	if n+maxHeaderLen+len(msg)+e.tlen <= cap(e.buf) {
+		// The frame fits: write it in place, without growing buf.
+		f := c.wire.framing
+		b := e.buf[:n+maxHeaderLen]
+		h := f.putHeader(b[n:], len(msg))
+		b = append(b[:n+h], msg...)
+		if e.tlen > 0 {
+			b = append(b, f.trailer()...)
+		}
+		e.buf = b
+		e.spans = append(e.spans, span{n + h, len(b)})
+	} else {
+		e.buf, e.spans = appendFrame(c.wire.framing, e.buf, e.spans, msg)
+	}
+	e.nbytes += uint64(len(msg))
+	e.accepted++
+	if !e.owned && (n == 0 || len(e.buf) >= e.size/2) {
+		e.wake() // the owner, if any, looks at buf again when it is done
+	}
+	e.mu.Unlock()
+	return nil
+}
+
+// makeRoom waits, as the SlowConsumer policy says, until buf has room for
+// the frame of an n-byte payload, or is empty. e.mu is held; on error it
+// is released.
+func (e *batchEngine) makeRoom(n int) error {
+	c := e.c
+	room := maxHeaderLen + n + e.tlen // at least the frame's size
+	var deadline time.Time
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for len(e.buf) > 0 && len(e.buf)+room > e.size {
+		if c.closed.Load() {
+			break
+		}
+		if !e.owned {
+			// Full, and nobody is writing. Under the other policies
+			// Write must not block on the socket, so the flusher does it.
+			if c.opts.slow == SlowConsumerBlock {
+				e.writeBuffered()
+			} else {
+				e.wake()
+				e.cond.Wait()
+			}
+			continue
+		}
+		switch c.opts.slow {
+		case SlowConsumerError:
+			e.mu.Unlock()
+			return fmt.Errorf("%w: %d bytes buffered", ErrSlowConsumer, e.size)
+		case SlowConsumerClose:
+			return e.abandon() // unlocks e.mu
+		}
+		if t := c.opts.writeTimeout; t > 0 {
+			if deadline.IsZero() {
+				deadline = time.Now().Add(t)
+				timer = time.AfterFunc(t, func() {
+					e.mu.Lock()
+					e.cond.Broadcast()
+					e.mu.Unlock()
+				})
+			} else if !time.Now().Before(deadline) {
+				e.mu.Unlock()
+				return fmt.Errorf("%w: write buffer still full after %v: %w", ErrWriteTimeout, t, os.ErrDeadlineExceeded)
+			}
+		}
+		e.cond.Wait()
+	}
+	if c.closed.Load() {
+		e.mu.Unlock()
+		return errClosed
+	}
+	if e.buf == nil {
+		e.buf = make([]byte, 0, e.size)
+	}
+	return nil
+}
+
+// abandon applies SlowConsumerClose: it closes the socket and fails every
+// buffered message. e.mu is held, and released.
+func (e *batchEngine) abandon() error {
+	c := e.c
+	out, spans := e.buf, e.spans
+	n := len(spans)
+	e.buf, e.spans, e.nbytes = nil, nil, 0
+	e.mu.Unlock()
+	if nc := c.current(); nc != nil {
+		c.fail(nc, ErrSlowConsumer)
+	}
+	err := fmt.Errorf("%w: closed the connection with %d messages buffered", ErrSlowConsumer, n)
+	e.settle(out, spans, 0, err)
+	e.mu.Lock()
+	e.settled += uint64(n)
+	e.noteFailure(n, err)
+	e.mu.Unlock()
+	return err
+}
+
+// wake starts the flusher, or wakes it if it is waiting. e.mu is held.
+func (e *batchEngine) wake() {
+	if !e.running {
+		if e.c.closed.Load() && !e.tx.draining.Load() {
+			return
+		}
+		e.running = true
+		go e.flusher()
+		return
+	}
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flusher is the flusher goroutine. It writes buf whenever it holds frames
+// and nobody else is writing, lingering up to FlushInterval first for more
+// frames, and returns once the connection is closed and everything is
+// written.
+func (e *batchEngine) flusher() {
+	c := e.c
+	var linger *time.Timer
+	lingered := false // the frames now in buf have had their wait
+	e.mu.Lock()
+	defer func() {
+		e.running = false
+		e.cond.Broadcast()
+		e.mu.Unlock()
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
+	for {
+		if len(e.buf) == 0 || e.owned {
+			if c.closed.Load() && !e.owned {
+				return
+			}
+			e.mu.Unlock()
+			<-e.kick
+			e.lockBehindWriters()
+			continue
+		}
+		if fi := c.opts.flushInterval; fi > 0 && !lingered && len(e.buf) < e.size/2 && e.flushers == 0 && !c.closed.Load() {
+			lingered = true
+			if linger == nil {
+				linger = time.NewTimer(fi)
+			} else {
+				linger.Reset(fi)
+			}
+			e.mu.Unlock()
+			select {
+			case <-linger.C:
+			case <-e.kick:
+				linger.Stop()
+			}
+			e.mu.Lock()
+			continue
+		}
+		lingered = false
+		e.writeBuffered()
+	}
+}
+
+// lockBehindWriters takes e.mu for the flusher, or for a goroutine that
+// wrote the buffer, without queueing on it. A goroutine blocked in Lock
+// makes every Unlock of a busy writer wake it, and the contended lock's
+// cache line then bounces between the two on every message; instead this
+// tries the lock and yields between tries, and only blocks after many.
+func (e *batchEngine) lockBehindWriters() {
+	for range 100 {
+		if e.mu.TryLock() {
+			return
+		}
+		runtime.Gosched()
+	}
+	e.mu.Lock()
+}
+
+// take makes the caller the owner of the socket and hands it buf, its
+// spans and its payload bytes, leaving the spare pair in their place.
+// e.mu is held.
+func (e *batchEngine) take() ([]byte, []span, uint64) {
+	e.owned = true
+	out, spans, nb := e.buf, e.spans, e.nbytes
+	e.buf, e.spans, e.nbytes = e.spareB[:0], e.spareS[:0], 0
+	e.cond.Broadcast() // there is room again
+	return out, spans, nb
+}
+
+// give ends the caller's ownership after it wrote n messages taken from
+// buf (plus any of its own), of which the failed ones had err, and keeps
+// out and spans as the spare pair. e.mu is held.
+func (e *batchEngine) give(out []byte, spans []span, n, failed int, err error) {
+	e.spareB, e.spareS = out[:0], spans[:0]
+	e.settled += uint64(n)
+	if failed > 0 {
+		e.noteFailure(failed, err)
+	}
+	e.owned = false
+	e.cond.Broadcast()
+	if len(e.buf) > 0 {
+		e.wake()
+	}
+}
+
+// writeBuffered writes the frames in buf as the owner of the socket. e.mu
+// is held, and released during the write.
+func (e *batchEngine) writeBuffered() {
+	out, spans, nb := e.take()
+	e.mu.Unlock()
+	e.segs[0] = out
+	sent, err := e.tx.transmit(e.segs[:1], spans)
+	e.segs[0] = nil
+	failed := e.settleBytes(out, spans, nb, sent, err)
+	e.lockBehindWriters()
+	e.give(out, spans, len(spans), failed, err)
+}
+
+// writeLarge writes a large message from the caller's slice, after
+// everything buffered before it.
+func (e *batchEngine) writeLarge(msg []byte) error {
+	c := e.c
+	e.mu.Lock()
+	for e.owned && !c.closed.Load() {
+		e.cond.Wait()
+	}
+	if c.closed.Load() {
+		e.mu.Unlock()
+		return errClosed
+	}
+	out, spans, nb := e.take()
+	e.accepted++
+	e.mu.Unlock()
+
+	f := c.wire.framing
+	h := f.putHeader(e.tx.hdr[:], len(msg))
+	end := len(out) + h + len(msg) + len(f.trailer())
+	all := append(spans, span{len(out) + h, end})
+	e.segs = [4][]byte{out, e.tx.hdr[:h], msg, f.trailer()}
+	sent, err := e.tx.transmit(e.segs[:], all)
+	e.segs = [4][]byte{}
+	failed := e.settleBytes(out, spans, nb, sent, err)
+	ok := sent >= end
+	if !ok {
+		failed++ // Write reports its own message
+	}
+
+	e.mu.Lock()
+	e.give(out, all[:len(spans)], len(spans)+1, failed, err)
+	e.mu.Unlock()
+	if !ok {
+		return err
+	}
+	c.wrote(1, uint64(len(msg)))
+	return nil
+}
+
+// settleBytes accounts for the messages framed in out, of which the first
+// sent bytes reached the kernel (sent is at a frame boundary, or beyond
+// out), and returns how many failed.
+func (e *batchEngine) settleBytes(out []byte, spans []span, nb uint64, sent int, err error) int {
+	if sent >= len(out) {
+		e.c.wrote(len(spans), nb)
+		return 0
+	}
+	return e.settle(out, spans, sent, err)
+}
+
+// settle counts the frames of spans that end within the first sent bytes
+// of out as written, and passes the others to TCPConn.failed with err. It
+// returns how many failed.
+func (e *batchEngine) settle(out []byte, spans []span, sent int, err error) int {
+	c := e.c
+	k := whole(spans, sent)
+	t := len(c.wire.framing.trailer())
+	var nb uint64
+	for _, s := range spans[:k] {
+		nb += uint64(s.end - t - s.at)
+	}
+	c.wrote(k, nb)
+	for _, s := range spans[k:] {
+		c.failed(out[s.at:s.end-t], err)
+	}
+	return len(spans) - k
+}
+
+// noteFailure records a failure for Flush. e.mu is held.
+func (e *batchEngine) noteFailure(n int, err error) {
+	e.failures += uint64(n)
+	e.lastErr = err
+}
+
+// closing fixes the deadline of Close's final flush and then marks the
+// sender as draining, in that order (see sender). Close calls it before it
+// marks the connection closed, so that a write that finds the connection
+// closed also finds it draining. Nothing reads drainUntil now: drain waited
+// for every writer of the previous Close.
+func (e *batchEngine) closing() {
+	t := e.c.opts.writeTimeout
+	if t == 0 {
+		t = drainTimeout
+	}
+	e.tx.drainUntil = time.Now().Add(t)
+	e.tx.draining.Store(true)
+}
+
+// drain writes what is buffered before Close closes the socket, and waits
+// for the flusher to return.
+func (e *batchEngine) drain() {
+	c := e.c
+	e.mu.Lock()
+	if nc := c.current(); nc != nil {
+		nc.SetWriteDeadline(e.tx.drainUntil)
+	}
+	e.cond.Broadcast() // blocked Writes see that the connection is closed
+	if len(e.buf) > 0 {
+		e.wake()
+	}
+	for e.running || e.owned {
+		e.wake()
+		e.cond.Wait()
+	}
+	e.tx.draining.Store(false)
+	e.mu.Unlock()
+}
+
+// reopened lets the flusher write what is buffered on the new connection.
+func (e *batchEngine) reopened() {
+	e.mu.Lock()
+	if len(e.buf) > 0 {
+		e.wake()
+	}
+	e.mu.Unlock()
+}

@@ -1,0 +1,215 @@
+package buffstreams
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// syncEngine is the default write engine: a Write returns once the kernel
+// has its whole frame. Concurrent Writes share system calls (group commit).
+// One goroutine at a time owns the socket for writing. A Write that finds
+// nobody writing and nothing waiting writes its own frame. Writes that
+// arrive while the socket is owned append their frames to pend and wait;
+// when the owner is done it hands ownership to the first of them, which
+// writes every frame gathered so far in one system call and tells each
+// waiter how many of its frames went out.
+//
+// Lock order: mu, then TCPConn.mu (taken by the sender to find the socket).
+// Neither is held during a system call.
+type syncEngine struct {
+	c      *TCPConn
+	active atomic.Int32 // Writes in progress, owners and waiters alike
+
+	mu      sync.Mutex
+	owned   bool      // a goroutine owns the socket for writing; guarded by mu
+	pend    []byte    // frames of waiting Writes, in order; guarded by mu
+	spans   []span    // where each frame of pend lies; guarded by mu
+	waiters []*waiter // the Writes whose frames are in pend; guarded by mu
+	spareB  []byte    // pend's other buffer; guarded by mu
+	spareS  []span    // guarded by mu
+	spareW  []*waiter // guarded by mu
+
+	// Used by the goroutine that owns the socket.
+	tx      sender
+	one     []byte // the frames of a lone Write
+	oneS    []span
+	segs    [3][]byte
+	oneSpan [1]span
+}
+
+// A waiter is a Write whose frames another goroutine writes, and learns
+// from it what became of them.
+type waiter struct {
+	ch          chan bool // receives true to take over writing, false when done
+	first, last int       // its frames are spans[first:last] of the run
+	written     int       // how many of them reached the kernel whole
+	err         error
+}
+
+var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan bool, 1)} }}
+
+func newSyncEngine(c *TCPConn) *syncEngine {
+	e := &syncEngine{c: c}
+	e.tx.c = c
+	return e
+}
+
+func (e *syncEngine) write(msg []byte) error {
+	_, err := e.send(msg, nil)
+	return err
+}
+
+func (e *syncEngine) writeBatch(msgs [][]byte) (int, error) { return e.send(nil, msgs) }
+
+func (e *syncEngine) flush() error { return nil }
+func (e *syncEngine) closing()     {}
+func (e *syncEngine) drain()       {}
+func (e *syncEngine) reopened()    {}
+
+// send writes msg, or the messages of batch, and returns how many messages
+// were written. Each message not written is passed to TCPConn.failed.
+func (e *syncEngine) send(msg []byte, batch [][]byte) (int, error) {
+	c := e.c
+	others := e.active.Add(1) > 1
+	defer e.active.Add(-1)
+	e.mu.Lock()
+	if c.closed.Load() {
+		e.mu.Unlock()
+		return e.settle(msg, batch, 0, errClosed), errClosed
+	}
+	if !e.owned && len(e.pend) == 0 && !others {
+		e.owned = true
+		e.mu.Unlock()
+		written, err := e.writeAlone(msg, batch)
+		e.mu.Lock()
+		e.release()
+		e.mu.Unlock()
+		return e.settle(msg, batch, written, err), err
+	}
+	// Someone is writing: add the frames to the next run and wait.
+	x := waiterPool.Get().(*waiter)
+	x.first = len(e.spans)
+	f := c.wire.framing
+	if batch == nil {
+		e.pend, e.spans = appendFrame(f, e.pend, e.spans, msg)
+	}
+	for _, m := range batch {
+		e.pend, e.spans = appendFrame(f, e.pend, e.spans, m)
+	}
+	x.last = len(e.spans)
+	e.waiters = append(e.waiters, x)
+	lead := !e.owned
+	e.owned = true
+	e.mu.Unlock()
+	if lead {
+		// Other Writes are under way but not running (there may be
+		// fewer processors than writers): let them add their frames
+		// before writing, or each system call carries one frame.
+		runtime.Gosched()
+	}
+	if lead || <-x.ch {
+		e.lead(x)
+	}
+	written, err := x.written, x.err
+	x.err = nil
+	waiterPool.Put(x)
+	return e.settle(msg, batch, written, err), err
+}
+
+// writeAlone writes the frames of msg or batch as the owner, with nothing
+// else pending, and returns how many reached the kernel whole. A large
+// message goes out from the caller's slice, with its header, in one
+// vectored write.
+func (e *syncEngine) writeAlone(msg []byte, batch [][]byte) (int, error) {
+	f := e.c.wire.framing
+	if batch == nil && len(msg) >= largeWrite {
+		h := f.putHeader(e.tx.hdr[:], len(msg))
+		e.segs = [3][]byte{e.tx.hdr[:h], msg, f.trailer()}
+		e.oneSpan[0] = span{h, h + len(msg) + len(f.trailer())}
+		sent, err := e.tx.transmit(e.segs[:], e.oneSpan[:])
+		e.segs = [3][]byte{}
+		return whole(e.oneSpan[:], sent), err
+	}
+	b, s := e.one[:0], e.oneS[:0]
+	if batch == nil {
+		b, s = appendFrame(f, b, s, msg)
+	}
+	for _, m := range batch {
+		b, s = appendFrame(f, b, s, m)
+	}
+	e.segs[0] = b
+	sent, err := e.tx.transmit(e.segs[:1], s)
+	e.segs[0] = nil
+	written := whole(s, sent)
+	if cap(b) <= keepBuffer {
+		e.one, e.oneS = b[:0], s[:0]
+	}
+	return written, err
+}
+
+// lead writes every frame gathered in pend, as the owner, and tells each
+// waiter (self included, without a message) what became of its frames.
+func (e *syncEngine) lead(self *waiter) {
+	e.mu.Lock()
+	out, spans, ws := e.pend, e.spans, e.waiters
+	e.pend, e.spans, e.waiters = e.spareB[:0], e.spareS[:0], e.spareW[:0]
+	e.mu.Unlock()
+	e.segs[0] = out
+	sent, err := e.tx.transmit(e.segs[:1], spans)
+	e.segs[0] = nil
+	done := whole(spans, sent)
+	for _, x := range ws {
+		x.written = min(max(done-x.first, 0), x.last-x.first)
+		x.err = nil
+		if x.written < x.last-x.first {
+			x.err = err
+		}
+		if x != self {
+			x.ch <- false
+		}
+	}
+	clear(ws)
+	e.mu.Lock()
+	if cap(out) <= keepBuffer {
+		e.spareB, e.spareS = out[:0], spans[:0]
+	} else {
+		e.spareB, e.spareS = nil, nil
+	}
+	e.spareW = ws[:0]
+	e.release()
+	e.mu.Unlock()
+}
+
+// release ends the caller's ownership of the socket, handing it to the
+// first waiting Write, if any. e.mu is held.
+func (e *syncEngine) release() {
+	if len(e.waiters) > 0 {
+		e.waiters[0].ch <- true
+		return
+	}
+	e.owned = false
+}
+
+// settle accounts for the messages of one Write or WriteBatch, of which the
+// first written reached the kernel whole, and returns written.
+func (e *syncEngine) settle(msg []byte, batch [][]byte, written int, err error) int {
+	c := e.c
+	if batch == nil {
+		if written == 0 {
+			c.failed(msg, err)
+			return 0
+		}
+		c.wrote(1, uint64(len(msg)))
+		return 1
+	}
+	var nb uint64
+	for _, m := range batch[:written] {
+		nb += uint64(len(m))
+	}
+	c.wrote(written, nb)
+	for _, m := range batch[written:] {
+		c.failed(m, err)
+	}
+	return written
+}
