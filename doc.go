@@ -113,10 +113,10 @@
 // not reached the kernel whole; without one, those frames fail and the
 // next operation dials again. A frame cut short on the old connection is
 // discarded by the peer, which cannot mistake it for a message, so no
-// message arrives twice. Written means that the kernel has the frame, not
-// that the peer's application read it: frames in the kernels' buffers when
-// a peer dies are lost without an error on this side, because TCP does not
-// tell the sender which they were.
+// message arrives twice. A message counts as written once the kernel has
+// its frame, not once the peer's application has read it: frames in the
+// kernels' buffers when a peer dies are lost without an error on this side,
+// because TCP does not tell the sender which they were.
 //
 // # Buffer lifetimes
 //
