@@ -11,17 +11,20 @@ import (
 	"time"
 )
 
-// Version is the version of this package.
-const Version = "3.0.0"
+// Version is the version of this module. A release is tagged "v" followed
+// by it, so that go get github.com/buffstreams/buffstreams@v1.0.0 fetches
+// this one. The major version is 1, not 3, because the module path is new:
+// see "Versions" in the README.
+const Version = "1.0.0"
 
 // DefaultMaxMessageSize is the MaxMessageSize used when a configuration
 // leaves it zero.
 const DefaultMaxMessageSize int = 4096
 
 // ListenCallback receives each message read by a TCPListener, with the
-// header removed. The slice aliases the connection's read buffer: it is valid
-// only until the callback returns, so copy it (or unmarshal it, which copies)
-// to keep it. The callbacks of one connection run one at a time, in the order
+// header removed. The slice is valid only until the callback returns (see
+// the package documentation, Buffer lifetimes). The callbacks of one
+// connection run one at a time, in the order
 // the messages were written; callbacks of different connections run
 // concurrently. A returned error is counted and logged and the connection
 // keeps reading; a panic is recovered, logged with its stack, and closes that
@@ -140,11 +143,10 @@ type TCPConnConfig struct {
 	Logger *slog.Logger
 
 	// WriteBufferSize turns on batching mode when positive: Write copies
-	// the frame into a buffer of this many bytes and returns, and a
-	// background flusher writes the buffer with one system call for many
-	// messages. See the TCPConn documentation for what each call then
-	// guarantees. Zero means the default mode, in which Write returns once
-	// the kernel has the frame.
+	// the frame into a buffer of this many bytes, and a flusher writes many
+	// frames per system call; see the package documentation, Batching, for
+	// what Write, Flush and Close then promise. Zero means the default
+	// mode, in which Write returns once the kernel has the frame.
 	WriteBufferSize int
 
 	// FlushInterval, in batching mode, lets the flusher wait up to this
@@ -155,16 +157,14 @@ type TCPConnConfig struct {
 	FlushInterval time.Duration
 
 	// SlowConsumer says what Write does in batching mode when the write
-	// buffer is full. Zero means SlowConsumerBlock.
+	// buffer is full (see the package documentation, Batching). Zero means
+	// SlowConsumerBlock.
 	SlowConsumer SlowConsumerPolicy
 
 	// OnWriteError, if set, is called once for every message that could
-	// not be written, with the error. Together with
-	// ConnStats.MessagesWritten it accounts for every message given to
-	// Write and WriteBatch: each is counted as written or passed to
-	// OnWriteError, exactly once. msg is valid only during the call. It is
-	// called without locks held, from the goroutine that found the failure;
-	// it must not block for long.
+	// not be written, with the reason; msg is valid only during the call.
+	// See the package documentation, Accounting, for when it is called and
+	// what err can be. Nil means failures are only counted.
 	OnWriteError func(msg []byte, err error)
 
 	// Retry, if set, makes the connection dial again after a failure with
@@ -206,21 +206,19 @@ type TCPConnConfig struct {
 
 // SlowConsumerPolicy says what Write does in batching mode when the write
 // buffer is full because the peer, or the network, does not take bytes as
-// fast as they are written.
+// fast as they are written. The package documentation, under Batching,
+// says what each policy does to the message and to the connection.
 type SlowConsumerPolicy int
 
 const (
 	// SlowConsumerBlock makes Write wait for room, up to WriteTimeout if it
-	// is set; then Write returns ErrWriteTimeout without buffering the
-	// message (the flusher's write, bounded by the same timeout, fails the
-	// connection and reports what it held).
+	// is set.
 	SlowConsumerBlock SlowConsumerPolicy = iota
-	// SlowConsumerError makes Write return ErrSlowConsumer at once; the
-	// connection and the messages already buffered are kept.
+	// SlowConsumerError makes Write return ErrSlowConsumer and keep the
+	// connection.
 	SlowConsumerError
-	// SlowConsumerClose makes Write close the connection: the buffered
-	// messages are passed to OnWriteError with ErrSlowConsumer, and the
-	// next Write dials again.
+	// SlowConsumerClose makes Write close the connection and fail what it
+	// had buffered with ErrSlowConsumer.
 	SlowConsumerClose
 )
 

@@ -36,15 +36,105 @@
 // connection. A Write longer than MaxMessageSize returns ErrMessageTooLarge
 // and sends nothing.
 //
-// # Writing: one system call per Write, or batching
+// # Batching
 //
-// By default Write returns when the kernel has the frame, as in BuffStreams
-// 2.0, and concurrent Writes on one connection share system calls (group
-// commit). With TCPConnConfig.WriteBufferSize set, Write only copies the
-// frame into a buffer that a flusher writes many frames at a time; Flush
-// waits for it, Close drains it, and SlowConsumer decides what a full buffer
-// does. Either way every message ends exactly once in
-// ConnStats.MessagesWritten or in the OnWriteError hook.
+// What Write, Flush and Close promise depends on the write mode, which
+// TCPConnConfig.WriteBufferSize selects. In both modes concurrent Writes on
+// one connection never interleave: each frame goes out whole, in the order
+// the Writes take their turn.
+//
+// In the default mode (WriteBufferSize zero), Write returns len(data) once
+// the whole frame has been handed to the kernel, as in BuffStreams 2.0.
+// Concurrent Writes share system calls (group commit): while one goroutine
+// writes, the frames of the others are gathered, and the next of them
+// writes them all at once; each Write still returns only when its own frame
+// has been written. A Write that fails returns 0 and the error; its frame
+// was not sent, or only part of it was, which the peer discards. Flush
+// returns nil at once, and Close has nothing buffered to write.
+//
+// In batching mode (WriteBufferSize > 0), Write copies the frame into the
+// write buffer and returns len(data). A flusher goroutine writes the
+// buffer, many frames per system call, as soon as it is idle; with
+// FlushInterval set, it first waits up to that long for a buffer less than
+// half full to fill. A message of 16 KiB or a quarter of WriteBufferSize,
+// whichever is larger, or longer, is not copied: Write writes it from the
+// caller's slice, after everything buffered before it, and returns once the
+// kernel has it or the write has failed. A buffered message that fails
+// after its Write returned is reported to OnWriteError only (see
+// Accounting).
+//
+// The buffer is full when a frame does not fit in what is left of
+// WriteBufferSize; an empty buffer takes any frame Write copies, so the
+// buffer holds at most WriteBufferSize bytes, or one frame if that is
+// larger. What Write does then is the SlowConsumer policy's choice:
+//
+//   - [SlowConsumerBlock] (the default) waits for room, up to WriteTimeout
+//     if it is set, then returns an error wrapping [ErrWriteTimeout]
+//     without buffering the message;
+//   - [SlowConsumerError] returns an error wrapping [ErrSlowConsumer]
+//     instead of waiting for the socket, and keeps the connection and what
+//     it has buffered;
+//   - [SlowConsumerClose] closes the connection, passes every buffered
+//     message and this one to OnWriteError with an error wrapping
+//     ErrSlowConsumer, and returns that error; the next Write dials again.
+//
+// Flush waits until every message accepted before it has been handed to
+// the kernel or has failed. It returns nil if no message failed while it
+// waited, and otherwise the latest failure; a failure that happened before
+// Flush was called is reported to OnWriteError, not by Flush.
+//
+// In batching mode, Close first writes what is buffered, within
+// WriteTimeout (10 seconds if it is zero) and without retrying, then closes
+// the socket; the messages it cannot write are passed to OnWriteError.
+// Writes that wait for room, and every later Write, fail with an error
+// matching [net.ErrClosed].
+//
+// # Accounting
+//
+// Every message given to a connection's Write or WriteBatch, directly or
+// through a Manager, ends exactly once in one of two places:
+//
+//   - in ConnStats.MessagesWritten (its payload in BytesWritten), once the
+//     kernel has its whole frame;
+//   - or in TCPConnConfig.OnWriteError, with the reason, and then in
+//     ConnStats.WriteErrors.
+//
+// A Write that returns an error has already passed its message to
+// OnWriteError. The reason matches one of [ErrMessageTooLarge] or
+// [ErrDelimiterInPayload] (refused before anything was sent),
+// [ErrSlowConsumer], [ErrWriteTimeout], [ErrReconnectFailed] (the Retry
+// policy gave up), [net.ErrClosed] (the connection was closed first), or is
+// the network error itself. OnWriteError is called without locks held,
+// from the goroutine that found the failure: the Write itself, another
+// Write, the flusher or Close. It must not block for long.
+//
+// When a write fails, the connection is closed. With a [RetryPolicy] it
+// dials again at once, with back-off, and writes again the frames that had
+// not reached the kernel whole; without one, those frames fail and the
+// next operation dials again. A frame cut short on the old connection is
+// discarded by the peer, which cannot mistake it for a message, so no
+// message arrives twice. A message counts as written once the kernel has
+// its frame, not once the peer's application has read it: frames in the
+// kernels' buffers when a peer dies are lost without an error on this side,
+// because TCP does not tell the sender which they were.
+//
+// # Buffer lifetimes
+//
+// A slice the package hands to your code aliases one of its buffers and is
+// valid only for a while; copy it (with bytes.Clone, or by unmarshaling it,
+// which copies) to keep it:
+//
+//   - the message passed to a [ListenCallback] or [ConnCallback] is valid
+//     until the callback returns;
+//   - a message yielded by [TCPConn.Messages] is valid until the loop body
+//     returns;
+//   - the message passed to OnWriteError is valid only during the call.
+//
+// A slice you hand to the package is not kept: after Write, WriteBatch,
+// Broadcast or Manager.Write returns, in either write mode, you may reuse
+// it. [TCPConn.Read] copies one whole message into b, so b must hold
+// [TCPConn.MaxMessageSize] bytes to take any message; a message longer than
+// b makes Read return [io.ErrShortBuffer] and stays for the next Read.
 //
 // # Security and failures
 //
@@ -58,16 +148,14 @@
 // # Reading without a callback
 //
 // [TCPConn.Read] copies one whole message; [TCPConn.Messages] iterates over
-// messages in place, each valid until the next iteration.
+// messages in place (see Buffer lifetimes).
 //
 // # Concurrency
 //
 // TCPListener, TCPConn and Manager are safe for concurrent use. Concurrent
 // Writes on one TCPConn never interleave: each message goes out whole. The
 // callbacks of one connection run one at a time, in the order the messages
-// were written; callbacks of different connections run concurrently. The
-// slice passed to a callback aliases the connection's read buffer and is
-// valid only until the callback returns.
+// were written; callbacks of different connections run concurrently.
 //
 // Each accepted connection costs one goroutine, which reads, parses and
 // calls the callback; the listener adds one goroutine that accepts, and a

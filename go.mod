@@ -1,5 +1,5 @@
 module github.com/buffstreams/buffstreams
 
-go 1.26
+go 1.25
 
 require google.golang.org/protobuf v1.36.12

@@ -37,38 +37,11 @@ var errClosed = fmt.Errorf("buffstreams: connection is closed: %w", net.ErrClose
 // message and never interleaves two messages. Read returns one whole
 // message; it may run alongside Writes.
 //
-// # Writing
-//
-// In the default mode, Write returns once the whole frame has been handed to
-// the kernel, as in BuffStreams 2.0. Concurrent Writes share system calls
-// (group commit): while one goroutine writes, the frames of the others are
-// gathered, and the next of them writes them all at once; each Write still
-// returns only when its own frame has been written.
-//
-// In batching mode (TCPConnConfig.WriteBufferSize > 0), Write copies the
-// frame into the write buffer and returns; a background flusher writes the
-// buffer, many frames per system call, as soon as it is idle (or after
-// FlushInterval). Messages of 16 KiB or a quarter of the buffer, whichever
-// is larger, and up are not copied: Write writes them, after everything
-// buffered before them, before it returns.
-// Flush returns once everything written before it has been handed to the
-// kernel. Close flushes what is buffered, within WriteTimeout (10 seconds if
-// it is zero), and then closes. When the buffer is full, SlowConsumer
-// decides whether Write waits, fails, or closes the connection.
-//
-// # Failures
-//
-// When a write or a read fails, the connection is closed. A dialed
-// connection dials again on the next operation, or, with a Retry policy,
-// at once with back-off, writing again the frames that had not reached the
-// kernel (a frame cut short on the old connection is discarded by the peer,
-// which cannot mistake it for a message). Every message given to Write or
-// WriteBatch ends exactly once in one of two places: in
-// ConnStats.MessagesWritten, once the kernel has the whole frame, or in
-// OnWriteError, with the reason. A Write that returns an error has also passed its message
-// to OnWriteError. TCP does not tell the sender what the peer's application
-// read: frames in the kernel's buffers when a peer dies are lost without an
-// error on this side.
+// What Write, Flush and Close promise in each write mode is stated once, in
+// the package documentation under Batching; what becomes of a message that
+// cannot be written, under Accounting. When a write or a read fails, the
+// connection is closed, and a dialed connection dials again: on the next
+// operation, or at once with a Retry policy.
 type TCPConn struct {
 	wire   wire
 	log    *slog.Logger
@@ -367,7 +340,9 @@ func (c *TCPConn) fail(nc net.Conn, err error) error {
 // Read reads the next message into b and returns its length. Unlike an
 // io.Reader it never returns part of a message: if b is shorter than the
 // message, Read returns io.ErrShortBuffer and keeps the message for the next
-// Read, so do not wrap a TCPConn in a bufio.Reader or io.Copy from it. Read
+// Read, so do not wrap a TCPConn in a bufio.Reader or io.Copy from it. A b
+// of MaxMessageSize() bytes takes any message (see the package
+// documentation, Buffer lifetimes). Read
 // returns io.EOF when the peer closed the connection between messages, and an
 // error wrapping ErrMessageTooLarge, ErrMalformedHeader or io.ErrUnexpectedEOF
 // (closing the connection) when it sent something else. After an error, the
@@ -400,11 +375,11 @@ func (c *TCPConn) Read(b []byte) (int, error) {
 //		if err != nil {
 //			return err // io.EOF when the peer closed between messages
 //		}
-//		handle(msg) // msg is valid until the next iteration
+//		handle(msg) // msg is valid until the loop body returns
 //	}
 //
-// Each msg aliases the connection's read buffer and is valid only until the
-// loop body returns; copy it to keep it. The iteration ends after the first
+// Each msg aliases the connection's read buffer (see the package
+// documentation, Buffer lifetimes). The iteration ends after the first
 // error, which it yields (io.EOF included); breaking out of the loop ends it
 // too. While it runs, Read calls wait. The ReadTimeout applies to each
 // message. On a connection a listener serves, it yields an error at once,
@@ -490,11 +465,10 @@ func (c *TCPConn) Reopen() error {
 }
 
 // Close closes the connection. In batching mode it first writes what is
-// buffered, within WriteTimeout (10 seconds if zero); messages it cannot
-// write are passed to OnWriteError. Writes and Reads in progress, and a
-// dial in progress, then return errors; later ones return errors matching
-// net.ErrClosed until Reopen is called. Closing a closed connection does
-// nothing and returns nil.
+// buffered (see the package documentation, Batching). Writes and Reads in
+// progress, and a dial in progress, then return errors; later ones return
+// errors matching net.ErrClosed until Reopen is called. Closing a closed
+// connection does nothing and returns nil.
 func (c *TCPConn) Close() error {
 	c.mu.Lock()
 	if c.closed.Load() {
