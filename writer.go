@@ -18,8 +18,8 @@ import (
 //
 // A connection's engine is chosen once, by newConn: syncEngine
 // (writer_sync.go) in the default mode, batchEngine (writer_batch.go) when
-// WriteBufferSize > 0. What each promises is stated once, in the TCPConn
-// doc.
+// WriteBufferSize > 0. The guarantees they keep are stated once, in the
+// package documentation under Batching and Accounting.
 
 // largeWrite is the payload size from which a message is written from the
 // caller's slice, in a vectored write with its header, instead of being
@@ -68,11 +68,9 @@ func newEngine(c *TCPConn) engine {
 // sent, and one the framing cannot carry (a delimiter inside a delimited
 // message) with ErrDelimiterInPayload.
 //
-// Write returns len(data) once the frame has been handed to the kernel, or,
-// in batching mode, once it is in the write buffer; see the TCPConn doc for
-// what each mode promises and where a message that fails later is
-// reported. On error Write returns 0, and the message has been passed to
-// OnWriteError.
+// What Write promises when it returns, in each write mode, is stated in the
+// package documentation under Batching; a message it cannot send is
+// reported as described under Accounting. On error Write returns 0.
 func (c *TCPConn) Write(data []byte) (int, error) {
 	if err := c.admit(data); err != nil {
 		c.failed(data, err)
@@ -116,11 +114,9 @@ func (c *TCPConn) WriteBatch(msgs [][]byte) (int, error) {
 	return n, firstErr
 }
 
-// Flush waits until every message accepted before it in batching mode has
-// been written to the kernel or failed. It returns nil if no message failed
-// while it waited, and otherwise the latest failure (every failed message
-// is also passed to OnWriteError). In the default mode it returns nil at
-// once: Write has nothing buffered when it returns.
+// Flush waits for the messages accepted before it to be written or to
+// fail; see the package documentation, Batching. In the default mode it
+// returns nil at once.
 func (c *TCPConn) Flush() error { return c.eng.flush() }
 
 // admit checks that msg can be sent at all.

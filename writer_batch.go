@@ -11,7 +11,7 @@ import (
 // batchEngine is the write engine of batching mode (WriteBufferSize > 0):
 // Write copies the frame into buf and returns, and a flusher goroutine
 // writes buf, many frames per system call. What Write, Flush and Close
-// promise in this mode is stated in the TCPConn doc.
+// promise in this mode is stated in the package documentation, Batching.
 //
 // One goroutine at a time owns the socket for writing: the flusher, a
 // Write of a large message (which writes what is buffered and then its own
