@@ -4,6 +4,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // syncEngine is the default write engine: a Write returns once the kernel
@@ -41,13 +42,51 @@ type syncEngine struct {
 // A waiter is a Write whose frames another goroutine writes, and learns
 // from it what became of them.
 type waiter struct {
-	ch          chan bool // receives true to take over writing, false when done
-	first, last int       // its frames are spans[first:last] of the run
-	written     int       // how many of them reached the kernel whole
+	state       atomic.Uint32 // waitPending, then what the owner told it
+	wake        chan struct{} // receives once if the waiter parked before being told
+	first, last int           // its frames are spans[first:last] of the run
+	written     int           // how many of them reached the kernel whole
 	err         error
 }
 
-var waiterPool = sync.Pool{New: func() any { return &waiter{ch: make(chan bool, 1)} }}
+// The states of a waiter.
+const (
+	waitPending uint32 = iota // nobody has told it anything yet
+	waitParked                // it stopped spinning and sleeps on wake
+	waitLead                  // it owns the socket now: it writes the next run
+	waitDone                  // its frames were written, or failed
+)
+
+var waiterPool = sync.Pool{New: func() any { return &waiter{wake: make(chan struct{}, 1)} }}
+
+// tell hands the waiter its outcome: waitLead or waitDone. It wakes the
+// waiter only if it parked: a waiter that is still spinning sees the state
+// change without a wake-up, which would cost both sides more than the
+// write they waited for.
+func (x *waiter) tell(s uint32) {
+	if x.state.Swap(s) == waitParked {
+		x.wake <- struct{}{}
+	}
+}
+
+// await spins for up to spinLimit, yielding the processor, for the owner to
+// tell the waiter its outcome, and then parks until it does.
+func (x *waiter) await() uint32 {
+	until := time.Now().Add(spinLimit)
+	for {
+		if s := x.state.Load(); s != waitPending {
+			return s
+		}
+		if !time.Now().Before(until) {
+			break
+		}
+		runtime.Gosched()
+	}
+	if x.state.CompareAndSwap(waitPending, waitParked) {
+		<-x.wake
+	}
+	return x.state.Load()
+}
 
 func newSyncEngine(c *TCPConn) *syncEngine {
 	e := &syncEngine{c: c}
@@ -89,6 +128,7 @@ func (e *syncEngine) send(msg []byte, batch [][]byte) (int, error) {
 	}
 	// Someone is writing: add the frames to the next run and wait.
 	x := waiterPool.Get().(*waiter)
+	x.state.Store(waitPending)
 	x.first = len(e.spans)
 	f := c.wire.framing
 	if batch == nil {
@@ -108,7 +148,7 @@ func (e *syncEngine) send(msg []byte, batch [][]byte) (int, error) {
 		// before writing, or each system call carries one frame.
 		runtime.Gosched()
 	}
-	if lead || <-x.ch {
+	if lead || x.await() == waitLead {
 		e.lead(x)
 	}
 	written, err := x.written, x.err
@@ -166,7 +206,7 @@ func (e *syncEngine) lead(self *waiter) {
 			x.err = err
 		}
 		if x != self {
-			x.ch <- false
+			x.tell(waitDone)
 		}
 	}
 	clear(ws)
@@ -185,7 +225,7 @@ func (e *syncEngine) lead(self *waiter) {
 // first waiting Write, if any. e.mu is held.
 func (e *syncEngine) release() {
 	if len(e.waiters) > 0 {
-		e.waiters[0].ch <- true
+		e.waiters[0].tell(waitLead)
 		return
 	}
 	e.owned = false
