@@ -214,6 +214,7 @@ func (l *libPinger) close() error {
 // payload.
 type rawPinger struct {
 	plainServer
+	plainClients
 	frame []byte
 	rbuf  []byte
 	once  sync.Once
@@ -224,7 +225,11 @@ func openRawPinger() (pinger, error) {
 	p := &rawPinger{rbuf: make([]byte, 4+maxMessageSize)}
 	p.frame = binary.BigEndian.AppendUint32(nil, latencySize)
 	p.frame = append(p.frame, payload(latencySize)...)
-	if err := p.start(1, p.serve); err != nil {
+	if err := p.listen(p.serve); err != nil {
+		return nil, err
+	}
+	if err := p.dial(p.Addr(), 1); err != nil {
+		p.plainServer.Close()
 		return nil, err
 	}
 	return p, nil
@@ -254,7 +259,7 @@ func (p *rawPinger) serve(c net.Conn) error {
 }
 
 func (p *rawPinger) round() error {
-	c := p.clients[0]
+	c := p.conns[0]
 	if _, err := c.Write(p.frame); err != nil {
 		return err
 	}
@@ -270,6 +275,6 @@ func (p *rawPinger) round() error {
 }
 
 func (p *rawPinger) close() error {
-	p.once.Do(func() { p.err = p.Close() })
+	p.once.Do(func() { p.err = errors.Join(p.plainClients.Close(), p.plainServer.Close()) })
 	return p.err
 }

@@ -1,11 +1,13 @@
 // Command bench measures buffstreams over 127.0.0.1 against a raw net.Conn
 // ceiling, BuffStreams 2.0's I/O pattern and what Go developers write by
-// hand, all in one process, and then its request-response latency and the
-// memory an idle connection costs a server:
+// hand, in one process and (-procs 2) with the server in a second one, and
+// then its request-response latency and the memory an idle connection
+// costs a server:
 //
 //	go run ./test/bench                     # everything, under 60 s on 2 cores
 //	go run ./test/bench -d 2s -sizes 110 -conns 1,4
 //	go run ./test/bench -workloads 110x1,110x1x8 -t sync,bs2.0,raw
+//	go run ./test/bench -count 5 -procs 2   # medians and spreads, both ways
 //	go run ./test/bench -json > results.json
 //	go run ./test/bench -svg perf.svg       # also draws the table (needs test/peers)
 //
@@ -20,12 +22,37 @@
 // sent, not just until the writes returned. The server and every goroutine
 // of a cell are gone before the next cell starts.
 //
-// The default workloads are 110 B on 1 and on 4 connections, 1 KiB and
+// The default workloads are 110 B on 1, 4 and 16 connections, 1 KiB and
 // 64 KiB on 1 connection, each with one writer per connection, and 110 B on
 // 1 connection shared by -w (8) writers. -sizes and -conns replace them with
 // every size on every number of connections, with one writer and, if -w is
 // above 1, with -w writers; -workloads lists them instead, as
-// SIZExCONNS[xWRITERS] ("110x1,65536x1,110x1x8").
+// SIZExCONNS[xWRITERS] ("110x1,65536x1,110x1x8"). Workloads such as 1024x16
+// (1 KiB on 16 connections) and 110x1x16 (16 writers on one connection) are
+// left out of the default run to keep it short; name them in -workloads.
+//
+// # Processes
+//
+// By default a cell's server and clients share this process, as the
+// library's own benchmarks do. With -procs 2 every cell also runs with its
+// server in a child process (this program, re-executed), driven through its
+// stdin and stdout, and the clients here, talking over 127.0.0.1: the way a
+// deployment runs, where the two ends do not share a Go scheduler or a
+// garbage collector. The tables then have an "in-process" and a
+// "cross-process" row for each workload. Either way the sender sends a
+// bounded number of messages and the server counts the payloads it
+// received: a cell fails unless the counts, messages and bytes, are equal.
+//
+// # Repetitions
+//
+// -count N runs every cell N times. The runs of one workload interleave:
+// each repetition runs every transport once, starting one transport further
+// along than the previous repetition (and, with -procs 2, each transport in
+// one process and across two back to back), so that load from elsewhere on
+// the machine falls on every column alike. The tables show the median of
+// the N samples and, for N above 1, the smallest and largest beside it, as
+// in "21.3 M (19.8–22.0)"; ratios divide medians. -json carries every
+// sample.
 //
 // Transports (see transports.go) are the table's columns:
 //
@@ -51,10 +78,15 @@
 //
 // MB/s counts payload bytes only (headers excluded), in units of 10^6 bytes.
 // "ratio to raw" divides a transport's msg/s by raw's on the same workload
-// (same size, so it is the ratio of bytes/s too), "ratio to bs2.0" by the
-// baseline's. allocs/msg is the growth of runtime.MemStats.Mallocs over the
-// timed part of the cell divided by the messages sent: it is whole-process,
-// client and server together.
+// (same size, so it is the ratio of bytes/s too) and in the same processes,
+// "ratio to bs2.0" by the baseline's. CPU seconds per million messages is
+// the user and system time (getrusage) of both ends over the timed part of
+// the cell, the child's included in a cross-process cell (it reports its
+// own), divided by the messages sent; it is measured on Linux only, and
+// shown as "-" elsewhere. allocs/msg is the growth of
+// runtime.MemStats.Mallocs over the timed part of the cell divided by the
+// messages sent, again of both ends. Both include the bench's own waiting
+// for delivery, which polls the server's counts every 20 µs.
 //
 // # Latency
 //
@@ -74,6 +106,11 @@
 // Linux only; the soft limit of open files is raised to the hard limit, and
 // the section is skipped if that is not enough.
 //
+// # Targets
+//
+// -targets adds a table checking the results against the project's targets
+// (see report.go). They are for the library's developers: off by default.
+//
 // Progress goes to stderr. -json prints everything as JSON instead of
 // tables, -md prints the tables in Markdown. SIGINT or SIGTERM stops the
 // run after the current cell and prints what was measured.
@@ -88,6 +125,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -96,14 +134,17 @@ import (
 	"time"
 )
 
-// A transport moves messages from client connections to a server inside this
-// process. Each one is a column of the table.
+// A transport moves messages from client connections to a server. Each one
+// is a column of the table. Its two ends are made apart, so that the server
+// can run in another process (-procs 2).
 type transport interface {
 	// Name is the transport's column label and its name for -t.
 	Name() string
-	// Open starts a server on 127.0.0.1 and dials conns client connections
-	// to it, for payloads of size bytes.
-	Open(size, conns int) (session, error)
+	// Serve starts a server on 127.0.0.1:0 for payloads of size bytes.
+	Serve(size int) (server, error)
+	// Dial dials conns client connections to the server at addr, for
+	// payloads of size bytes.
+	Dial(addr string, size, conns int) (clients, error)
 }
 
 // A sharedWriters transport can be driven by several goroutines on one
@@ -112,19 +153,63 @@ type sharedWriters interface {
 	SharedWriters() bool
 }
 
-// A session is the server and clients of one cell.
-type session interface {
-	// Send sends messages of the session's size on connection i until stop
+// A server is the receiving end of a transport.
+type server interface {
+	// Addr is the address the server listens on.
+	Addr() string
+	// Received returns the messages and payload bytes the server has
+	// received so far. It must be cheap: it is polled.
+	Received() (msgs, bytes uint64)
+	// Close closes the server and returns once every goroutine of it has
+	// ended, with the first error the server met.
+	Close() error
+}
+
+// clients are the sending end of a transport.
+type clients interface {
+	// Send sends messages of the clients' size on connection i until stop
 	// is set or limit messages have been sent, and returns how many it sent.
 	// It is called concurrently for different connections, and for the same
 	// one only if the transport has SharedWriters.
 	Send(i int, stop *atomic.Bool, limit uint64) (uint64, error)
-	// Received returns the messages and payload bytes the server has
-	// received so far. It must be cheap: it is polled.
-	Received() (msgs, bytes uint64)
-	// Close closes the clients and the server and returns once every
-	// goroutine of the session has ended.
+	// Close closes every connection.
 	Close() error
+}
+
+// A session is the clients and the server of one cell.
+type session struct {
+	clients clients
+	end     end
+}
+
+// openSession starts t's server for wl, in this process if procs is 1 and
+// in a child process if it is 2, and dials its clients.
+func openSession(t transport, wl workload, procs int) (*session, error) {
+	var (
+		e   end
+		err error
+	)
+	if procs == 1 {
+		var srv server
+		if srv, err = t.Serve(wl.size); err == nil {
+			e = localEnd{srv}
+		}
+	} else {
+		e, err = startChild(t.Name(), wl.size)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cl, err := t.Dial(e.addr(), wl.size, wl.conns)
+	if err != nil {
+		return nil, errors.Join(err, e.Close())
+	}
+	return &session{clients: cl, end: e}, nil
+}
+
+// Close closes the clients, then the server.
+func (s *session) Close() error {
+	return errors.Join(s.clients.Close(), s.end.Close())
 }
 
 // newTransports lists every transport, in column order.
@@ -174,31 +259,94 @@ func (w workload) String() string {
 	return s
 }
 
-// result is one cell.
-type result struct {
-	Transport  string  `json:"transport"`
-	Size       int     `json:"size"`
-	Conns      int     `json:"conns"`
-	Writers    int     `json:"writers"` // goroutines sending on each connection
-	Messages   uint64  `json:"messages"`
-	Bytes      uint64  `json:"bytes"`
+// A sample is one run of a cell.
+type sample struct {
+	Messages   uint64  `json:"messages"`  // sent
+	Delivered  uint64  `json:"delivered"` // counted by the server
+	Bytes      uint64  `json:"bytes"`     // payload bytes sent
 	Seconds    float64 `json:"seconds"`
 	MsgsPerSec float64 `json:"msgs_per_sec"`
-	MBPerSec   float64 `json:"mb_per_sec"`
-	// Ratio is MsgsPerSec divided by the ceiling's for the same workload;
-	// zero for the ceiling itself or when it was not run.
-	Ratio float64 `json:"ratio_to_ceiling,omitempty"`
-	// BaselineRatio is MsgsPerSec divided by the baseline's for the same
-	// workload; zero for the baseline and the ceiling or when the baseline
-	// was not run.
-	BaselineRatio float64 `json:"ratio_to_baseline,omitempty"`
-	// AllocsPerMsg is the whole process's heap allocations (client and
-	// server) during the timed part of the cell, per message sent.
+	// CPUPerM is the CPU time (user + system) of both ends per million
+	// messages, in seconds; zero where CPU time is not measured.
+	CPUPerM float64 `json:"cpu_sec_per_million_msgs,omitempty"`
+	// AllocsPerMsg is the heap allocations of both ends during the timed
+	// part of the cell, per message sent.
 	AllocsPerMsg float64 `json:"allocs_per_msg"`
 	Error        string  `json:"error,omitempty"`
 }
 
+// result is one cell: one transport on one workload, in one process or
+// across two, with the figures of its samples. The figures are medians over
+// the samples (the mean of the middle two for an even count), with the
+// smallest and largest sample beside some of them; they are zero when a
+// sample failed.
+type result struct {
+	Transport string `json:"transport"`
+	Size      int    `json:"size"`
+	Conns     int    `json:"conns"`
+	Writers   int    `json:"writers"` // goroutines sending on each connection
+	// Procs is 1 when the server runs in this process, 2 when it runs in a
+	// child process.
+	Procs         int     `json:"procs"`
+	MsgsPerSec    float64 `json:"msgs_per_sec"`
+	MsgsPerSecMin float64 `json:"msgs_per_sec_min"`
+	MsgsPerSecMax float64 `json:"msgs_per_sec_max"`
+	MBPerSec      float64 `json:"mb_per_sec"`
+	CPUPerM       float64 `json:"cpu_sec_per_million_msgs,omitempty"`
+	CPUPerMMin    float64 `json:"cpu_sec_per_million_msgs_min,omitempty"`
+	CPUPerMMax    float64 `json:"cpu_sec_per_million_msgs_max,omitempty"`
+	// Ratio is MsgsPerSec divided by the ceiling's for the same workload
+	// and Procs; zero for the ceiling itself or when it was not run.
+	Ratio float64 `json:"ratio_to_ceiling,omitempty"`
+	// BaselineRatio is MsgsPerSec divided by the baseline's for the same
+	// workload and Procs; zero for the baseline and the ceiling or when the
+	// baseline was not run.
+	BaselineRatio float64  `json:"ratio_to_baseline,omitempty"`
+	AllocsPerMsg  float64  `json:"allocs_per_msg"`
+	Error         string   `json:"error,omitempty"` // the first failed sample's
+	Samples       []sample `json:"samples"`
+}
+
 func (r result) workload() workload { return workload{r.Size, r.Conns, r.Writers} }
+
+// summarize sets the result's figures from its samples.
+func (r *result) summarize() {
+	var msgs, cpu, allocs []float64
+	for i, s := range r.Samples {
+		if s.Error != "" {
+			if r.Error == "" {
+				r.Error = s.Error
+				if len(r.Samples) > 1 {
+					r.Error = fmt.Sprintf("sample %d: %s", i+1, s.Error)
+				}
+			}
+			continue
+		}
+		msgs = append(msgs, s.MsgsPerSec)
+		cpu = append(cpu, s.CPUPerM)
+		allocs = append(allocs, s.AllocsPerMsg)
+	}
+	if r.Error != "" || len(msgs) == 0 {
+		return
+	}
+	r.MsgsPerSec, r.MsgsPerSecMin, r.MsgsPerSecMax = spread(msgs)
+	r.MBPerSec = r.MsgsPerSec * float64(r.Size) / 1e6
+	r.CPUPerM, r.CPUPerMMin, r.CPUPerMMax = spread(cpu)
+	r.AllocsPerMsg, _, _ = spread(allocs)
+}
+
+// spread returns the median of vs (the mean of the middle two for an even
+// count), the smallest and the largest. vs must not be empty.
+func spread(vs []float64) (median, lo, hi float64) {
+	s := slices.Clone(vs)
+	slices.Sort(s)
+	n := len(s)
+	median = s[n/2]
+	if n%2 == 0 {
+		median = (s[n/2-1] + s[n/2]) / 2
+	}
+	return median, s[0], s[n-1]
+}
 
 type report struct {
 	Date        string          `json:"date"`
@@ -210,10 +358,13 @@ type report struct {
 	Duration    string          `json:"duration_per_cell"`
 	Warmup      string          `json:"warmup_per_cell"`
 	MaxMsgs     uint64          `json:"max_messages_per_cell"`
+	Count       int             `json:"count"` // samples per cell
+	Procs       []int           `json:"procs"` // 1: in one process, 2: the server in a child process
 	Ceiling     string          `json:"ceiling"`
 	Baseline    string          `json:"baseline"`
 	BatchBuffer int             `json:"batch_write_buffer_size"`
 	BatchFlush  string          `json:"batch_flush_interval"`
+	CPUScope    string          `json:"cpu_scope"`
 	AllocsScope string          `json:"allocs_scope"`
 	Results     []result        `json:"results"`
 	Latency     []latencyResult `json:"latency"`
@@ -222,7 +373,15 @@ type report struct {
 	TotalSecs   float64         `json:"total_seconds"`
 }
 
-const allocsScope = "whole process (client and server): runtime.MemStats.Mallocs growth over the timed part of the cell / messages"
+const allocsScope = "both ends (client and server, and the server's process in cross-process cells): runtime.MemStats.Mallocs growth over the timed part of the cell / messages"
+
+// cpuScope says what the CPU figures are, or that there are none.
+func cpuScope() string {
+	if !cpuMeasured {
+		return "not measured on " + runtime.GOOS
+	}
+	return "both ends (client and server, and the server's process in cross-process cells): getrusage RUSAGE_SELF user + system time over the timed part of the cell, in seconds per million messages"
+}
 
 type options struct {
 	d         time.Duration
@@ -235,6 +394,9 @@ type options struct {
 	rounds    int
 	rtime     time.Duration
 	idle      int
+	count     int   // samples per cell
+	procs     []int // 1, or 1 and 2
+	targets   bool
 	json      bool
 	md        bool
 	svg       string // absolute path, or empty
@@ -246,6 +408,9 @@ func main() {
 	if os.Getenv(idleChildEnv) != "" {
 		os.Exit(runIdleChild())
 	}
+	if os.Getenv(receiverChildEnv) != "" {
+		os.Exit(runReceiverChild())
+	}
 	var (
 		d            = flag.Duration("d", time.Second, "sending time per cell")
 		warm         = flag.Duration("warmup", 0, "warm-up time per cell (0: d/10, at most 200ms)")
@@ -253,13 +418,16 @@ func main() {
 		sizesArg     = flag.String("sizes", "110,1024,65536", "payload sizes in bytes, comma separated (with -conns, replaces the default workloads by their grid)")
 		connsArg     = flag.String("conns", "1,4", "numbers of client connections, comma separated (see -sizes)")
 		writers      = flag.Int("w", 8, "writers sharing one connection in the shared-writer workloads; 1 drops them")
-		workloadsArg = flag.String("workloads", "", "workloads as SIZExCONNS[xWRITERS], comma separated (default 110x1,110x4,1024x1,65536x1,110x1xW)")
+		workloadsArg = flag.String("workloads", "", "workloads as SIZExCONNS[xWRITERS], comma separated (default 110x1,110x4,110x16,1024x1,65536x1,110x1xW)")
 		transArg     = flag.String("t", "", "transports to run, comma separated (default all)")
 		batchBuf     = flag.Int("batchbuf", defaultBatchBuf, "WriteBufferSize of the batch transport, in bytes")
 		flushIvl     = flag.Duration("flush", 0, "FlushInterval of the batch transport")
 		rounds       = flag.Int("rounds", 20000, "latency: most request-response rounds per transport; 0 skips the latency section")
 		rtime        = flag.Duration("rtime", 3*time.Second, "latency: most time for the rounds of both transports together")
 		idle         = flag.Int("idle", 10000, "idle memory: connections to open; 0 skips the section")
+		count        = flag.Int("count", 1, "samples per cell; the tables show the median and, above 1, the min-max spread")
+		procs        = flag.Int("procs", 1, "1: servers in this process; 2: every cell also with its server in a child process")
+		targets      = flag.Bool("targets", false, "also check the results against the project's targets")
 		jsonOut      = flag.Bool("json", false, "print the results as JSON instead of tables")
 		mdOut        = flag.Bool("md", false, "print the tables in Markdown")
 		svgOut       = flag.String("svg", "", "also write a bar chart of the results to this SVG file, with test/peers' chart program")
@@ -273,7 +441,8 @@ func main() {
 		fatalf("unexpected arguments: %q", flag.Args())
 	}
 	opt := options{d: *d, warm: *warm, n: *n, batchBuf: *batchBuf, flush: *flushIvl,
-		rounds: *rounds, rtime: *rtime, idle: *idle, json: *jsonOut, md: *mdOut}
+		rounds: *rounds, rtime: *rtime, idle: *idle, count: *count, targets: *targets,
+		json: *jsonOut, md: *mdOut}
 	switch {
 	case opt.d <= 0 || opt.n == 0:
 		fatalf("-d and -n must be positive")
@@ -283,6 +452,14 @@ func main() {
 		fatalf("-batchbuf must be positive")
 	case opt.flush < 0 || opt.rounds < 0 || opt.rtime <= 0 || opt.idle < 0:
 		fatalf("-flush, -rounds and -idle must not be negative, -rtime must be positive")
+	case opt.count < 1 || opt.count > 1000:
+		fatalf("-count must be in [1, 1000]")
+	case *procs != 1 && *procs != 2:
+		fatalf("-procs must be 1 or 2")
+	}
+	opt.procs = []int{1}
+	if *procs == 2 {
+		opt.procs = append(opt.procs, 2)
 	}
 	if opt.warm <= 0 {
 		opt.warm = min(opt.d/10, 200*time.Millisecond)
@@ -350,37 +527,20 @@ func run(ctx context.Context, opt options) (rep report, failed bool) {
 		Duration:    opt.d.String(),
 		Warmup:      opt.warm.String(),
 		MaxMsgs:     opt.n,
+		Count:       opt.count,
+		Procs:       opt.procs,
 		Ceiling:     ceilingName,
 		Baseline:    baselineName,
 		BatchBuffer: opt.batchBuf,
 		BatchFlush:  opt.flush.String(),
+		CPUScope:    cpuScope(),
 		AllocsScope: allocsScope,
 		Results:     []result{},
 		Latency:     []latencyResult{},
 	}
 	defer func() { rep.TotalSecs = time.Since(start).Seconds() }()
 
-	total := 0
-	for _, wl := range opt.workloads {
-		total += len(transportsFor(opt.trans, wl))
-	}
-	k := 0
-cells:
-	for _, wl := range opt.workloads {
-		for _, t := range transportsFor(opt.trans, wl) {
-			if ctx.Err() != nil {
-				break cells
-			}
-			k++
-			r, leaked := runCell(ctx, t, wl, opt)
-			if r.Error != "" || leaked {
-				failed = true
-			}
-			logf("[%d/%d] %-26s %-10s %s", k, total, wl, t.Name(), summary(r))
-			rep.Results = append(rep.Results, r)
-		}
-	}
-	fillRatios(rep.Results)
+	rep.Results, failed = runCells(ctx, opt)
 
 	if opt.rounds > 0 && ctx.Err() == nil {
 		logf("latency: %d-byte request-response, up to %d rounds per transport within %v", latencySize, opt.rounds, opt.rtime)
@@ -406,6 +566,66 @@ cells:
 	return rep, failed
 }
 
+// runCells measures every cell opt.count times and returns the results in
+// table order: by workload, then by number of processes, then by transport.
+// The samples of one workload interleave: each repetition runs every
+// transport once, starting one transport further along than the previous
+// repetition did, and each transport in one process and then across two
+// (with -procs 2) before the next transport runs. Load from elsewhere on
+// the machine, or a drift over the run, then hits every column alike.
+func runCells(ctx context.Context, opt options) (rs []result, failed bool) {
+	index := map[string]int{}
+	key := func(name string, wl workload, procs int) string {
+		return fmt.Sprintf("%s|%v|%d", name, wl, procs)
+	}
+	total := 0
+	for _, wl := range opt.workloads {
+		for _, procs := range opt.procs {
+			for _, t := range transportsFor(opt.trans, wl) {
+				index[key(t.Name(), wl, procs)] = len(rs)
+				rs = append(rs, result{Transport: t.Name(), Size: wl.size, Conns: wl.conns, Writers: wl.writers, Procs: procs, Samples: []sample{}})
+				total += opt.count
+			}
+		}
+	}
+	k := 0
+cells:
+	for _, wl := range opt.workloads {
+		ts := transportsFor(opt.trans, wl)
+		for rep := range opt.count {
+			for j := range ts {
+				t := ts[(j+rep)%len(ts)]
+				for _, procs := range opt.procs {
+					if ctx.Err() != nil {
+						break cells
+					}
+					k++
+					s, leaked := runCell(ctx, t, wl, procs, opt)
+					if s.Error != "" || leaked {
+						failed = true
+					}
+					logf("[%d/%d] %-26s %-13s %-10s %s", k, total, wl, modeLabel(procs), t.Name(), summary(s))
+					r := &rs[index[key(t.Name(), wl, procs)]]
+					r.Samples = append(r.Samples, s)
+				}
+			}
+		}
+	}
+	for i := range rs {
+		rs[i].summarize()
+	}
+	fillRatios(rs)
+	return rs, failed
+}
+
+// modeLabel names where a cell's server runs.
+func modeLabel(procs int) string {
+	if procs == 1 {
+		return "in-process"
+	}
+	return "cross-process"
+}
+
 // transportsFor returns the transports that run on wl.
 func transportsFor(ts []transport, wl workload) []transport {
 	if wl.writers == 1 {
@@ -420,29 +640,31 @@ func transportsFor(ts []transport, wl workload) []transport {
 	return out
 }
 
-// runCell measures one transport on one workload. leaked reports goroutines
-// left behind by the session.
-func runCell(ctx context.Context, t transport, wl workload, opt options) (r result, leaked bool) {
-	r = result{Transport: t.Name(), Size: wl.size, Conns: wl.conns, Writers: wl.writers}
+// runCell measures one transport on one workload, with its server in this
+// process (procs 1) or in a child (procs 2). leaked reports goroutines left
+// behind by the session.
+func runCell(ctx context.Context, t transport, wl workload, procs int, opt options) (r sample, leaked bool) {
 	runtime.GC() // leave the previous cell's garbage out of this one
 	before := runtime.NumGoroutine()
-	s, err := t.Open(wl.size, wl.conns)
+	s, err := openSession(t, wl, procs)
 	if err != nil {
 		r.Error = err.Error()
-		return r, false
+		return r, checkLeaks(before, t.Name())
 	}
 	warmLimit := max(opt.n/20, uint64(wl.conns*wl.writers))
-	if m, err := phase(ctx, s, wl, opt.warm, warmLimit, opt.timeout); err != nil {
+	if _, err := phase(ctx, s, wl, opt.warm, warmLimit, opt.timeout); err != nil {
 		r.Error = "warm-up: " + err.Error()
 	} else if ctx.Err() == nil {
-		m, err = phase(ctx, s, wl, opt.d, opt.n, opt.timeout)
-		r.Messages, r.Bytes, r.Seconds = m.sent, m.sent*uint64(wl.size), m.elapsed.Seconds()
+		m, err := phase(ctx, s, wl, opt.d, opt.n, opt.timeout)
+		r.Messages, r.Delivered, r.Bytes, r.Seconds = m.sent, m.delivered, m.sent*uint64(wl.size), m.elapsed.Seconds()
 		if m.elapsed > 0 {
 			r.MsgsPerSec = float64(m.sent) / m.elapsed.Seconds()
-			r.MBPerSec = float64(r.Bytes) / 1e6 / m.elapsed.Seconds()
 		}
 		if m.sent > 0 {
-			r.AllocsPerMsg = float64(m.mallocs) / float64(m.sent)
+			r.AllocsPerMsg = float64(m.use.mallocs) / float64(m.sent)
+			if cpuMeasured {
+				r.CPUPerM = m.use.cpu.Seconds() / float64(m.sent) * 1e6
+			}
 		}
 		if err != nil {
 			r.Error = err.Error()
@@ -460,16 +682,20 @@ func runCell(ctx context.Context, t transport, wl workload, opt options) (r resu
 
 // measured is the outcome of one phase.
 type measured struct {
-	sent    uint64
-	elapsed time.Duration // from the first send to the delivery of the last message
-	mallocs uint64        // heap allocations of the process meanwhile
+	sent      uint64
+	delivered uint64        // counted by the server
+	elapsed   time.Duration // from the first send to the delivery of the last message
+	use       usage         // of both ends meanwhile
 }
 
 // phase sends from every writer of every connection for d or until limit
 // messages in all, then waits until the server has received everything
-// sent.
-func phase(ctx context.Context, s session, wl workload, d time.Duration, limit uint64, timeout time.Duration) (m measured, err error) {
-	baseMsgs, baseBytes := s.Received()
+// sent, and checks that it received exactly that.
+func phase(ctx context.Context, s *session, wl workload, d time.Duration, limit uint64, timeout time.Duration) (m measured, err error) {
+	base, err := s.end.stat()
+	if err != nil {
+		return m, err
+	}
 	senders := wl.conns * wl.writers
 	per := max(limit/uint64(senders), 1)
 	var (
@@ -478,10 +704,8 @@ func phase(ctx context.Context, s session, wl workload, d time.Duration, limit u
 		wg    sync.WaitGroup
 		emu   sync.Mutex
 		errs  []error
-		ms    runtime.MemStats
 	)
-	runtime.ReadMemStats(&ms)
-	mallocs := ms.Mallocs
+	self := readUsage()
 	start := time.Now()
 	timer := time.AfterFunc(d, func() { stop.Store(true) })
 	cancel := context.AfterFunc(ctx, func() { stop.Store(true) })
@@ -490,7 +714,7 @@ func phase(ctx context.Context, s session, wl workload, d time.Duration, limit u
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, err := s.Send(i, &stop, per)
+			n, err := s.clients.Send(i, &stop, per)
 			total.Add(n)
 			if err != nil {
 				stop.Store(true)
@@ -509,27 +733,21 @@ func phase(ctx context.Context, s session, wl workload, d time.Duration, limit u
 		return m, err
 	}
 
-	// Wait for delivery. Polling costs one Received call per interval; the
-	// interval is far below the precision that matters for cells of seconds.
-	deadline := time.Now().Add(timeout)
-	for {
-		msgs, bytes := s.Received()
-		msgs, bytes = msgs-baseMsgs, bytes-baseBytes
-		if msgs >= m.sent {
-			m.elapsed = time.Since(start)
-			runtime.ReadMemStats(&ms)
-			m.mallocs = ms.Mallocs - mallocs
-			if msgs != m.sent || bytes != m.sent*uint64(wl.size) {
-				return m, fmt.Errorf("sent %d messages of %d bytes, server received %d messages and %d bytes", m.sent, wl.size, msgs, bytes)
-			}
-			return m, nil
-		}
-		if time.Now().After(deadline) {
-			m.elapsed = time.Since(start)
-			return m, fmt.Errorf("timeout: sent %d messages, server received %d after %v", m.sent, msgs, timeout)
-		}
-		time.Sleep(20 * time.Microsecond)
+	got, err := s.end.await(base.msgs+m.sent, timeout)
+	m.elapsed = time.Since(start)
+	m.use = readUsage().sub(self).add(got.use.sub(base.use))
+	if err != nil {
+		return m, err
 	}
+	msgs, bytes := got.msgs-base.msgs, got.bytes-base.bytes
+	m.delivered = msgs
+	switch {
+	case msgs < m.sent:
+		return m, fmt.Errorf("timeout: sent %d messages, server received %d after %v", m.sent, msgs, timeout)
+	case msgs != m.sent || bytes != m.sent*uint64(wl.size):
+		return m, fmt.Errorf("sent %d messages of %d bytes, server received %d messages and %d bytes", m.sent, wl.size, msgs, bytes)
+	}
+	return m, nil
 }
 
 // checkLeaks waits briefly for the goroutine count to fall back to before
@@ -549,40 +767,49 @@ func checkLeaks(before int, name string) bool {
 }
 
 // fillRatios sets each result's ratios to the ceiling's and the baseline's
-// results of the same workload.
+// results of the same workload and number of processes, from the medians.
 func fillRatios(rs []result) {
-	ceil, base := map[workload]float64{}, map[workload]float64{}
+	type place struct {
+		wl    workload
+		procs int
+	}
+	ceil, base := map[place]float64{}, map[place]float64{}
 	for _, r := range rs {
 		if r.Error != "" {
 			continue
 		}
 		switch r.Transport {
 		case ceilingName:
-			ceil[r.workload()] = r.MsgsPerSec
+			ceil[place{r.workload(), r.Procs}] = r.MsgsPerSec
 		case baselineName:
-			base[r.workload()] = r.MsgsPerSec
+			base[place{r.workload(), r.Procs}] = r.MsgsPerSec
 		}
 	}
 	for i, r := range rs {
 		if r.Error != "" || r.Transport == ceilingName {
 			continue
 		}
-		if c := ceil[r.workload()]; c > 0 {
+		if c := ceil[place{r.workload(), r.Procs}]; c > 0 {
 			rs[i].Ratio = r.MsgsPerSec / c
 		}
-		if b := base[r.workload()]; b > 0 && r.Transport != baselineName {
+		if b := base[place{r.workload(), r.Procs}]; b > 0 && r.Transport != baselineName {
 			rs[i].BaselineRatio = r.MsgsPerSec / b
 		}
 	}
 }
 
-func summary(r result) string {
-	s := fmt.Sprintf("%11s msg/s %8.1f MB/s %6.2f allocs/msg (%d msgs in %.2fs)",
-		thousands(uint64(r.MsgsPerSec+0.5)), r.MBPerSec, r.AllocsPerMsg, r.Messages, r.Seconds)
-	if r.Error != "" {
-		s += " ERROR: " + r.Error
+// summary is a sample's progress line.
+func summary(s sample) string {
+	cpu := "-"
+	if cpuMeasured {
+		cpu = fmt.Sprintf("%.3g", s.CPUPerM)
 	}
-	return s
+	out := fmt.Sprintf("%11s msg/s %6s CPU s/M msgs %6.2f allocs/msg (%d msgs in %.2fs)",
+		thousands(uint64(s.MsgsPerSec+0.5)), cpu, s.AllocsPerMsg, s.Messages, s.Seconds)
+	if s.Error != "" {
+		out += " ERROR: " + s.Error
+	}
+	return out
 }
 
 // selectWorkloads returns the workloads of -workloads, else the grid of
@@ -610,7 +837,7 @@ func selectWorkloads(list, sizes, conns string, writers int, set map[string]bool
 		return out, nil
 	}
 	if !set["sizes"] && !set["conns"] {
-		out := []workload{{110, 1, 1}, {110, 4, 1}, {1024, 1, 1}, {65536, 1, 1}}
+		out := []workload{{110, 1, 1}, {110, 4, 1}, {110, 16, 1}, {1024, 1, 1}, {65536, 1, 1}}
 		if writers > 1 {
 			out = append(out, workload{110, 1, writers})
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -19,43 +20,64 @@ const (
 	zeroAllocs            = 0.005 // allocs/msg that print as 0.00
 )
 
-// printReport writes the tables: one per metric, workloads down, transports
-// across; then latency, idle memory and the checks against the targets.
+// printReport writes the tables: one per metric, workloads down (each in
+// one process and, with -procs 2, across two), transports across; then
+// latency, idle memory and, with -targets, the checks against the targets.
 func printReport(w io.Writer, rep report, opt options) {
 	fmt.Fprintf(w, "# buffstreams bench  %s  %s %s/%s  NumCPU=%d GOMAXPROCS=%d  %v per cell (+%v warm-up), at most %s msgs per cell\n",
 		rep.Date, rep.GoVersion, rep.GOOS, rep.GOARCH, rep.NumCPU, rep.MaxProcs, opt.d, opt.warm, thousands(opt.n))
 	fmt.Fprintf(w, "# batch: WriteBufferSize %s (at least 16 payloads: 1 MiB at 64 KiB), FlushInterval %v\n", sizeLabel(rep.BatchBuffer), rep.BatchFlush)
 	fmt.Fprintf(w, "# MB = 10^6 payload bytes (headers excluded); ratios divide msg/s by %q's (the ceiling) or %q's (the baseline) on the same workload\n", ceilingName, baselineName)
+	if opt.count > 1 {
+		fmt.Fprintf(w, "# %d samples per cell, transports interleaved: each figure is the median, (min–max) beside it; ratios divide medians\n", opt.count)
+	}
+	if len(opt.procs) > 1 {
+		fmt.Fprintln(w, "# in-process: server and clients in this process; cross-process: the server in a child process, the clients here")
+	}
+	fmt.Fprintf(w, "# CPU: %s\n", rep.CPUScope)
 	fmt.Fprintf(w, "# allocs/msg: %s\n", allocsScope)
 
 	byKey := map[string]result{}
-	key := func(name string, wl workload) string { return name + "|" + wl.String() }
+	key := func(name string, wl workload, procs int) string { return fmt.Sprintf("%s|%v|%d", name, wl, procs) }
 	for _, r := range rep.Results {
-		byKey[key(r.Transport, r.workload())] = r
+		byKey[key(r.Transport, r.workload(), r.Procs)] = r
 	}
 	var errs []string
 	for _, r := range rep.Results {
 		if r.Error != "" {
-			errs = append(errs, fmt.Sprintf("%s, %s: %s", r.workload(), r.Transport, r.Error))
+			errs = append(errs, fmt.Sprintf("%s, %s, %s: %s", r.workload(), modeLabel(r.Procs), r.Transport, r.Error))
 		}
 	}
+	many := opt.count > 1
 	metrics := []struct {
 		title string
 		skip  func(name string) bool
 		cell  func(r result) string
 	}{
-		{"messages per second", nil, func(r result) string { return thousands(uint64(r.MsgsPerSec + 0.5)) }},
-		{"MB/s (payload)", nil, func(r result) string { return fmt.Sprintf("%.1f", r.MBPerSec) }},
+		{"messages per second", nil, func(r result) string { return rateCell(r.MsgsPerSec, r.MsgsPerSecMin, r.MsgsPerSecMax, many) }},
+		{"MB/s (payload)", nil, func(r result) string {
+			mb := float64(r.Size) / 1e6
+			return decimalCell(r.MBPerSec, r.MsgsPerSecMin*mb, r.MsgsPerSecMax*mb, 1, many)
+		}},
 		{"ratio to " + ceilingName + " (msg/s ÷ " + ceilingName + "'s)",
 			func(name string) bool { return name == ceilingName },
 			func(r result) string { return ratio(r.Ratio, 3) }},
 		{"ratio to " + baselineName + " (msg/s ÷ " + baselineName + "'s)",
 			func(name string) bool { return name == ceilingName || name == baselineName },
 			func(r result) string { return ratio(r.BaselineRatio, 2) }},
-		{"allocs/msg (whole process)", nil, func(r result) string { return fmt.Sprintf("%.2f", r.AllocsPerMsg) }},
+		{"CPU seconds per million messages (user + system, both ends)", nil, func(r result) string {
+			if !cpuMeasured {
+				return "-"
+			}
+			return sigCell(r.CPUPerM, r.CPUPerMMin, r.CPUPerMMax, many)
+		}},
+		{"allocs/msg (both ends)", nil, func(r result) string { return fmt.Sprintf("%.2f", r.AllocsPerMsg) }},
 	}
 	for _, m := range metrics {
 		t := table{title: m.title, header: []string{"workload"}}
+		if len(opt.procs) > 1 {
+			t.header = append(t.header, "server")
+		}
 		var cols []transport
 		for _, tr := range opt.trans {
 			if m.skip == nil || !m.skip(tr.Name()) {
@@ -67,19 +89,24 @@ func printReport(w io.Writer, rep report, opt options) {
 			continue
 		}
 		for _, wl := range opt.workloads {
-			row := []string{wl.String()}
-			for _, tr := range cols {
-				r, ok := byKey[key(tr.Name(), wl)]
-				switch {
-				case !ok:
-					row = append(row, "-")
-				case r.Error != "":
-					row = append(row, "error")
-				default:
-					row = append(row, m.cell(r))
+			for _, procs := range opt.procs {
+				row := []string{wl.String()}
+				if len(opt.procs) > 1 {
+					row = append(row, modeLabel(procs))
 				}
+				for _, tr := range cols {
+					r, ok := byKey[key(tr.Name(), wl, procs)]
+					switch {
+					case !ok:
+						row = append(row, "-")
+					case r.Error != "":
+						row = append(row, "error")
+					default:
+						row = append(row, m.cell(r))
+					}
+				}
+				t.rows = append(t.rows, row)
 			}
-			t.rows = append(t.rows, row)
 		}
 		fmt.Fprintln(w)
 		t.write(w, opt.md)
@@ -137,20 +164,22 @@ func printReport(w io.Writer, rep report, opt options) {
 		}
 	}
 
-	if checks := checkTargets(rep); len(checks.rows) > 0 {
+	if checks := checkTargets(rep); opt.targets && len(checks.rows) > 0 {
 		fmt.Fprintln(w)
 		checks.write(w, opt.md)
 	}
 	fmt.Fprintf(w, "\n# total time %.1fs\n", rep.TotalSecs)
 }
 
-// checkTargets compares the results with the project's targets; a target
-// whose inputs were not measured is left out.
+// checkTargets compares the results with the project's targets, which are
+// for the library's developers (-targets); a target whose inputs were not
+// measured is left out. The throughput targets are checked on the cells in
+// one process, except the one for batching across two.
 func checkTargets(rep report) table {
 	t := table{title: "targets", header: []string{"target", "measured", ""}}
 	get := func(name string, wl workload) (result, bool) {
 		for _, r := range rep.Results {
-			if r.Transport == name && r.workload() == wl && r.Error == "" {
+			if r.Transport == name && r.workload() == wl && r.Procs == 1 && r.Error == "" {
 				return r, true
 			}
 		}
@@ -176,12 +205,20 @@ func checkTargets(rep report) table {
 		}
 	}
 	for _, r := range rep.Results {
+		if r.Transport == "batch" && r.Procs == 2 && r.workload() == small && r.Ratio > 0 {
+			check(fmt.Sprintf("batch %s, cross-process: ≥ %.1f× raw", small, targetBatchToRaw), ratio(r.Ratio, 3)+"×", r.Ratio >= targetBatchToRaw)
+		}
+	}
+	for _, r := range rep.Results {
+		if r.Procs != 1 {
+			continue
+		}
 		if r.Transport == "sync" && r.Writers > 1 && r.BaselineRatio > 0 {
 			check(fmt.Sprintf("sync %s: ≥ %d× bs2.0", r.workload(), targetSharedToBase), ratio(r.BaselineRatio, 2)+"×", r.BaselineRatio >= targetSharedToBase)
 		}
 	}
 	for _, r := range rep.Results {
-		if (r.Transport == "sync" || r.Transport == "batch") && r.Size >= 64<<10 && r.Writers == 1 && r.Ratio > 0 {
+		if (r.Transport == "sync" || r.Transport == "batch") && r.Procs == 1 && r.Size >= 64<<10 && r.Writers == 1 && r.Ratio > 0 {
 			check(fmt.Sprintf("%s %s: ≥ %.1f× raw bytes/s", r.Transport, r.workload(), targetLargeToRaw), ratio(r.Ratio, 3)+"×", r.Ratio >= targetLargeToRaw)
 		}
 	}
@@ -256,6 +293,53 @@ func (t table) write(w io.Writer, md bool) {
 		}
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
 	}
+}
+
+// rateCell formats a rate: with spread, as its median to three significant
+// digits in units of k or M with the smallest and largest in the same unit
+// ("21.3 M (19.8–22.0)"); else in full with thousands separators.
+func rateCell(median, lo, hi float64, spread bool) string {
+	if !spread {
+		return thousands(uint64(median + 0.5))
+	}
+	unit, div := "", 1.0
+	switch {
+	case median >= 1e6:
+		unit, div = " M", 1e6
+	case median >= 1e3:
+		unit, div = " k", 1e3
+	}
+	prec := sigDecimals(median / div)
+	return fmt.Sprintf("%.*f%s (%.*f–%.*f)", prec, median/div, unit, prec, lo/div, prec, hi/div)
+}
+
+// decimalCell formats a figure with prec decimals, and with spread, the
+// smallest and largest beside it.
+func decimalCell(median, lo, hi float64, prec int, spread bool) string {
+	if !spread {
+		return fmt.Sprintf("%.*f", prec, median)
+	}
+	return fmt.Sprintf("%.*f (%.*f–%.*f)", prec, median, prec, lo, prec, hi)
+}
+
+// sigCell formats a figure to three significant digits, and with spread,
+// the smallest and largest with as many decimals.
+func sigCell(median, lo, hi float64, spread bool) string {
+	return decimalCell(median, lo, hi, sigDecimals(median), spread)
+}
+
+// sigDecimals returns the decimals that show v to three significant digits
+// (at least none, at most six).
+func sigDecimals(v float64) int {
+	switch {
+	case v >= 100:
+		return 0
+	case v >= 10:
+		return 1
+	case v >= 1 || v <= 0:
+		return 2
+	}
+	return min(2-int(math.Floor(math.Log10(v))), 6)
 }
 
 // ratio formats a ratio with prec decimals, or "-" for none.

@@ -41,35 +41,39 @@ func payload(n int) []byte {
 
 // libServer is a buffstreams listener with a callback that does nothing:
 // counting is left to the listener's Stats, like the ceiling's parse loop
-// does no work per message either.
+// does no work per message either. It is the server of the sync and batch
+// transports.
 type libServer struct {
 	ln *buffstreams.TCPListener
 }
 
-func (s *libServer) listen() error {
+func listenLib() (*libServer, error) {
 	ln, err := buffstreams.ListenTCP(buffstreams.TCPListenerConfig{
 		Address:        "127.0.0.1:0",
 		MaxMessageSize: maxMessageSize,
 		Callback:       func([]byte) error { return nil },
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s.ln = ln
-	return ln.StartListeningAsync()
+	s := &libServer{ln: ln}
+	if err := ln.StartListeningAsync(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
 }
+
+func (s *libServer) Addr() string { return s.ln.Addr().String() }
 
 func (s *libServer) Received() (uint64, uint64) {
 	st := s.ln.Stats()
 	return st.Messages, st.Bytes
 }
 
-// close closes the listener, which waits for its accept loop and every read
+// Close closes the listener, which waits for its accept loop and every read
 // loop, and reports bad input or callback failures it counted.
-func (s *libServer) close() error {
-	if s.ln == nil {
-		return nil
-	}
+func (s *libServer) Close() error {
 	s.ln.Close()
 	if st := s.ln.Stats(); st.BadInput+st.CallbackErrors+st.Panics != 0 {
 		return fmt.Errorf("listener stats: %+v", st)
@@ -77,22 +81,17 @@ func (s *libServer) close() error {
 	return nil
 }
 
-// libSession is the session of the sync and batch transports: a listener
-// and conns connections dialed to it with cfg.
-type libSession struct {
-	libServer
+// libClients are the connections of the sync and batch transports, dialed
+// with one configuration.
+type libClients struct {
 	conns   []*buffstreams.TCPConn
 	payload []byte
 	batch   bool // Flush after the last Write of Send
 }
 
-func openLib(size, conns int, cfg buffstreams.TCPConnConfig) (*libSession, error) {
-	s := &libSession{payload: payload(size), batch: cfg.WriteBufferSize > 0}
-	if err := s.listen(); err != nil {
-		s.Close()
-		return nil, err
-	}
-	cfg.Address = s.ln.Addr().String()
+func dialLib(addr string, size, conns int, cfg buffstreams.TCPConnConfig) (*libClients, error) {
+	s := &libClients{payload: payload(size), batch: cfg.WriteBufferSize > 0}
+	cfg.Address = addr
 	cfg.MaxMessageSize = maxMessageSize
 	for range conns {
 		c, err := buffstreams.DialTCP(&cfg)
@@ -109,7 +108,7 @@ func openLib(size, conns int, cfg buffstreams.TCPConnConfig) (*libSession, error
 // so that the cell's clock covers the hand-over of every message to the
 // kernel. TCPConn is safe for concurrent use: several goroutines may send
 // on the same connection.
-func (s *libSession) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
+func (s *libClients) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
 	c, p := s.conns[i], s.payload
 	var n uint64
 	for n < limit && !stop.Load() {
@@ -126,12 +125,11 @@ func (s *libSession) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error
 	return n, nil
 }
 
-func (s *libSession) Close() error {
+func (s *libClients) Close() error {
 	var errs []error
 	for _, c := range s.conns {
 		errs = append(errs, c.Close())
 	}
-	errs = append(errs, s.close())
 	return errors.Join(errs...)
 }
 
@@ -147,15 +145,18 @@ func (syncTransport) Aliases() []string { return []string{"buffstreams"} }
 
 func (syncTransport) SharedWriters() bool { return true }
 
-func (syncTransport) Open(size, conns int) (session, error) {
-	return openLib(size, conns, buffstreams.TCPConnConfig{})
+func (syncTransport) Serve(int) (server, error) { return listenLib() }
+
+func (syncTransport) Dial(addr string, size, conns int) (clients, error) {
+	return dialLib(addr, size, conns, buffstreams.TCPConnConfig{})
 }
 
 // batchTransport is the library in batching mode: Write copies the frame
 // into a write buffer of bufSize bytes and a flusher writes many frames per
 // system call. For large payloads the buffer holds at least 16 of them (1 MiB
 // at 64 KiB, the raw ceiling's chunk at that size), since a payload of a
-// quarter of the buffer or more is written on its own, uncopied.
+// quarter of the buffer or more is written on its own, uncopied. Its server
+// is sync's: batching is the sender's choice.
 type batchTransport struct {
 	bufSize       int
 	flushInterval time.Duration
@@ -163,8 +164,10 @@ type batchTransport struct {
 
 func (batchTransport) Name() string { return "batch" }
 
-func (t batchTransport) Open(size, conns int) (session, error) {
-	return openLib(size, conns, buffstreams.TCPConnConfig{
+func (batchTransport) Serve(int) (server, error) { return listenLib() }
+
+func (t batchTransport) Dial(addr string, size, conns int) (clients, error) {
+	return dialLib(addr, size, conns, buffstreams.TCPConnConfig{
 		WriteBufferSize: max(t.bufSize, 16*size),
 		FlushInterval:   t.flushInterval,
 	})
@@ -172,17 +175,17 @@ func (t batchTransport) Open(size, conns int) (session, error) {
 
 // ---- plain TCP: the machinery shared by transports over a plain net.Conn ----
 //
-// A transport over plain net.Conn embeds a plainServer, which owns the
-// listener, the client connections and the served ones, and the session's
-// Close; the transport brings only its serve loop (given to start), its
-// client write loop (Send, on clients[i]) and Received.
+// A transport over plain net.Conn embeds a plainServer in its server, which
+// owns the listener and the served connections and brings Addr and Close,
+// and a plainClients in its clients; the transport brings only its serve
+// loop (given to listen), its client write loop (Send, on conns[i]) and
+// Received.
 
 // plainServer is a server on 127.0.0.1 serving every accepted connection in
-// a goroutine of its own, and the client connections dialed to it.
+// a goroutine of its own.
 type plainServer struct {
-	ln      net.Listener
-	clients []net.Conn
-	wg      sync.WaitGroup // accept loop and serve loops
+	ln net.Listener
+	wg sync.WaitGroup // accept loop and serve loops
 
 	mu     sync.Mutex
 	served []net.Conn // guarded by mu
@@ -190,12 +193,11 @@ type plainServer struct {
 	err    error      // first server error; guarded by mu
 }
 
-// start listens on 127.0.0.1:0, runs serve on every accepted connection and
-// dials conns clients. serve returns nil when its client closed the
-// connection cleanly; any other error is the server's first error unless
-// the server was closed already. The connection is closed when serve
-// returns. On error start closes what it started.
-func (s *plainServer) start(conns int, serve func(net.Conn) error) error {
+// listen listens on 127.0.0.1:0 and runs serve on every accepted
+// connection. serve returns nil when its client closed the connection
+// cleanly; any other error is the server's first error unless the server
+// was closed already. The connection is closed when serve returns.
+func (s *plainServer) listen(serve func(net.Conn) error) error {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -203,16 +205,10 @@ func (s *plainServer) start(conns int, serve func(net.Conn) error) error {
 	s.ln = ln
 	s.wg.Add(1)
 	go s.accept(serve)
-	for range conns {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			s.Close()
-			return err
-		}
-		s.clients = append(s.clients, c)
-	}
 	return nil
 }
+
+func (s *plainServer) Addr() string { return s.ln.Addr().String() }
 
 func (s *plainServer) accept(serve func(net.Conn) error) {
 	defer s.wg.Done()
@@ -248,13 +244,9 @@ func (s *plainServer) fail(err error) {
 	s.mu.Unlock()
 }
 
-// Close closes the clients, then the served connections and the listener,
-// and waits for the accept loop and every serve loop.
+// Close closes the served connections and the listener, waits for the
+// accept loop and every serve loop, and returns the server's first error.
 func (s *plainServer) Close() error {
-	var errs []error
-	for _, c := range s.clients {
-		errs = append(errs, c.Close())
-	}
 	s.mu.Lock()
 	s.closed = true
 	err := s.err
@@ -264,7 +256,33 @@ func (s *plainServer) Close() error {
 	s.mu.Unlock()
 	s.ln.Close()
 	s.wg.Wait()
-	return errors.Join(append(errs, err)...)
+	return err
+}
+
+// plainClients are client connections over plain TCP.
+type plainClients struct {
+	conns []net.Conn
+}
+
+// dial opens n connections to addr; on error it closes those it opened.
+func (c *plainClients) dial(addr string, n int) error {
+	for range n {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			c.Close()
+			return err
+		}
+		c.conns = append(c.conns, conn)
+	}
+	return nil
+}
+
+func (c *plainClients) Close() error {
+	var errs []error
+	for _, conn := range c.conns {
+		errs = append(errs, conn.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // counter counts received messages and their payload bytes. add adds the
@@ -356,23 +374,22 @@ func bs2Header(n, width int) []byte {
 	return h
 }
 
-type bs2Session struct {
+type bs2Server struct {
 	plainServer
 	connCounters
-	payload []byte
-	width   int
+	width int
 }
 
-func (bs2Transport) Open(size, conns int) (session, error) {
-	s := &bs2Session{payload: payload(size), width: bs2HeaderWidth}
-	if err := s.start(conns, s.serve); err != nil {
+func (bs2Transport) Serve(int) (server, error) {
+	s := &bs2Server{width: bs2HeaderWidth}
+	if err := s.listen(s.serve); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
 // serve reads one message at a time: the header, then the payload.
-func (s *bs2Session) serve(c net.Conn) error {
+func (s *bs2Server) serve(c net.Conn) error {
 	cnt := s.newCounter()
 	header := make([]byte, s.width)
 	buf := make([]byte, maxMessageSize)
@@ -394,8 +411,22 @@ func (s *bs2Session) serve(c net.Conn) error {
 	}
 }
 
-func (s *bs2Session) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
-	c, p := s.clients[i], s.payload
+type bs2Clients struct {
+	plainClients
+	payload []byte
+	width   int
+}
+
+func (bs2Transport) Dial(addr string, size, conns int) (clients, error) {
+	s := &bs2Clients{payload: payload(size), width: bs2HeaderWidth}
+	if err := s.dial(addr, conns); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *bs2Clients) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
+	c, p := s.conns[i], s.payload
 	var n uint64
 	for n < limit && !stop.Load() {
 		msg := append(bs2Header(len(p), s.width), p...)
@@ -431,28 +462,15 @@ func rawChunkSize(size int) int {
 	return max(c, 4+size)
 }
 
-type rawSession struct {
+type rawServer struct {
 	plainServer
-	size     int
-	frame    int    // 4 + size
-	chunk    []byte // perChunk whole frames
-	perChunk uint64
-	bufSize  int     // the server's read buffer
-	counts   counter // every served connection's
+	bufSize int     // the read buffer of each served connection
+	counts  counter // every served connection's
 }
 
-func (rawTransport) Open(size, conns int) (session, error) {
-	s := &rawSession{size: size, frame: 4 + size}
-	cs := rawChunkSize(size)
-	s.perChunk = uint64(cs / s.frame)
-	s.bufSize = cs
-	p := payload(size)
-	s.chunk = make([]byte, 0, int(s.perChunk)*s.frame)
-	for range s.perChunk {
-		s.chunk = binary.BigEndian.AppendUint32(s.chunk, uint32(size))
-		s.chunk = append(s.chunk, p...)
-	}
-	if err := s.start(conns, s.serve); err != nil {
+func (rawTransport) Serve(size int) (server, error) {
+	s := &rawServer{bufSize: rawChunkSize(size)}
+	if err := s.listen(s.serve); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -460,7 +478,7 @@ func (rawTransport) Open(size, conns int) (session, error) {
 
 // serve reads into one buffer and counts the frames in it, moving only the
 // incomplete frame at the end (if any) to the front before the next read.
-func (s *rawSession) serve(c net.Conn) error {
+func (s *rawServer) serve(c net.Conn) error {
 	buf := make([]byte, s.bufSize)
 	w := 0 // buf[:w] holds unparsed bytes
 	for {
@@ -495,8 +513,34 @@ func (s *rawSession) serve(c net.Conn) error {
 	}
 }
 
-func (s *rawSession) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
-	c := s.clients[i]
+func (s *rawServer) Received() (uint64, uint64) {
+	return s.counts.load()
+}
+
+type rawClients struct {
+	plainClients
+	frame    int    // 4 + size
+	chunk    []byte // perChunk whole frames
+	perChunk uint64
+}
+
+func (rawTransport) Dial(addr string, size, conns int) (clients, error) {
+	s := &rawClients{frame: 4 + size}
+	s.perChunk = uint64(rawChunkSize(size) / s.frame)
+	p := payload(size)
+	s.chunk = make([]byte, 0, int(s.perChunk)*s.frame)
+	for range s.perChunk {
+		s.chunk = binary.BigEndian.AppendUint32(s.chunk, uint32(size))
+		s.chunk = append(s.chunk, p...)
+	}
+	if err := s.dial(addr, conns); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *rawClients) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
+	c := s.conns[i]
 	var n uint64
 	for n < limit && !stop.Load() {
 		k := min(s.perChunk, limit-n)
@@ -506,10 +550,6 @@ func (s *rawSession) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error
 		n += k
 	}
 	return n, nil
-}
-
-func (s *rawSession) Received() (uint64, uint64) {
-	return s.counts.load()
 }
 
 // ---- bufio: the loop a Go developer writes by hand ----
@@ -523,9 +563,21 @@ type bufioTransport struct{}
 
 func (bufioTransport) Name() string { return "bufio" }
 
-type bufioSession struct {
+type bufioServer struct {
 	plainServer
 	connCounters
+}
+
+func (bufioTransport) Serve(int) (server, error) {
+	s := &bufioServer{}
+	if err := s.listen(s.serve); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+type bufioClients struct {
+	plainClients
 	payload []byte
 	writers []*bufioWriter
 }
@@ -537,12 +589,12 @@ type bufioWriter struct {
 	hdr [4]byte
 }
 
-func (bufioTransport) Open(size, conns int) (session, error) {
-	s := &bufioSession{payload: payload(size)}
-	if err := s.start(conns, s.serve); err != nil {
+func (bufioTransport) Dial(addr string, size, conns int) (clients, error) {
+	s := &bufioClients{payload: payload(size)}
+	if err := s.dial(addr, conns); err != nil {
 		return nil, err
 	}
-	for _, c := range s.clients {
+	for _, c := range s.conns {
 		s.writers = append(s.writers, &bufioWriter{w: bufio.NewWriterSize(c, bufioSize)})
 	}
 	return s, nil
@@ -552,7 +604,7 @@ func (bufioTransport) Open(size, conns int) (session, error) {
 // counts when the reader's buffer is empty, that is before a read that may
 // block, rather than once per message: the counter is the benchmark's
 // instrument, not part of the loop being measured.
-func (s *bufioSession) serve(c net.Conn) error {
+func (s *bufioServer) serve(c net.Conn) error {
 	cnt := s.newCounter()
 	r := bufio.NewReaderSize(c, bufioSize)
 	var hdr [4]byte
@@ -581,7 +633,7 @@ func (s *bufioSession) serve(c net.Conn) error {
 	}
 }
 
-func (s *bufioSession) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
+func (s *bufioClients) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
 	bw, p := s.writers[i], s.payload
 	var n uint64
 	for n < limit && !stop.Load() {
@@ -609,24 +661,41 @@ type protodelimTransport struct{}
 
 func (protodelimTransport) Name() string { return "protodelim" }
 
-type protodelimSession struct {
+type protodelimServer struct {
 	plainServer
 	connCounters
-	note    *message.Note
-	size    int
-	writers []*bufio.Writer
+	size    int // of each Note's encoding
+	comment int // of each Note's comment
 }
 
-func (protodelimTransport) Open(size, conns int) (session, error) {
+func (protodelimTransport) Serve(size int) (server, error) {
 	note, err := sizedNote(size)
 	if err != nil {
 		return nil, err
 	}
-	s := &protodelimSession{note: note, size: size}
-	if err := s.start(conns, s.serve); err != nil {
+	s := &protodelimServer{size: size, comment: len(note.Comment)}
+	if err := s.listen(s.serve); err != nil {
 		return nil, err
 	}
-	for _, c := range s.clients {
+	return s, nil
+}
+
+type protodelimClients struct {
+	plainClients
+	note    *message.Note
+	writers []*bufio.Writer
+}
+
+func (protodelimTransport) Dial(addr string, size, conns int) (clients, error) {
+	note, err := sizedNote(size)
+	if err != nil {
+		return nil, err
+	}
+	s := &protodelimClients{note: note}
+	if err := s.dial(addr, conns); err != nil {
+		return nil, err
+	}
+	for _, c := range s.conns {
 		s.writers = append(s.writers, bufio.NewWriterSize(c, bufioSize))
 	}
 	return s, nil
@@ -657,12 +726,12 @@ func sizedNote(size int) (*message.Note, error) {
 }
 
 // serve unmarshals one Note at a time, checking its comment, and publishes
-// its counts when the reader's buffer is empty (see bufioSession.serve).
-func (s *protodelimSession) serve(c net.Conn) error {
+// its counts when the reader's buffer is empty (see bufioServer.serve).
+func (s *protodelimServer) serve(c net.Conn) error {
 	cnt := s.newCounter()
 	r := bufio.NewReaderSize(c, bufioSize)
 	var note message.Note
-	want := len(s.note.Comment)
+	want := s.comment
 	var msgs uint64
 	for {
 		if msgs > 0 && r.Buffered() == 0 {
@@ -682,7 +751,7 @@ func (s *protodelimSession) serve(c net.Conn) error {
 	}
 }
 
-func (s *protodelimSession) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
+func (s *protodelimClients) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
 	w, note := s.writers[i], s.note
 	var n uint64
 	for n < limit && !stop.Load() {

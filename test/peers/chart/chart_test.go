@@ -202,3 +202,33 @@ func TestWritersGroup(t *testing.T) {
 		t.Errorf("sync series %+v", s)
 	}
 }
+
+// TestProcsGroup checks that results whose server ran in a child process
+// get a group of their own, with ratios to the ceiling of that group, and
+// that the default title then says so.
+func TestProcsGroup(t *testing.T) {
+	rep := report{Ceiling: "raw", Results: []result{
+		{Transport: "sync", Size: 110, Conns: 1, Writers: 1, Procs: 1, MsgsPerSec: 500},
+		{Transport: "raw", Size: 110, Conns: 1, Writers: 1, Procs: 1, MsgsPerSec: 1000},
+		{Transport: "sync", Size: 110, Conns: 1, Writers: 1, Procs: 2, MsgsPerSec: 300},
+		{Transport: "raw", Size: 110, Conns: 1, Writers: 1, Procs: 2, MsgsPerSec: 600},
+	}}
+	d, err := build([]input{{name: "bench", rep: rep}}, defaultTitle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups []string
+	for _, g := range d.groups {
+		groups = append(groups, strings.ReplaceAll(g.label(), "\n", " "))
+	}
+	if got, want := strings.Join(groups, "|"), "110 B 1 conn|110 B 1 conn, 2 procs"; got != want {
+		t.Fatalf("groups %q, want %q", got, want)
+	}
+	s := d.series[0]
+	if s.label != "sync" || s.msgs[0] != 500 || s.msgs[1] != 300 || s.ratio[0] != 0.5 || s.ratio[1] != 0.5 {
+		t.Errorf("sync series %+v", s)
+	}
+	if !strings.HasPrefix(d.title, twoProcsTitle+"\n") {
+		t.Errorf("title %q, want it to start with %q", d.title, twoProcsTitle)
+	}
+}

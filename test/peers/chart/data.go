@@ -14,6 +14,10 @@ import (
 
 const defaultTitle = "Messages over 127.0.0.1, one process"
 
+// twoProcsTitle replaces defaultTitle when some results had their server in
+// a child process.
+const twoProcsTitle = "Messages over 127.0.0.1, in one process and across two"
+
 // report holds the fields chart reads from a JSON report of test/bench or
 // test/peers.
 type report struct {
@@ -31,6 +35,7 @@ type result struct {
 	Size       int     `json:"size"`
 	Conns      int     `json:"conns"`
 	Writers    int     `json:"writers"` // goroutines writing on each connection; 0 means 1
+	Procs      int     `json:"procs"`   // 2: the server ran in a child process; 0 means 1
 	MsgsPerSec float64 `json:"msgs_per_sec"`
 	Error      string  `json:"error"`
 }
@@ -69,11 +74,11 @@ func load(paths []string) ([]input, error) {
 }
 
 // workload is a group of bars.
-type workload struct{ size, conns, writers int }
+type workload struct{ size, conns, writers, procs int }
 
 // workloadOf returns the group of a result.
 func workloadOf(r result) workload {
-	return workload{r.Size, r.Conns, max(r.Writers, 1)}
+	return workload{r.Size, r.Conns, max(r.Writers, 1), max(r.Procs, 1)}
 }
 
 func (w workload) label() string {
@@ -84,6 +89,9 @@ func (w workload) label() string {
 	l := fmt.Sprintf("%s\n%d %s", sizeLabel(w.size), w.conns, c)
 	if w.writers > 1 {
 		l += fmt.Sprintf(", %d writers", w.writers)
+	}
+	if w.procs > 1 {
+		l += fmt.Sprintf(", %d procs", w.procs)
 	}
 	return l
 }
@@ -123,6 +131,11 @@ func build(ins []input, title string) (*chartData, error) {
 			groupSet[workloadOf(r)] = true
 		}
 	}
+	for w := range groupSet {
+		if w.procs > 1 && title == defaultTitle {
+			title = twoProcsTitle
+		}
+	}
 	d := &chartData{title: title + "\n" + settings(ins)}
 	for w := range groupSet {
 		d.groups = append(d.groups, w)
@@ -134,7 +147,10 @@ func build(ins []input, title string) (*chartData, error) {
 		if a.conns != b.conns {
 			return a.conns - b.conns
 		}
-		return a.writers - b.writers
+		if a.writers != b.writers {
+			return a.writers - b.writers
+		}
+		return a.procs - b.procs
 	})
 	index := map[workload]int{}
 	for i, w := range d.groups {

@@ -13,19 +13,24 @@
 //
 //	-o FILE    the SVG file to write (required; "-" writes to stdout)
 //	-title T   the chart's first title line (default "Messages over
-//	           127.0.0.1, one process")
+//	           127.0.0.1, one process", or "..., in one process and across
+//	           two" when some results had their server in a child process)
 //
 // Every input is a report as test/bench -json writes it: date, go_version,
 // goos, goarch, num_cpu, ceiling (the name of its ceiling transport), and
-// results, each with transport, size, conns, msgs_per_sec and error. Other
-// fields, such as test/peers' latency array, are ignored.
+// results, each with transport, size, conns, writers and procs (both
+// optional, 1 when absent), msgs_per_sec (test/bench's median when it took
+// several samples) and error. Other fields, such as test/bench's samples
+// and test/peers' latency array, are ignored.
 //
 // The chart has one group of bars per workload (payload size × client
-// connections, in order of size, then connections) and one bar per
-// transport, in two panels: messages per second on a log scale, each bar
-// labelled with its value, and below it each bar divided by the ceiling
-// measured in the same report for the same workload, also on a log scale,
-// which is the comparison that survives a change of machine or of load. A
+// connections, with the writers per connection and the processes when
+// above 1, in order of size, then connections, writers and processes) and
+// one bar per transport, in two panels: messages per second on a log
+// scale, each bar labelled with its value, and below it each bar divided by
+// the ceiling measured in the same report for the same workload (and
+// processes), also on a log scale, which is the comparison that survives a
+// change of machine or of load. A
 // legend on the right names the transports; the title gives the dates, Go
 // versions, platforms and CPU counts of the inputs.
 //
