@@ -53,8 +53,12 @@ type pinger interface {
 // net.Conn, alternating blocks of rounds between them, until each has run
 // opt.rounds or opt.rtime has passed.
 func runLatency(ctx context.Context, opt options) []latencyResult {
-	names := []string{"sync", ceilingName}
-	opens := []func() (pinger, error){openLibPinger, openRawPinger}
+	names := []string{"sync", "batch", ceilingName}
+	opens := []func() (pinger, error){
+		func() (pinger, error) { return openLibPinger(0) },
+		func() (pinger, error) { return openLibPinger(opt.batchBuf) },
+		openRawPinger,
+	}
 	res := make([]latencyResult, len(names))
 	ps := make([]pinger, len(names))
 	samples := make([][]time.Duration, len(names))
@@ -156,7 +160,11 @@ type libPinger struct {
 	err  error
 }
 
-func openLibPinger() (pinger, error) {
+// openLibPinger opens a listener that echoes every message and a client
+// with the given WriteBufferSize: 0 for the default mode, more for
+// batching mode, where the round does not call Flush: a lone message must
+// go out at once by itself.
+func openLibPinger(writeBuffer int) (pinger, error) {
 	ln, err := buffstreams.ListenTCP(buffstreams.TCPListenerConfig{
 		Address:        "127.0.0.1:0",
 		MaxMessageSize: maxMessageSize,
@@ -173,8 +181,9 @@ func openLibPinger() (pinger, error) {
 		return nil, err
 	}
 	c, err := buffstreams.DialTCP(&buffstreams.TCPConnConfig{
-		Address:        ln.Addr().String(),
-		MaxMessageSize: maxMessageSize,
+		Address:         ln.Addr().String(),
+		MaxMessageSize:  maxMessageSize,
+		WriteBufferSize: writeBuffer,
 	})
 	if err != nil {
 		ln.Close()
