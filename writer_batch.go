@@ -138,7 +138,7 @@ func (e *batchEngine) enqueue(msg []byte) error {
 	}
 	e.nbytes += uint64(len(msg))
 	e.accepted++
-	if !e.owned && (n == 0 || len(e.buf) >= e.size/2) {
+	if !e.owned && (n == 0 || len(e.buf) >= e.size/2 && c.opts.slow != SlowConsumerBlock) {
 		e.wake() // the owner, if any, looks at buf again when it is done
 	}
 	e.mu.Unlock()
@@ -268,7 +268,19 @@ func (e *batchEngine) flusher() {
 			e.lockBehindWriters()
 			continue
 		}
-		if fi := c.opts.flushInterval; fi > 0 && !lingered && len(e.buf) < e.size/2 && e.flushers == 0 && !c.closed.Load() {
+		fi := c.opts.flushInterval
+		if fi == 0 && c.opts.slow == SlowConsumerBlock && e.flushers == 0 && !c.closed.Load() && e.writersBusy() {
+			// Writers are adding frames: they write the buffer
+			// themselves when it is full. Look again when the buffer
+			// next fills from empty, or after busyPause.
+			fi = busyPause
+		} else if fi == 0 || lingered || len(e.buf) >= e.size/2 || e.flushers > 0 || c.closed.Load() {
+			fi = 0
+		}
+		if e.owned || len(e.buf) == 0 {
+			continue
+		}
+		if fi > 0 {
 			lingered = true
 			if linger == nil {
 				linger = time.NewTimer(fi)
@@ -281,12 +293,28 @@ func (e *batchEngine) flusher() {
 			case <-e.kick:
 				linger.Stop()
 			}
-			e.mu.Lock()
+			e.lockBehindWriters()
 			continue
 		}
 		lingered = false
 		e.writeBuffered()
 	}
+}
+
+// busyPause is how long the flusher leaves the buffer to writers that are
+// still adding frames to it before it looks again, when FlushInterval is
+// zero and writers write a full buffer themselves (SlowConsumerBlock).
+const busyPause = 50 * time.Microsecond
+
+// writersBusy reports whether Writes added frames to the buffer while the
+// flusher yielded its processor once. A lone message finds them idle and
+// is written at once. e.mu is held, and released while yielding.
+func (e *batchEngine) writersBusy() bool {
+	seen := e.accepted
+	e.mu.Unlock()
+	runtime.Gosched()
+	e.lockBehindWriters()
+	return e.accepted != seen
 }
 
 // lockBehindWriters takes e.mu for the flusher, or for a goroutine that
