@@ -58,7 +58,7 @@
 // message written alone goes out at once. While Writes keep coming, the
 // one that finds the buffer full writes it itself (under the default
 // SlowConsumerBlock; under the other policies the flusher does), and the
-// flusher looks again within 50 µs. With FlushInterval set, the flusher
+// flusher writes what the buffer holds within 50 µs. With FlushInterval set, the flusher
 // first waits up to that long for a buffer less than half full to fill. A message of 16 KiB or a quarter of WriteBufferSize,
 // whichever is larger, or longer, is not copied: Write writes it from the
 // caller's slice, after everything buffered before it, and returns once the

@@ -269,10 +269,11 @@ func (e *batchEngine) flusher() {
 			continue
 		}
 		fi := c.opts.flushInterval
-		if fi == 0 && c.opts.slow == SlowConsumerBlock && e.flushers == 0 && !c.closed.Load() && e.writersBusy() {
+		if fi == 0 && !lingered && c.opts.slow == SlowConsumerBlock && e.flushers == 0 && !c.closed.Load() && e.writersBusy() {
 			// Writers are adding frames: they write the buffer
-			// themselves when it is full. Look again when the buffer
-			// next fills from empty, or after busyPause.
+			// themselves when it fills. Write what is left of it
+			// after busyPause, or sooner if it is emptied and a
+			// frame starts it again.
 			fi = busyPause
 		} else if fi == 0 || lingered || len(e.buf) >= e.size/2 || e.flushers > 0 || c.closed.Load() {
 			fi = 0
@@ -302,8 +303,9 @@ func (e *batchEngine) flusher() {
 }
 
 // busyPause is how long the flusher leaves the buffer to writers that are
-// still adding frames to it before it looks again, when FlushInterval is
-// zero and writers write a full buffer themselves (SlowConsumerBlock).
+// still adding frames to it before it writes it, when FlushInterval is zero
+// and writers write a full buffer themselves (SlowConsumerBlock): the
+// longest a message waits in the buffer while Writes keep coming.
 const busyPause = 50 * time.Microsecond
 
 // writersBusy reports whether Writes added frames to the buffer while the
