@@ -268,37 +268,59 @@ func (e *batchEngine) flusher() {
 			e.lockBehindWriters()
 			continue
 		}
-		fi := c.opts.flushInterval
-		if fi == 0 && !lingered && c.opts.slow == SlowConsumerBlock && e.flushers == 0 && !c.closed.Load() && e.writersBusy() {
+		var wait time.Duration
+		busy := false // the wait is a busyPause
+		switch fi := c.opts.flushInterval; {
+		case lingered || e.flushers > 0 || c.closed.Load():
+		case fi > 0:
+			if len(e.buf) < e.size/2 {
+				wait = fi
+			}
+		case c.opts.slow == SlowConsumerBlock && e.writersBusy():
 			// Writers are adding frames: they write the buffer
 			// themselves when it fills. Write what is left of it
-			// after busyPause, or sooner if it is emptied and a
-			// frame starts it again.
-			fi = busyPause
-		} else if fi == 0 || lingered || len(e.buf) >= e.size/2 || e.flushers > 0 || c.closed.Load() {
-			fi = 0
+			// after busyPause.
+			wait, busy = busyPause, true
 		}
-		if e.owned || len(e.buf) == 0 {
+		if e.owned || len(e.buf) == 0 { // writersBusy let go of e.mu
 			continue
 		}
-		if fi > 0 {
+		if wait > 0 {
 			lingered = true
 			if linger == nil {
-				linger = time.NewTimer(fi)
+				linger = time.NewTimer(wait)
 			} else {
-				linger.Reset(fi)
+				linger.Reset(wait)
 			}
 			e.mu.Unlock()
-			select {
-			case <-linger.C:
-			case <-e.kick:
-				linger.Stop()
-			}
+			e.linger(linger, busy)
 			e.lockBehindWriters()
 			continue
 		}
 		lingered = false
 		e.writeBuffered()
+	}
+}
+
+// linger waits for t to fire. A FlushInterval's wait also ends when the
+// flusher is kicked; a busyPause only when Flush or Close is waiting, not
+// when the writers' next frame starts a buffer they emptied.
+func (e *batchEngine) linger(t *time.Timer, busy bool) {
+	for {
+		select {
+		case <-t.C:
+			return
+		case <-e.kick:
+		}
+		if busy {
+			e.mu.Lock()
+			busy = e.flushers == 0 && !e.c.closed.Load()
+			e.mu.Unlock()
+		}
+		if !busy {
+			t.Stop()
+			return
+		}
 	}
 }
 
