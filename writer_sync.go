@@ -69,10 +69,14 @@ func (x *waiter) tell(s uint32) {
 	}
 }
 
-// await spins for up to spinLimit, yielding the processor, for the owner to
+// awaitSpin is how long a waiter watches for its outcome before it parks:
+// a few small writes' worth, and less than parking and being woken costs.
+const awaitSpin = 20 * time.Microsecond
+
+// await spins for up to awaitSpin, yielding the processor, for the owner to
 // tell the waiter its outcome, and then parks until it does.
 func (x *waiter) await() uint32 {
-	until := time.Now().Add(spinLimit)
+	until := time.Now().Add(awaitSpin)
 	for {
 		if s := x.state.Load(); s != waitPending {
 			return s

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"runtime"
 	"runtime/debug"
 	"strconv"
@@ -146,39 +145,15 @@ func dialIdle(ctx context.Context, addr string, n int) ([]net.Conn, error) {
 // prints the listener's connections and messages, "gc" collects garbage and
 // returns freed memory to the system, "quit" exits.
 type idleChild struct {
-	cmd   *exec.Cmd
-	in    io.WriteCloser
-	lines chan string // the child's stdout, line by line; closed at its end
+	*childProc
 }
 
 func startIdleChild() (*idleChild, error) {
-	exe, err := os.Executable()
+	p, err := startChildProc(idleChildEnv, "idle-memory child", 16)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), idleChildEnv+"=1")
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the idle-memory child: %w", err)
-	}
-	c := &idleChild{cmd: cmd, in: in, lines: make(chan string, 16)}
-	go func() { // ends when the child's stdout closes, which stop waits for
-		defer close(c.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			c.lines <- sc.Text()
-		}
-	}()
-	return c, nil
+	return &idleChild{p}, nil
 }
 
 // send writes a command line to the child.

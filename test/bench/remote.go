@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime"
 	"strconv"
@@ -91,41 +90,18 @@ func (l localEnd) Close() error { return l.srv.Close() }
 // receiverChildEnv set, driven by lines on its stdin and answering on its
 // stdout.
 type childEnd struct {
-	cmd     *exec.Cmd
-	in      io.WriteCloser
-	lines   chan string // the child's stdout, line by line; closed at its end
+	*childProc
 	address string
 }
 
 // startChild starts a child serving transport name for payloads of size
 // bytes, and returns once it listens.
 func startChild(name string, size int) (*childEnd, error) {
-	exe, err := os.Executable()
+	p, err := startChildProc(receiverChildEnv, "receiver process", 4)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), receiverChildEnv+"=1")
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the receiver process: %w", err)
-	}
-	c := &childEnd{cmd: cmd, in: in, lines: make(chan string, 4)}
-	go func() { // ends when the child's stdout closes, which Close waits for
-		defer close(c.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			c.lines <- sc.Text()
-		}
-	}()
+	c := &childEnd{childProc: p}
 	if c.address, err = c.ask(fmt.Sprintf("serve %s %d", name, size), "addr ", 10*time.Second); err != nil {
 		c.Close()
 		return nil, err
