@@ -77,7 +77,9 @@ type listenerCounters struct {
 	active                           atomic.Int64
 }
 
-// ListenerStats is a snapshot of a listener's counters.
+// ListenerStats is a snapshot of a listener's counters. A connection's end
+// is counted (in Panics, BadInput, Refused, Timeouts or TLSErrors) after it
+// has left Active and its OnConnEnd call has returned.
 type ListenerStats struct {
 	Accepted       uint64 // connections accepted
 	Active         int64  // connections open now
@@ -303,7 +305,6 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 	var cause error
 	defer func() {
 		if v := recover(); v != nil {
-			l.stats.panics.Add(1)
 			c.log.Error("buffstreams: callback panicked; closing the connection",
 				"err", ErrCallbackPanic, "panic", v, "stack", string(debug.Stack()))
 			cause = fmt.Errorf("%w: %v", ErrCallbackPanic, v)
@@ -448,11 +449,13 @@ func (l *TCPListener) count(c *TCPConn, msgs, nbytes uint64) {
 }
 
 // end is the one place where a connection's end is recorded: it settles
-// the cause, counts and logs it, closes the connection, calls OnConnEnd and,
-// if the connection was tracked, forgets it. cause is what stopped the read
+// the cause and logs it, closes the connection, calls OnConnEnd, forgets
+// the connection if it was tracked, and then counts the cause, so that a
+// count seen in Stats means that the connection has left Active, its hook
+// has returned and its line has been logged. cause is what stopped the read
 // loop, or the reason the connection was refused at accept time.
 func (l *TCPListener) end(c *TCPConn, cause error, tracked bool) {
-	err := l.settle(c, cause)
+	err, n1, n2 := l.settle(c, cause)
 	c.Close()
 	if l.onEnd != nil {
 		l.callOnEnd(c, err)
@@ -463,47 +466,50 @@ func (l *TCPListener) end(c *TCPConn, cause error, tracked bool) {
 		l.mu.Unlock()
 		l.stats.active.Add(-1)
 	}
+	for _, n := range [...]*atomic.Uint64{n1, n2} {
+		if n != nil {
+			n.Add(1)
+		}
+	}
 }
 
-// settle returns the error OnConnEnd reports for cause, after counting it
-// in the listener's stats and logging it. Each count follows its log line,
-// so that a count seen is a line written.
-func (l *TCPListener) settle(c *TCPConn, cause error) error {
+// settle logs cause and returns the error OnConnEnd reports for it, and
+// the counters, if any, that count it.
+func (l *TCPListener) settle(c *TCPConn, cause error) (err error, n1, n2 *atomic.Uint64) {
 	switch {
 	case errors.Is(cause, ErrCallbackPanic):
-		// Counted and logged, with the stack, where it was recovered.
+		// Logged, with the stack, where it was recovered.
+		return cause, &l.stats.panics, nil
 	case errors.Is(cause, ErrTooManyConnections):
 		c.log.Warn("buffstreams: refusing connection", "err", cause)
-		l.stats.refused.Add(1)
+		return cause, &l.stats.refused, nil
 	case errors.Is(cause, ErrWrongProtocol):
 		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
-		l.stats.wrongProtocol.Add(1)
-		l.stats.badInput.Add(1)
+		return cause, &l.stats.badInput, &l.stats.wrongProtocol
 	case errors.Is(cause, ErrMessageTooLarge), errors.Is(cause, ErrMalformedHeader):
 		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
-		l.stats.badInput.Add(1)
+		return cause, &l.stats.badInput, nil
 	case cause == errListenerClosed, l.closing.Load():
 		// Whatever the read saw, Close (or Shutdown, or Close during
 		// Shutdown) made it.
-		return errListenerClosed
+		return errListenerClosed, nil, nil
 	case c.closed.Load():
-		return errClosed // conn.Close, from a callback or elsewhere
+		return errClosed, nil, nil // conn.Close, from a callback or elsewhere
 	case errors.Is(cause, ErrTLSHandshake):
 		c.log.Warn("buffstreams: closing connection", "err", cause)
-		l.stats.tlsErrors.Add(1)
+		return cause, &l.stats.tlsErrors, nil
 	case errors.Is(cause, io.EOF):
 		c.log.Debug("buffstreams: peer closed the connection")
-		return nil
+		return nil, nil, nil
 	case errors.Is(cause, io.ErrUnexpectedEOF):
 		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
-		l.stats.badInput.Add(1)
+		return cause, &l.stats.badInput, nil
 	case errors.Is(cause, os.ErrDeadlineExceeded):
 		c.log.Warn("buffstreams: closing connection after a read timeout", "err", cause)
-		l.stats.timeouts.Add(1)
-	default:
-		c.log.Warn("buffstreams: connection failed", "err", cause)
+		return cause, &l.stats.timeouts, nil
 	}
-	return cause
+	c.log.Warn("buffstreams: connection failed", "err", cause)
+	return cause, nil, nil
 }
 
 // callOnEnd calls OnConnEnd, recovering a panic in it.
@@ -621,18 +627,22 @@ func (l *TCPListener) Conns() int {
 // Stats returns a snapshot of the listener's counters. It does not block the
 // read loops: they publish their counts once per read system call.
 func (l *TCPListener) Stats() ListenerStats {
-	return ListenerStats{
-		Accepted:       l.stats.accepted.Load(),
-		Active:         l.stats.active.Load(),
-		Messages:       l.stats.messages.Load(),
-		Bytes:          l.stats.bytes.Load(),
-		CallbackErrors: l.stats.callbackErrors.Load(),
-		Panics:         l.stats.panics.Load(),
-		BadInput:       l.stats.badInput.Load(),
-		WrongProtocol:  l.stats.wrongProtocol.Load(),
-		AcceptErrors:   l.stats.acceptErrors.Load(),
-		Refused:        l.stats.refused.Load(),
-		Timeouts:       l.stats.timeouts.Load(),
-		TLSErrors:      l.stats.tlsErrors.Load(),
+	// The causes of ends first, then Active, then Accepted: each is added
+	// before the next is loaded (see end and track), so a snapshot never
+	// shows an ended connection as active, nor more active than accepted.
+	st := ListenerStats{
+		Panics:        l.stats.panics.Load(),
+		BadInput:      l.stats.badInput.Load(),
+		WrongProtocol: l.stats.wrongProtocol.Load(),
+		Refused:       l.stats.refused.Load(),
+		Timeouts:      l.stats.timeouts.Load(),
+		TLSErrors:     l.stats.tlsErrors.Load(),
 	}
+	st.Active = l.stats.active.Load()
+	st.Accepted = l.stats.accepted.Load()
+	st.Messages = l.stats.messages.Load()
+	st.Bytes = l.stats.bytes.Load()
+	st.CallbackErrors = l.stats.callbackErrors.Load()
+	st.AcceptErrors = l.stats.acceptErrors.Load()
+	return st
 }
