@@ -276,7 +276,7 @@ func (l *TCPListener) track(nc net.Conn) {
 	case l.closed:
 		refused = errListenerClosed
 	case l.opts.maxConns > 0 && len(l.conns) >= l.opts.maxConns:
-		refused = fmt.Errorf("%w: %d are open, the most MaxConns allows", ErrTooManyConnections, l.opts.maxConns)
+		refused = fmt.Errorf("%w: MaxConns (%d) connections are open", ErrTooManyConnections, l.opts.maxConns)
 	}
 	if refused != nil {
 		l.mu.Unlock()

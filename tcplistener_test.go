@@ -680,6 +680,9 @@ func TestOnConnEnd(t *testing.T) {
 			rec.wait(t, tc.run(t, l))
 			l.Close() // waits for every call of OnConnEnd
 			rec.check(t, tc.want...)
+			for _, err := range rec.errs() {
+				t.Logf("OnConnEnd: %v", err)
+			}
 			if errs := rec.errs(); tc.also != nil && len(errs) > 0 {
 				tc.also(t, errs[0])
 			}
