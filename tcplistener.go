@@ -455,7 +455,7 @@ func (l *TCPListener) count(c *TCPConn, msgs, nbytes uint64) {
 // has returned and its line has been logged. cause is what stopped the read
 // loop, or the reason the connection was refused at accept time.
 func (l *TCPListener) end(c *TCPConn, cause error, tracked bool) {
-	err, n1, n2 := l.settle(c, cause)
+	n1, n2, err := l.settle(c, cause)
 	c.Close()
 	if l.onEnd != nil {
 		l.callOnEnd(c, err)
@@ -473,43 +473,43 @@ func (l *TCPListener) end(c *TCPConn, cause error, tracked bool) {
 	}
 }
 
-// settle logs cause and returns the error OnConnEnd reports for it, and
-// the counters, if any, that count it.
-func (l *TCPListener) settle(c *TCPConn, cause error) (err error, n1, n2 *atomic.Uint64) {
+// settle logs cause and returns the counters, if any, that count it, and
+// the error OnConnEnd reports for it.
+func (l *TCPListener) settle(c *TCPConn, cause error) (n1, n2 *atomic.Uint64, err error) {
 	switch {
 	case errors.Is(cause, ErrCallbackPanic):
 		// Logged, with the stack, where it was recovered.
-		return cause, &l.stats.panics, nil
+		return &l.stats.panics, nil, cause
 	case errors.Is(cause, ErrTooManyConnections):
 		c.log.Warn("buffstreams: refusing connection", "err", cause)
-		return cause, &l.stats.refused, nil
+		return &l.stats.refused, nil, cause
 	case errors.Is(cause, ErrWrongProtocol):
 		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
-		return cause, &l.stats.badInput, &l.stats.wrongProtocol
+		return &l.stats.badInput, &l.stats.wrongProtocol, cause
 	case errors.Is(cause, ErrMessageTooLarge), errors.Is(cause, ErrMalformedHeader):
 		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
-		return cause, &l.stats.badInput, nil
+		return &l.stats.badInput, nil, cause
 	case cause == errListenerClosed, l.closing.Load():
 		// Whatever the read saw, Close (or Shutdown, or Close during
 		// Shutdown) made it.
-		return errListenerClosed, nil, nil
+		return nil, nil, errListenerClosed
 	case c.closed.Load():
-		return errClosed, nil, nil // conn.Close, from a callback or elsewhere
+		return nil, nil, errClosed // conn.Close, from a callback or elsewhere
 	case errors.Is(cause, ErrTLSHandshake):
 		c.log.Warn("buffstreams: closing connection", "err", cause)
-		return cause, &l.stats.tlsErrors, nil
+		return &l.stats.tlsErrors, nil, cause
 	case errors.Is(cause, io.EOF):
 		c.log.Debug("buffstreams: peer closed the connection")
 		return nil, nil, nil
 	case errors.Is(cause, io.ErrUnexpectedEOF):
 		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
-		return cause, &l.stats.badInput, nil
+		return &l.stats.badInput, nil, cause
 	case errors.Is(cause, os.ErrDeadlineExceeded):
 		c.log.Warn("buffstreams: closing connection after a read timeout", "err", cause)
-		return cause, &l.stats.timeouts, nil
+		return &l.stats.timeouts, nil, cause
 	}
 	c.log.Warn("buffstreams: connection failed", "err", cause)
-	return cause, nil, nil
+	return nil, nil, cause
 }
 
 // callOnEnd calls OnConnEnd, recovering a panic in it.
