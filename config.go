@@ -113,6 +113,37 @@ type TCPListenerConfig struct {
 	// Network is the network to listen on: "tcp" (the default), "tcp4",
 	// "tcp6" or "unix" (then Address is a socket path).
 	Network string
+
+	// OnConnEnd, if set, is called exactly once for every connection the
+	// listener accepts, when it ends, with the reason; even a connection
+	// refused at once (MaxConns) or one whose TLS handshake fails is
+	// reported. Test err with errors.Is:
+	//
+	//   - nil: the peer closed the connection between messages;
+	//   - ErrMessageTooLarge, ErrMalformedHeader, or io.ErrUnexpectedEOF
+	//     (the peer closed inside a frame): bad input;
+	//   - ErrWrongProtocol: bad input that shows the peer speaks TLS,
+	//     HTTP, SSH or another framing (the error also wraps the failure
+	//     it explains);
+	//   - ErrCallbackPanic: the callback panicked;
+	//   - ErrTooManyConnections: MaxConns connections were open;
+	//   - ErrTLSHandshake: the TLS handshake failed or timed out (the
+	//     crypto/tls error is wrapped too);
+	//   - os.ErrDeadlineExceeded: ReadTimeout or IdleTimeout passed (the
+	//     error is a net.Error whose Timeout method returns true);
+	//   - net.ErrClosed: Close or Shutdown closed it, or conn.Close was
+	//     called;
+	//   - anything else: the read failed, as a reset by the peer does.
+	//
+	// It runs on the connection's own goroutine (on the accepting one for
+	// a refused connection, which it must not hold up) after the read loop
+	// has stopped and conn has been closed, before the connection leaves
+	// Conns and ListenerStats.Active: when Close or Shutdown returns, every
+	// call has returned. conn's Stats remain readable, and so does its
+	// RemoteAddr unless a failed write had dropped the socket; writes
+	// fail. A panic in it is recovered and logged. Nil means
+	// connection ends are only counted in ListenerStats and logged.
+	OnConnEnd func(conn *TCPConn, err error)
 }
 
 // TCPConnConfig configures a TCPConn. The zero value of every field selects

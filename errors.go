@@ -34,7 +34,8 @@ var (
 	ErrAlreadyListening = errors.New("buffstreams: listener is already accepting")
 
 	// ErrCallbackPanic is the cause of closing a connection whose callback
-	// panicked. The panic value and stack are logged.
+	// panicked, passed to OnConnEnd with the panic value in its text. The
+	// panic value and stack are logged.
 	ErrCallbackPanic = errors.New("buffstreams: callback panicked")
 
 	// ErrWriteTimeout is returned (wrapped together with
@@ -54,13 +55,25 @@ var (
 	ErrReconnectFailed = errors.New("buffstreams: reconnect failed")
 
 	// ErrTooManyConnections is the reason a listener closes a connection
-	// accepted beyond its MaxConns. It is counted in ListenerStats.Refused.
+	// accepted beyond its MaxConns, passed to OnConnEnd. It is counted in
+	// ListenerStats.Refused.
 	ErrTooManyConnections = errors.New("buffstreams: too many connections")
 
 	// ErrWrongProtocol is the cause of closing a connection whose first
 	// bytes show that the peer speaks another protocol, such as TLS or
-	// HTTP, or another framing. The error text names what was recognised.
+	// HTTP, or another framing, passed to OnConnEnd. The error text names
+	// what was recognised, and the error also wraps the failure it explains
+	// (ErrMessageTooLarge, ErrMalformedHeader, io.ErrUnexpectedEOF or a
+	// timeout).
 	ErrWrongProtocol = errors.New("buffstreams: peer speaks another protocol")
+
+	// ErrTLSHandshake is the cause of closing an accepted connection whose
+	// TLS handshake failed or did not finish within HandshakeTimeout,
+	// passed to OnConnEnd. The error also wraps the crypto/tls error (or
+	// context.DeadlineExceeded), so errors.As finds, for example, a
+	// tls.AlertError or a tls.RecordHeaderError. It is counted in
+	// ListenerStats.TLSErrors.
+	ErrTLSHandshake = errors.New("buffstreams: TLS handshake failed")
 
 	// ErrDelimiterInPayload is returned by Write when a delimited framing cannot
 	// carry the payload, because the delimiter occurs in it or would be read

@@ -640,3 +640,78 @@ func ExampleTCPConnConfig_onWriteError() {
 	// not sent: 5000 bytes: true
 	// written 2 failed 1
 }
+
+// OnConnEnd reports why each connection ended, once per connection, so a
+// server can count the causes. Close waits for every call.
+func ExampleTCPListenerConfig_onConnEnd() {
+	var mu sync.Mutex
+	causes := make(map[string]int)
+	ended := make(chan struct{}, 3)
+	received := make(chan struct{}, 2)
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{
+		Address:  "127.0.0.1:0",
+		Callback: func([]byte) error { received <- struct{}{}; return nil },
+		OnConnEnd: func(conn *bs.TCPConn, err error) {
+			cause := "other"
+			switch {
+			case err == nil:
+				cause = "peer hung up"
+			case errors.Is(err, bs.ErrMessageTooLarge), errors.Is(err, bs.ErrMalformedHeader), errors.Is(err, io.ErrUnexpectedEOF):
+				cause = "bad input"
+			case errors.Is(err, net.ErrClosed):
+				cause = "closed by us"
+			}
+			mu.Lock()
+			causes[cause]++
+			mu.Unlock()
+			ended <- struct{}{}
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := l.StartListeningAsync(); err != nil {
+		log.Fatal(err)
+	}
+	addr := l.Addr().String()
+
+	// A client that sends a message and hangs up.
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := c.Write([]byte("hello")); err != nil {
+		log.Fatal(err)
+	}
+	c.Close()
+	<-received
+	<-ended
+
+	// A peer whose header declares 5000 bytes, above MaxMessageSize.
+	bad, err := net.Dial("tcp", addr)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer bad.Close()
+	if _, err := bad.Write([]byte{0x90, 0x4e, 0x00}); err != nil {
+		log.Fatal(err)
+	}
+	<-ended
+
+	// A client still connected when the listener closes.
+	idle, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer idle.Close()
+	if _, err := idle.Write([]byte("still here")); err != nil {
+		log.Fatal(err)
+	}
+	<-received
+	l.Close() // returns after OnConnEnd has run for it
+
+	mu.Lock()
+	fmt.Println(causes)
+	mu.Unlock()
+	// Output: map[bad input:1 closed by us:1 peer hung up:1]
+}

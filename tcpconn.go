@@ -9,6 +9,7 @@ import (
 	"iter"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -216,6 +217,9 @@ func (c *TCPConn) dial(ctx context.Context) (net.Conn, error) {
 		nc, err = d.DialContext(ctx, o.network, o.addr)
 	}
 	if err != nil {
+		if strings.Contains(err.Error(), o.addr) { // net's errors name it
+			return nil, fmt.Errorf("buffstreams: %w", err)
+		}
 		return nil, fmt.Errorf("buffstreams: dial %s: %w", o.addr, err)
 	}
 	if o.tls != nil {

@@ -38,19 +38,19 @@ const drainPause = 50 * time.Millisecond
 // All methods are safe for concurrent use. The callback must not call Close:
 // Close waits for callbacks to return.
 type TCPListener struct {
-	wire     wire
-	log      *slog.Logger
-	logging  bool
-	callback ConnCallback   // nil if plain is set
-	plain    ListenCallback // the Callback, called directly when ConnCallback is nil
-	ln       net.Listener
-	opts     listenerOptions
-	connOpts *connOptions  // settings of accepted connections
-	done     chan struct{} // closed by Close
-	closing  atomic.Bool   // set by Close; read loops check it between messages
-	draining atomic.Bool   // set by Shutdown; read loops stop at the first pause
-	stats    listenerCounters
-	wg       sync.WaitGroup // the accept loop and every read loop
+	wire         wire
+	log          *slog.Logger
+	connCallback ConnCallback   // the ConnCallback; nil if callback is used
+	callback     ListenCallback // the Callback, called when connCallback is nil
+	onEnd        func(*TCPConn, error)
+	ln           net.Listener
+	opts         listenerOptions
+	connOpts     *connOptions  // settings of accepted connections
+	done         chan struct{} // closed by Close
+	closing      atomic.Bool   // set by Close; read loops check it between messages
+	draining     atomic.Bool   // set by Shutdown; read loops stop at the first pause
+	stats        listenerCounters
+	wg           sync.WaitGroup // the accept loop and every read loop
 
 	backoffMin, backoffMax time.Duration // Accept back-off bounds
 
@@ -77,7 +77,9 @@ type listenerCounters struct {
 	active                           atomic.Int64
 }
 
-// ListenerStats is a snapshot of a listener's counters.
+// ListenerStats is a snapshot of a listener's counters. A connection's end
+// is counted (in Panics, BadInput, Refused, Timeouts or TLSErrors) after it
+// has left Active and its OnConnEnd call has returned.
 type ListenerStats struct {
 	Accepted       uint64 // connections accepted
 	Active         int64  // connections open now
@@ -153,12 +155,12 @@ func newListener(ln net.Listener, cfg TCPListenerConfig) (*TCPListener, error) {
 		return nil, err
 	}
 	return &TCPListener{
-		wire:     w,
-		log:      newLogger(cfg.EnableLogging, cfg.Logger),
-		logging:  cfg.EnableLogging || cfg.Logger != nil,
-		callback: cfg.ConnCallback,
-		plain:    cfg.Callback,
-		ln:       ln,
+		wire:         w,
+		log:          newLogger(cfg.EnableLogging, cfg.Logger),
+		connCallback: cfg.ConnCallback,
+		callback:     cfg.Callback,
+		onEnd:        cfg.OnConnEnd,
+		ln:           ln,
 		opts: listenerOptions{
 			tls:              cfg.TLSConfig,
 			handshakeTimeout: orDefault(cfg.HandshakeTimeout, defaultHandshakeTimeout),
@@ -261,24 +263,24 @@ func isTemporary(err error) bool {
 	return errors.As(err, &te) && te.Temporary()
 }
 
-// track registers an accepted connection and starts its read loop, or closes
-// it if the listener was closed meanwhile or MaxConns are open.
+// track registers an accepted connection and starts its read loop, or ends
+// it at once if the listener was closed meanwhile or MaxConns are open.
 func (l *TCPListener) track(nc net.Conn) {
 	log := l.log
-	if ra := nc.RemoteAddr(); l.logging && ra != nil {
+	if ra := nc.RemoteAddr(); ra != nil && log.Enabled(context.Background(), slog.LevelError) {
 		log = log.With("remote", ra.String())
 	}
+	var refused error
 	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
-		nc.Close()
-		return
+	switch {
+	case l.closed:
+		refused = errListenerClosed
+	case l.opts.maxConns > 0 && len(l.conns) >= l.opts.maxConns:
+		refused = fmt.Errorf("%w: MaxConns (%d) connections are open", ErrTooManyConnections, l.opts.maxConns)
 	}
-	if m := l.opts.maxConns; m > 0 && len(l.conns) >= m {
+	if refused != nil {
 		l.mu.Unlock()
-		nc.Close()
-		log.Warn("buffstreams: refusing connection", "err", ErrTooManyConnections, "max", m)
-		l.stats.refused.Add(1) // after the log, so that a count seen is a line written
+		l.end(newAcceptedConn(nc, l.wire, log, l.connOpts), refused, false)
 		return
 	}
 	if l.opts.tls != nil {
@@ -297,39 +299,41 @@ func (l *TCPListener) track(nc net.Conn) {
 // buffer to the callback, then reads again, until the connection fails or
 // the listener closes. nc is the connection c was made with: serve uses it
 // rather than c.nc, which a failed write (a reply, or Broadcast) sets to nil
-// under c.mu at any time.
+// under c.mu at any time. Every way out sets cause, which end then reports.
 func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 	var msgs, nbytes uint64
-	delivered := false // a frame was read: the peer speaks our framing
+	var cause error
 	defer func() {
 		if v := recover(); v != nil {
-			l.stats.panics.Add(1)
 			c.log.Error("buffstreams: callback panicked; closing the connection",
 				"err", ErrCallbackPanic, "panic", v, "stack", string(debug.Stack()))
+			cause = fmt.Errorf("%w: %v", ErrCallbackPanic, v)
 		}
 		l.count(c, msgs, nbytes)
-		l.untrack(c)
+		l.end(c, cause, true)
 		l.wg.Done()
 	}()
-	if !l.handshake(c, nc) {
+	if cause = l.handshake(nc); cause != nil {
 		return
 	}
-	rd, cb, plain := &c.rd, l.callback, l.plain
+	rd, connCallback, callback := &c.rd, l.connCallback, l.callback
 	timed := l.opts.readTimeout > 0 || l.opts.idleTimeout > 0
+	delivered := false         // a frame was read: the peer speaks our framing
 	var partialSince time.Time // when the frame in progress began to arrive
 	for {
 		p, ok, err := rd.frame()
 		if ok {
 			if l.closing.Load() {
+				cause = errListenerClosed
 				return
 			}
 			delivered = true
 			partialSince = time.Time{} // the next frame's ReadTimeout starts afresh
 			var err error
-			if cb != nil {
-				err = cb(c, p)
+			if connCallback != nil {
+				err = connCallback(c, p)
 			} else {
-				err = plain(p)
+				err = callback(p)
 			}
 			if err != nil {
 				l.stats.callbackErrors.Add(1)
@@ -342,56 +346,68 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 		l.count(c, msgs, nbytes)
 		msgs, nbytes = 0, 0
 		if err != nil {
-			l.ended(c, l.sniffFirst(rd, delivered, err))
+			cause = l.sniffFirst(rd, delivered, err)
 			return
 		}
+		partial := rd.buffered() > 0
 		switch {
 		case l.draining.Load():
 			nc.SetReadDeadline(time.Now().Add(drainPause))
 		case timed:
-			partialSince = l.setReadDeadline(nc, rd.buffered() > 0, partialSince)
+			partialSince = l.setReadDeadline(nc, partial, partialSince)
 		}
 		if err := rd.fill(); err != nil {
-			if l.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
-				return
+			switch {
+			case l.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded):
+				cause = errListenerClosed // the peer paused during Shutdown
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				cause = l.sniffFirst(rd, delivered, l.timedOut(partial, err))
+			default:
+				cause = l.sniffFirst(rd, delivered, err) // a first frame cut short
 			}
-			l.ended(c, l.sniffFirst(rd, delivered, err)) // a first frame cut short or timed out
 			return
 		}
 	}
 }
 
-// sniffFirst returns err naming the protocol the peer speaks, and counts it
-// in WrongProtocol, when the connection fails before its first frame and the
-// bytes received so far show what the peer speaks instead.
+// errListenerClosed is the cause of the end of connections closed by the
+// listener's Close or Shutdown.
+var errListenerClosed = fmt.Errorf("buffstreams: listener closed: %w", net.ErrClosed)
+
+// timedOut names the timeout that a read's deadline error enforced: the
+// frame in progress (partial) took longer than ReadTimeout, or no frame
+// began within IdleTimeout. The error still wraps os.ErrDeadlineExceeded
+// and is a net.Error whose Timeout is true.
+func (l *TCPListener) timedOut(partial bool, err error) error {
+	if partial {
+		return fmt.Errorf("buffstreams: frame not complete within ReadTimeout (%v): %w", l.opts.readTimeout, err)
+	}
+	return fmt.Errorf("buffstreams: no frame within IdleTimeout (%v): %w", l.opts.idleTimeout, err)
+}
+
+// sniffFirst returns err naming the protocol the peer speaks when the
+// connection fails before its first frame and the bytes received so far
+// show what the peer speaks instead.
 func (l *TCPListener) sniffFirst(rd *frameReader, delivered bool, err error) error {
 	if delivered || rd.r != 0 || rd.w == 0 {
 		return err
 	}
-	if e := sniff(rd.buf[:rd.w], l.wire, err); e != err {
-		l.stats.wrongProtocol.Add(1)
-		return e
-	}
-	return err
+	return sniff(rd.buf[:rd.w], l.wire, err)
 }
 
 // handshake completes the TLS handshake of a connection, if the listener
-// serves TLS, and reports whether the connection may be read.
-func (l *TCPListener) handshake(c *TCPConn, nc net.Conn) bool {
+// serves TLS, and returns why it failed, wrapping ErrTLSHandshake.
+func (l *TCPListener) handshake(nc net.Conn) error {
 	tc, ok := nc.(*tls.Conn)
 	if !ok {
-		return true
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.handshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
-		if !l.closing.Load() {
-			l.stats.tlsErrors.Add(1)
-			c.log.Warn("buffstreams: TLS handshake failed", "err", err)
-		}
-		return false
+		return fmt.Errorf("%w: %w", ErrTLSHandshake, err)
 	}
-	return true
+	return nil
 }
 
 // setReadDeadline sets the deadline of the next read from ReadTimeout, when
@@ -432,30 +448,78 @@ func (l *TCPListener) count(c *TCPConn, msgs, nbytes uint64) {
 	c.stats.msgsIn.Add(msgs)
 }
 
-// ended records why a read loop stopped.
-func (l *TCPListener) ended(c *TCPConn, err error) {
-	switch {
-	case l.closing.Load() || c.closed.Load():
-	case errors.Is(err, io.EOF):
-		c.log.Debug("buffstreams: peer closed the connection")
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		l.stats.timeouts.Add(1)
-		c.log.Warn("buffstreams: closing connection after a read timeout", "err", err)
-	case errors.Is(err, ErrMessageTooLarge), errors.Is(err, ErrMalformedHeader), errors.Is(err, io.ErrUnexpectedEOF):
-		l.stats.badInput.Add(1)
-		c.log.Warn("buffstreams: closing connection after bad input", "err", err)
-	default:
-		c.log.Warn("buffstreams: connection failed", "err", err)
+// end is the one place where a connection's end is recorded: it settles
+// the cause and logs it, closes the connection, calls OnConnEnd, forgets
+// the connection if it was tracked, and then counts the cause, so that a
+// count seen in Stats means that the connection has left Active, its hook
+// has returned and its line has been logged. cause is what stopped the read
+// loop, or the reason the connection was refused at accept time.
+func (l *TCPListener) end(c *TCPConn, cause error, tracked bool) {
+	n1, n2, err := l.settle(c, cause)
+	c.Close()
+	if l.onEnd != nil {
+		l.callOnEnd(c, err)
+	}
+	if tracked {
+		l.mu.Lock()
+		delete(l.conns, c)
+		l.mu.Unlock()
+		l.stats.active.Add(-1)
+	}
+	for _, n := range [...]*atomic.Uint64{n1, n2} {
+		if n != nil {
+			n.Add(1)
+		}
 	}
 }
 
-// untrack closes a connection whose read loop has ended and forgets it.
-func (l *TCPListener) untrack(c *TCPConn) {
-	c.Close()
-	l.mu.Lock()
-	delete(l.conns, c)
-	l.mu.Unlock()
-	l.stats.active.Add(-1)
+// settle logs cause and returns the counters, if any, that count it, and
+// the error OnConnEnd reports for it.
+func (l *TCPListener) settle(c *TCPConn, cause error) (n1, n2 *atomic.Uint64, err error) {
+	switch {
+	case errors.Is(cause, ErrCallbackPanic):
+		// Logged, with the stack, where it was recovered.
+		return &l.stats.panics, nil, cause
+	case errors.Is(cause, ErrTooManyConnections):
+		c.log.Warn("buffstreams: refusing connection", "err", cause)
+		return &l.stats.refused, nil, cause
+	case errors.Is(cause, ErrWrongProtocol):
+		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
+		return &l.stats.badInput, &l.stats.wrongProtocol, cause
+	case errors.Is(cause, ErrMessageTooLarge), errors.Is(cause, ErrMalformedHeader):
+		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
+		return &l.stats.badInput, nil, cause
+	case cause == errListenerClosed, l.closing.Load():
+		// Whatever the read saw, Close (or Shutdown, or Close during
+		// Shutdown) made it.
+		return nil, nil, errListenerClosed
+	case c.closed.Load():
+		return nil, nil, errClosed // conn.Close, from a callback or elsewhere
+	case errors.Is(cause, ErrTLSHandshake):
+		c.log.Warn("buffstreams: closing connection", "err", cause)
+		return &l.stats.tlsErrors, nil, cause
+	case errors.Is(cause, io.EOF):
+		c.log.Debug("buffstreams: peer closed the connection")
+		return nil, nil, nil
+	case errors.Is(cause, io.ErrUnexpectedEOF):
+		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
+		return &l.stats.badInput, nil, cause
+	case errors.Is(cause, os.ErrDeadlineExceeded):
+		c.log.Warn("buffstreams: closing connection after a read timeout", "err", cause)
+		return &l.stats.timeouts, nil, cause
+	}
+	c.log.Warn("buffstreams: connection failed", "err", cause)
+	return nil, nil, cause
+}
+
+// callOnEnd calls OnConnEnd, recovering a panic in it.
+func (l *TCPListener) callOnEnd(c *TCPConn, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			c.log.Error("buffstreams: OnConnEnd panicked", "panic", v, "stack", string(debug.Stack()))
+		}
+	}()
+	l.onEnd(c, err)
 }
 
 // Close stops accepting, closes every accepted connection and waits for
@@ -563,18 +627,22 @@ func (l *TCPListener) Conns() int {
 // Stats returns a snapshot of the listener's counters. It does not block the
 // read loops: they publish their counts once per read system call.
 func (l *TCPListener) Stats() ListenerStats {
-	return ListenerStats{
-		Accepted:       l.stats.accepted.Load(),
-		Active:         l.stats.active.Load(),
-		Messages:       l.stats.messages.Load(),
-		Bytes:          l.stats.bytes.Load(),
-		CallbackErrors: l.stats.callbackErrors.Load(),
-		Panics:         l.stats.panics.Load(),
-		BadInput:       l.stats.badInput.Load(),
-		WrongProtocol:  l.stats.wrongProtocol.Load(),
-		AcceptErrors:   l.stats.acceptErrors.Load(),
-		Refused:        l.stats.refused.Load(),
-		Timeouts:       l.stats.timeouts.Load(),
-		TLSErrors:      l.stats.tlsErrors.Load(),
+	// The causes of ends first, then Active, then Accepted: each is added
+	// before the next is loaded (see end and track), so a snapshot never
+	// shows an ended connection as active, nor more active than accepted.
+	st := ListenerStats{
+		Panics:        l.stats.panics.Load(),
+		BadInput:      l.stats.badInput.Load(),
+		WrongProtocol: l.stats.wrongProtocol.Load(),
+		Refused:       l.stats.refused.Load(),
+		Timeouts:      l.stats.timeouts.Load(),
+		TLSErrors:     l.stats.tlsErrors.Load(),
 	}
+	st.Active = l.stats.active.Load()
+	st.Accepted = l.stats.accepted.Load()
+	st.Messages = l.stats.messages.Load()
+	st.Bytes = l.stats.bytes.Load()
+	st.CallbackErrors = l.stats.callbackErrors.Load()
+	st.AcceptErrors = l.stats.acceptErrors.Load()
+	return st
 }

@@ -2,11 +2,15 @@ package buffstreams_test
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -489,4 +493,224 @@ func TestCloseDuringShutdown(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Shutdown did not return after Close")
 	}
+}
+
+// endRecorder is an OnConnEnd hook that records every call.
+type endRecorder struct {
+	mu    sync.Mutex
+	ends  []error
+	conns map[*bs.TCPConn]int // calls per connection
+}
+
+func newEndRecorder() *endRecorder { return &endRecorder{conns: make(map[*bs.TCPConn]int)} }
+
+func (r *endRecorder) hook(conn *bs.TCPConn, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ends = append(r.ends, err)
+	r.conns[conn]++
+}
+
+func (r *endRecorder) errs() []error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]error(nil), r.ends...)
+}
+
+// wait waits until the hook has been called n times.
+func (r *endRecorder) wait(t testing.TB, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d calls of OnConnEnd", n), func() bool { return len(r.errs()) >= n })
+}
+
+// check fails t unless the hook was called once per connection, with one
+// error matching each of want (nil for a clean end), in any order.
+func (r *endRecorder) check(t testing.TB, want ...error) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for conn, n := range r.conns {
+		if conn == nil || n != 1 {
+			t.Errorf("OnConnEnd called %d times for connection %p", n, conn)
+		}
+	}
+	if len(r.ends) != len(want) {
+		t.Fatalf("OnConnEnd called with %v, want %d calls matching %v", r.ends, len(want), want)
+	}
+	used := make([]bool, len(r.ends))
+next:
+	for _, w := range want {
+		for i, err := range r.ends {
+			if !used[i] && (w == nil && err == nil || w != nil && errors.Is(err, w)) {
+				used[i] = true
+				continue next
+			}
+		}
+		t.Errorf("OnConnEnd got %v: none matches %v", r.ends, w)
+	}
+}
+
+// TestOnConnEnd ends connections in every way and checks that OnConnEnd is
+// called exactly once for each accepted connection, with an error that
+// matches the cause's sentinel.
+func TestOnConnEnd(t *testing.T) {
+	nothing := func([]byte) error { return nil }
+	// rawSend opens a plain connection and sends b.
+	rawSend := func(t *testing.T, l *bs.TCPListener, b []byte) net.Conn {
+		nc := rawDial(t, l.Addr())
+		if _, err := nc.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		return nc
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  bs.TCPListenerConfig
+		// run makes the connections end, or leaves them for Close; it
+		// returns how many ends to wait for before Close.
+		run  func(t *testing.T, l *bs.TCPListener) int
+		want []error
+		also func(t *testing.T, err error) // further checks of the first end
+	}{
+		{"clean EOF", bs.TCPListenerConfig{}, func(t *testing.T, l *bs.TCPListener) int {
+			c := dial(t, l, bs.TCPConnConfig{})
+			if _, err := c.Write([]byte("bye")); err != nil {
+				t.Fatal(err)
+			}
+			c.Close()
+			return 1
+		}, []error{nil}, nil},
+		{"message too large", bs.TCPListenerConfig{Framing: bs.Fixed4}, func(t *testing.T, l *bs.TCPListener) int {
+			rawSend(t, l, []byte{0x7f, 0xff, 0xff, 0xff})
+			return 1
+		}, []error{bs.ErrMessageTooLarge}, nil},
+		{"malformed header", bs.TCPListenerConfig{Framing: bs.Fixed4Inclusive}, func(t *testing.T, l *bs.TCPListener) int {
+			rawSend(t, l, []byte{0, 0, 0, 2})
+			return 1
+		}, []error{bs.ErrMalformedHeader}, nil},
+		{"frame cut short", bs.TCPListenerConfig{Framing: bs.Fixed4}, func(t *testing.T, l *bs.TCPListener) int {
+			rawSend(t, l, []byte{0, 0, 0, 10, 1, 2, 3}).(*net.TCPConn).CloseWrite()
+			return 1
+		}, []error{io.ErrUnexpectedEOF}, nil},
+		{"wrong protocol", bs.TCPListenerConfig{}, func(t *testing.T, l *bs.TCPListener) int {
+			rawSend(t, l, []byte("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+			return 1
+		}, []error{bs.ErrWrongProtocol}, func(t *testing.T, err error) {
+			// "GET" read as a zig-zag varint is negative.
+			if !errors.Is(err, bs.ErrMalformedHeader) {
+				t.Errorf("%v: want it to wrap the failure it explains, ErrMalformedHeader", err)
+			}
+		}},
+		{"callback panic", bs.TCPListenerConfig{Callback: func([]byte) error { panic("boom") }}, func(t *testing.T, l *bs.TCPListener) int {
+			if _, err := dial(t, l, bs.TCPConnConfig{}).Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			return 1
+		}, []error{bs.ErrCallbackPanic}, nil},
+		{"too many connections", bs.TCPListenerConfig{MaxConns: 1}, func(t *testing.T, l *bs.TCPListener) int {
+			dial(t, l, bs.TCPConnConfig{})
+			eventually(t, "the first connection served", func() bool { return l.Conns() == 1 })
+			rawDial(t, l.Addr())
+			return 1
+		}, []error{bs.ErrTooManyConnections, net.ErrClosed}, nil},
+		{"read timeout", bs.TCPListenerConfig{Framing: bs.Fixed4, ReadTimeout: 50 * time.Millisecond}, func(t *testing.T, l *bs.TCPListener) int {
+			rawSend(t, l, []byte{0, 0, 0, 10, 1})
+			return 1
+		}, []error{os.ErrDeadlineExceeded}, nil},
+		{"idle timeout", bs.TCPListenerConfig{IdleTimeout: 50 * time.Millisecond}, func(t *testing.T, l *bs.TCPListener) int {
+			rawDial(t, l.Addr())
+			return 1
+		}, []error{os.ErrDeadlineExceeded}, func(t *testing.T, err error) {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				t.Errorf("%v: want a net.Error whose Timeout is true", err)
+			}
+		}},
+		{"TLS handshake: plaintext client", bs.TCPListenerConfig{TLSConfig: serverTLS(pki(t).server)}, func(t *testing.T, l *bs.TCPListener) int {
+			rawSend(t, l, []byte{0, 0x0a, 0, 'p', 'l', 'a', 'i', 'n', 't', 'e', 'x', 't'})
+			return 1
+		}, []error{bs.ErrTLSHandshake}, func(t *testing.T, err error) {
+			var rh tls.RecordHeaderError
+			if !errors.As(err, &rh) {
+				t.Errorf("%v: want a tls.RecordHeaderError wrapped", err)
+			}
+		}},
+		{"TLS handshake: timeout", bs.TCPListenerConfig{TLSConfig: serverTLS(pki(t).server), HandshakeTimeout: 50 * time.Millisecond}, func(t *testing.T, l *bs.TCPListener) int {
+			rawDial(t, l.Addr())
+			return 1
+		}, []error{bs.ErrTLSHandshake}, func(t *testing.T, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("%v: want context.DeadlineExceeded wrapped", err)
+			}
+		}},
+		{"conn.Close in the callback", bs.TCPListenerConfig{ConnCallback: func(conn *bs.TCPConn, p []byte) error { return conn.Close() }}, func(t *testing.T, l *bs.TCPListener) int {
+			if _, err := dial(t, l, bs.TCPConnConfig{}).Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			return 1
+		}, []error{net.ErrClosed}, nil},
+		{"listener Close", bs.TCPListenerConfig{}, func(t *testing.T, l *bs.TCPListener) int {
+			dial(t, l, bs.TCPConnConfig{})
+			rawDial(t, l.Addr())
+			eventually(t, "two connections served", func() bool { return l.Conns() == 2 })
+			return 0
+		}, []error{net.ErrClosed, net.ErrClosed}, nil},
+		{"listener Shutdown", bs.TCPListenerConfig{}, func(t *testing.T, l *bs.TCPListener) int {
+			if _, err := dial(t, l, bs.TCPConnConfig{}).Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, "the message delivered", func() bool { return l.Stats().Messages == 1 })
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := l.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			return 1
+		}, []error{net.ErrClosed}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leakCheck(t)
+			rec := newEndRecorder()
+			cfg := tc.cfg
+			cfg.OnConnEnd = rec.hook
+			if cfg.Callback == nil && cfg.ConnCallback == nil {
+				cfg.Callback = nothing
+			}
+			l := listen(t, cfg)
+			rec.wait(t, tc.run(t, l))
+			l.Close() // waits for every call of OnConnEnd
+			rec.check(t, tc.want...)
+			for _, err := range rec.errs() {
+				t.Logf("OnConnEnd: %v", err)
+			}
+			if errs := rec.errs(); tc.also != nil && len(errs) > 0 {
+				tc.also(t, errs[0])
+			}
+			if st := l.Stats(); st.Active != 0 || l.Conns() != 0 {
+				t.Errorf("stats %+v, %d conns after Close", st, l.Conns())
+			}
+		})
+	}
+}
+
+// TestOnConnEndPanic checks that a panic in OnConnEnd is recovered and the
+// listener keeps serving.
+func TestOnConnEndPanic(t *testing.T) {
+	leakCheck(t)
+	var calls atomic.Int32
+	s := newSink()
+	l := listen(t, bs.TCPListenerConfig{Callback: s.callback, OnConnEnd: func(*bs.TCPConn, error) {
+		calls.Add(1)
+		panic("in the hook")
+	}})
+	for i := range 2 {
+		c := dial(t, l, bs.TCPConnConfig{})
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		s.wait(t, i+1)
+		c.Close()
+		eventually(t, "the hook called", func() bool { return calls.Load() == int32(i+1) })
+	}
+	eventually(t, "no connection left", func() bool { return l.Stats().Active == 0 })
 }

@@ -358,11 +358,11 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 		replies := s.replies.Load()
 		line += fmt.Sprintf(" replies=%d rtt_p50=%v rtt_p99=%v", replies, s.rtt.quantile(0.50), s.rtt.quantile(0.99))
 		if bad := s.badReplies.Load(); bad > 0 {
-			fmt.Fprintf(os.Stderr, "client: %d replies were not the Notes sent\n", bad)
+			fmt.Fprintf(os.Stderr, "client: %s not the Notes sent\n", plural(bad, "reply was", "replies were"))
 			ok = false
 		}
 		if replies < st.MessagesWritten && !wasInterrupted {
-			fmt.Fprintf(os.Stderr, "client: %d written messages got no reply\n", st.MessagesWritten-replies)
+			fmt.Fprintf(os.Stderr, "client: %s got no reply\n", plural(st.MessagesWritten-replies, "written message", "written messages"))
 			ok = false
 		}
 	}
@@ -372,7 +372,7 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 		ok = false
 	}
 	if failed > 0 {
-		fmt.Fprintf(os.Stderr, "client: %d messages could not be written\n", failed)
+		fmt.Fprintf(os.Stderr, "client: %s could not be written\n", plural(failed, "message", "messages"))
 		ok = false
 	}
 	return ok
@@ -468,7 +468,7 @@ func (s *sender) stream(ctx context.Context, conn *buffstreams.TCPConn, i, quota
 			}
 			failures++
 			if failures == maxFailures {
-				return fmt.Errorf("giving up after %d failed writes in a row: %w", failures, err)
+				return fmt.Errorf("giving up after %s in a row: %w", plural(failures, "failed write", "failed writes"), err)
 			}
 			if !sleep(done, time.Duration(1<<failures)*time.Millisecond) {
 				return nil
@@ -657,4 +657,13 @@ func newNote(size, i int) *message.Note {
 		n.Name += "."
 	}
 	return n
+}
+
+// plural returns n followed by one if n is 1, or by many otherwise: "1
+// message", "2 messages".
+func plural[N ~int | ~int64 | ~uint64](n N, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }

@@ -50,8 +50,18 @@
 //	          limit
 //
 // Once bound, it prints "listening on ADDR" on stdout, ADDR being the bound
-// address. While running it prints a progress line on stderr every second,
-// where the library's logs go too.
+// address. While running it prints a progress line on stderr at most once a
+// second, when something changed, where the library's logs go too:
+//
+//	progress received=N rate=R/s active=A ended: eof=3 bad-input=1
+//
+// "ended" counts the connections that ended, by cause, as OnConnEnd
+// reports them (causes with no connection are left out): eof (the client
+// closed between messages), bad-input (an oversized, malformed or
+// truncated frame), wrong-protocol (the client speaks TLS, HTTP or another
+// framing), panic, refused (-max-conns), tls (a failed handshake), timeout
+// (-read-timeout or -idle-timeout), closed (by the server's shutdown) and
+// other (a failed read, such as a reset).
 //
 // It stops after -n messages, or on SIGINT or SIGTERM. Either way it calls
 // Shutdown, which stops accepting, delivers the frames each connection has
@@ -59,7 +69,9 @@
 // that keeps sending is closed when -grace runs out, so the server exits
 // within -grace of the signal (plus the time a callback in progress takes).
 // A second signal during the grace period kills it at once. At exit it
-// prints the listener's statistics on stderr and one line on stdout:
+// prints the listener's statistics and the count of every cause of a
+// connection's end on stderr ("ended: eof=3 bad-input=1 wrong-protocol=0
+// ..."), and one line on stdout:
 //
 //	received=N bytes=B errors=E conns=C elapsed=S rate=R
 //
@@ -77,7 +89,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -94,7 +108,7 @@ import (
 type options struct {
 	addr, framing   string
 	max             int
-	n               uint64
+	n               int
 	decode, verbose bool
 	echo            bool
 	tlsCert, tlsKey string
@@ -111,7 +125,7 @@ func main() {
 	flag.StringVar(&o.framing, "framing", "buffstreams", "wire format: buffstreams, uvarint, fixed1, fixed2, fixed3, fixed4, fixed8, fixed2le, fixed4le, fixed8le, fixed4incl, lines, delim (ended by -delim) or delim:DELIM")
 	delim := flag.String("delim", `\n`, "delimiter of -framing delim, with Go escapes such as \\r\\n or \\x00 (for text payloads: marshaled Notes contain \\n)")
 	flag.IntVar(&o.max, "max", buffstreams.DefaultMaxMessageSize, "MaxMessageSize in bytes")
-	flag.Uint64Var(&o.n, "n", 0, "exit after receiving this many messages (0: run until interrupted)")
+	flag.IntVar(&o.n, "n", 0, "exit after receiving this many messages (0: run until interrupted)")
 	flag.BoolVar(&o.decode, "decode", true, "unmarshal each payload into a message.Note (false: measure the transport alone)")
 	flag.BoolVar(&o.verbose, "v", false, "log each decoded Note's comment to stderr")
 	flag.BoolVar(&o.echo, "echo", false, "answer each message on its connection with the same payload")
@@ -124,27 +138,29 @@ func main() {
 	flag.IntVar(&o.maxConns, "max-conns", 0, "most connections served at once (0: no limit)")
 	flag.Parse()
 	o.framing = framingName(o.framing, *delim)
-	if err := o.check(); err != nil {
+	framing, err := o.check()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		os.Exit(2)
 	}
-	if err := run(o); err != nil {
+	if err := run(o, framing); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
 		os.Exit(1)
 	}
 }
 
-// check rejects flag combinations that cannot work.
-func (o *options) check() error {
+// check rejects flag values and combinations that cannot work, and returns
+// the framing -framing names.
+func (o *options) check() (buffstreams.Framing, error) {
 	switch {
 	case flag.NArg() > 0:
-		return fmt.Errorf("unexpected arguments %q", flag.Args())
+		return nil, fmt.Errorf("unexpected arguments %q", flag.Args())
 	case (o.tlsCert == "") != (o.tlsKey == ""):
-		return errors.New("-tls-cert and -tls-key go together")
-	case o.grace < 0, o.readTimeout < 0, o.idleTimeout < 0, o.writeTimeout < 0, o.maxConns < 0:
-		return errors.New("durations and -max-conns must not be negative")
+		return nil, errors.New("-tls-cert and -tls-key go together")
+	case o.grace < 0, o.readTimeout < 0, o.idleTimeout < 0, o.writeTimeout < 0, o.maxConns < 0, o.n < 0:
+		return nil, errors.New("durations, -n and -max-conns must not be negative")
 	}
-	return nil
+	return buffstreams.ParseFraming(o.framing, o.max)
 }
 
 // framingName returns the ParseFraming name that the -framing and -delim
@@ -163,11 +179,64 @@ type counters struct {
 	first, last               atomic.Int64 // nanoseconds since start; first is 0 until set
 }
 
-func run(o options) error {
-	framing, err := buffstreams.ParseFraming(o.framing, o.max)
-	if err != nil {
-		return err
+// causes names the causes of a connection's end that the server counts.
+var causes = [...]string{"eof", "bad-input", "wrong-protocol", "panic", "refused", "tls", "timeout", "closed", "other"}
+
+// causeOf returns the index in causes of the cause err names, as
+// OnConnEnd reports it.
+func causeOf(err error) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, buffstreams.ErrWrongProtocol):
+		return 2
+	case errors.Is(err, buffstreams.ErrMessageTooLarge), errors.Is(err, buffstreams.ErrMalformedHeader), errors.Is(err, io.ErrUnexpectedEOF):
+		return 1
+	case errors.Is(err, buffstreams.ErrCallbackPanic):
+		return 3
+	case errors.Is(err, buffstreams.ErrTooManyConnections):
+		return 4
+	case errors.Is(err, buffstreams.ErrTLSHandshake):
+		return 5
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return 6
+	case errors.Is(err, net.ErrClosed):
+		return 7
 	}
+	return 8
+}
+
+// endCounts counts connection ends by cause; OnConnEnd calls add
+// concurrently.
+type endCounts [len(causes)]atomic.Uint64
+
+func (e *endCounts) add(err error) { e[causeOf(err)].Add(1) }
+
+// snapshot returns the counts.
+func (e *endCounts) snapshot() (s [len(causes)]uint64) {
+	for i := range e {
+		s[i] = e[i].Load()
+	}
+	return s
+}
+
+// format writes counts as "eof=3 bad-input=1", leaving out the zero ones
+// unless all is set.
+func format(counts [len(causes)]uint64, all bool) string {
+	var b strings.Builder
+	for i, n := range counts {
+		if n == 0 && !all {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%d", causes[i], n)
+	}
+	return b.String()
+}
+
+func run(o options, framing buffstreams.Framing) error {
 	var tlsConfig *tls.Config
 	if o.tlsCert != "" {
 		cert, err := tls.LoadX509KeyPair(o.tlsCert, o.tlsKey)
@@ -208,12 +277,13 @@ func run(o options) error {
 		// Counted after the reply, so that when -n is reached the last
 		// reply has been written.
 		c.bytes.Add(uint64(len(p)))
-		if c.received.Add(1) == o.n {
+		if c.received.Add(1) == uint64(o.n) {
 			close(reached)
 		}
 		return err
 	}
 
+	var ends endCounts
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ln, err := buffstreams.ListenTCPContext(ctx, buffstreams.TCPListenerConfig{
@@ -228,6 +298,7 @@ func run(o options) error {
 		IdleTimeout:    o.idleTimeout,
 		WriteTimeout:   o.writeTimeout,
 		MaxConns:       o.maxConns,
+		OnConnEnd:      func(_ *buffstreams.TCPConn, err error) { ends.add(err) },
 	})
 	if err != nil {
 		return err
@@ -243,7 +314,14 @@ func run(o options) error {
 
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	var prev uint64
+	// progress is what a progress line shows; a line is printed only when
+	// it changed, so an idle server is quiet.
+	type progress struct {
+		received uint64
+		active   int64
+		ended    [len(causes)]uint64
+	}
+	var prev progress
 wait:
 	for {
 		select {
@@ -252,9 +330,16 @@ wait:
 		case <-reached:
 			break wait
 		case <-tick.C:
-			got := c.received.Load()
-			fmt.Fprintf(os.Stderr, "progress received=%d rate=%d/s active=%d\n", got, got-prev, ln.Stats().Active)
-			prev = got
+			now := progress{c.received.Load(), ln.Stats().Active, ends.snapshot()}
+			if now == prev {
+				continue
+			}
+			line := fmt.Sprintf("progress received=%d rate=%d/s active=%d", now.received, now.received-prev.received, now.active)
+			if e := format(now.ended, false); e != "" {
+				line += " ended: " + e
+			}
+			fmt.Fprintln(os.Stderr, line)
+			prev = now
 		}
 	}
 	stop() // from now on a second SIGINT or SIGTERM kills the process
@@ -262,6 +347,7 @@ wait:
 
 	st := ln.Stats()
 	fmt.Fprintf(os.Stderr, "stats %+v\n", st)
+	fmt.Fprintf(os.Stderr, "ended: %s\n", format(ends.snapshot(), true))
 	got := c.received.Load()
 	elapsed := time.Duration(c.last.Load() - c.first.Load())
 	var rate float64
