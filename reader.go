@@ -178,7 +178,7 @@ func (fr *frameReader) afterRead(n int, err error) error {
 func (fr *frameReader) eof() error {
 	switch {
 	case fr.err == io.EOF && fr.w > fr.r:
-		return fmt.Errorf("%w: connection closed inside a frame, %d bytes of it received", io.ErrUnexpectedEOF, fr.w-fr.r)
+		return fmt.Errorf("buffstreams: %w: connection closed inside a frame, %d bytes of it received", io.ErrUnexpectedEOF, fr.w-fr.r)
 	case fr.err == io.EOF:
 		return io.EOF
 	}

@@ -3,7 +3,9 @@
 package buffstreams
 
 import (
+	"errors"
 	"io"
+	"net"
 	"os"
 	"runtime"
 	"syscall"
@@ -68,7 +70,15 @@ func (r *rawReader) read(fr *frameReader) (int, error) {
 	err := r.rc.Read(r.call)
 	r.fr = nil
 	if err != nil {
-		return 0, err // a deadline, or the socket was closed
+		// A deadline, or the socket was closed. Name the operation as a
+		// plain Read would.
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "raw-read" {
+			e := *oe
+			e.Op = "read"
+			err = &e
+		}
+		return 0, err
 	}
 	return r.n, r.err
 }
