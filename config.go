@@ -183,8 +183,9 @@ type TCPConnConfig struct {
 	// FlushInterval, in batching mode, lets the flusher wait up to this
 	// long for more messages before writing a buffer that is not yet half
 	// full, trading latency for larger writes. Zero means the flusher writes
-	// as soon as it is idle, so messages wait no longer than the write
-	// system call in progress.
+	// as soon as Writes pause, so a lone message goes out at once; while
+	// they keep coming, the Write that fills the buffer writes it (under
+	// SlowConsumerBlock), and a message waits at most 50 µs.
 	FlushInterval time.Duration
 
 	// SlowConsumer says what Write does in batching mode when the write
