@@ -42,7 +42,7 @@ type rawReader struct {
 // spinLimit is the longest a reader spins before it parks, and twice the
 // longest typical wait for which it spins at all: beyond it, parking and
 // being woken costs less processor time than spinning.
-const spinLimit = 20 * time.Microsecond
+const spinLimit = 10 * time.Microsecond
 
 // maxWaitSample caps one wait's weight in rawReader.wait, so that a
 // connection that was idle for long becomes a spinning one again after
