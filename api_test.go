@@ -38,6 +38,7 @@ func apiEcho(conn *bs.TCPConn, msg []byte) error {
 // accepts, so a callback can refer to it without a race.
 func apiStart(t testing.TB, cfg bs.TCPListenerConfig, build func(*bs.TCPListener)) *bs.TCPListener {
 	t.Helper()
+	leakCheck(t)
 	if cfg.Address == "" && cfg.Network == "" {
 		cfg.Address = "127.0.0.1:0"
 	}
@@ -58,6 +59,7 @@ func apiStart(t testing.TB, cfg bs.TCPListenerConfig, build func(*bs.TCPListener
 // apiServe starts serving the connections of ln.
 func apiServe(t testing.TB, ln net.Listener, cfg bs.TCPListenerConfig) *bs.TCPListener {
 	t.Helper()
+	leakCheck(t)
 	l, err := bs.NewListener(ln, cfg)
 	if err != nil {
 		ln.Close()
@@ -73,6 +75,7 @@ func apiServe(t testing.TB, ln net.Listener, cfg bs.TCPListenerConfig) *bs.TCPLi
 // apiWrap wraps nc with NewConn and closes it at the end of the test.
 func apiWrap(t testing.TB, nc net.Conn, cfg *bs.TCPConnConfig) *bs.TCPConn {
 	t.Helper()
+	leakCheck(t)
 	c, err := bs.NewConn(nc, cfg)
 	if err != nil {
 		nc.Close()
@@ -963,7 +966,8 @@ func TestAcceptedWriteTimeout(t *testing.T) {
 			if !errors.As(err, &ne) || !ne.Timeout() {
 				t.Errorf("%v is not a net.Error with Timeout", err)
 			}
-			eventually(t, "the connection to be dropped", func() bool { return l.Conns() == 0 })
+			// Conns drops before Active: wait for both.
+			eventually(t, "the connection to be dropped", func() bool { return l.Conns() == 0 && l.Stats().Active == 0 })
 			if st := l.Stats(); st.Panics != 0 || st.Active != 0 {
 				t.Errorf("stats %+v", st)
 			}

@@ -85,7 +85,7 @@ func TestCloseInterruptsRedial(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { _, err := c.Write([]byte("y")); done <- err }() // dials again and hangs
-	time.Sleep(100 * time.Millisecond)
+	waitBlocked(t, "(*TCPConn).dial")
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close = %v", err)
 	}
@@ -119,7 +119,7 @@ func TestCloseDuringReopen(t *testing.T) {
 
 	done := make(chan error, 1)
 	go func() { done <- c.Reopen() }()
-	time.Sleep(100 * time.Millisecond)
+	waitBlocked(t, "(*TCPConn).dial")
 	if err := c.Close(); err != nil {
 		t.Fatalf("Close during Reopen = %v, want nil", err)
 	}
@@ -160,11 +160,14 @@ func TestManagerCloseDuringDial(t *testing.T) {
 	t.Cleanup(func() { m.Close() })
 	first := make(chan error, 1)
 	go func() { first <- m.Dial(&bs.TCPConnConfig{Address: b.addr}) }()
-	time.Sleep(100 * time.Millisecond)
-	m.Close()
+	waitBlocked(t, "(*TCPConn).dial")
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
 	second := make(chan error, 1)
+	before := census()
 	go func() { second <- m.Dial(&bs.TCPConnConfig{Address: b.addr}) }()
-	time.Sleep(100 * time.Millisecond)
+	waitNewBlocked(t, before, "(*TCPConn).dial")
 	b.drain(t)
 	for _, tc := range []struct {
 		name string

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -17,46 +19,173 @@ import (
 // TestMain fails the run if any goroutine of the package outlives the tests.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if code == 0 {
-		if leaked := waitNoGoroutines(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines leaked by the package:\n%s\n", leaked)
+	if left := waitCensus(nil, 10*time.Second); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "%d goroutines of the package outlived the tests:\n%s\n",
+			len(left), strings.Join(left, "\n\n"))
+		if code == 0 {
 			code = 1
 		}
 	}
 	os.Exit(code)
 }
 
-// ourGoroutines returns the stacks of goroutines running the package's
-// accept or read loops.
-func ourGoroutines() string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
+// pkgDir is the directory of the package's source files, as the runtime
+// writes it in stack traces.
+var pkgDir = func() string {
+	_, file, _, _ := runtime.Caller(0)
+	return path.Dir(filepath.ToSlash(file))
+}()
+
+// pkgPath is the package's import path, which starts the name of each of
+// its functions in a stack trace.
+const pkgPath = "github.com/buffstreams/buffstreams."
+
+// census returns the stacks of the goroutines that run, or were started by,
+// a function of the package's own (non-test) source files, keyed by their
+// header ("goroutine 42"). Goroutines run by the testing package (tests,
+// subtests, TestMain) are left out, as are functions of the internal test
+// files, which share the package's import path.
+func census() map[string]string {
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	out := make(map[string]string)
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "buffstreams.(*TCPListener).") {
-			out = append(out, g)
+		if strings.Contains(g, "\ntesting.tRunner(") || strings.Contains(g, "\nmain.main()") {
+			continue
+		}
+		if ours(g) {
+			id, _, _ := strings.Cut(g, " [")
+			out[id] = g
 		}
 	}
-	return strings.Join(out, "\n\n")
+	return out
 }
 
-func waitNoGoroutines(timeout time.Duration) string {
+// ours reports whether one goroutine's stack has a frame, or a "created by"
+// line, naming a function of the package and pointing into one of its
+// non-test source files.
+func ours(stack string) bool {
+	lines := strings.Split(stack, "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		fn := strings.TrimPrefix(lines[i], "created by ")
+		if !strings.HasPrefix(fn, pkgPath) {
+			continue
+		}
+		file, _, _ := strings.Cut(strings.TrimSpace(lines[i+1]), ":")
+		if path.Dir(file) == pkgDir && !strings.HasSuffix(file, "_test.go") {
+			return true
+		}
+	}
+	return false
+}
+
+// waitCensus waits up to timeout for every goroutine of the package not in
+// before (nil for none) to end, and returns the stacks of those left.
+func waitCensus(before map[string]string, timeout time.Duration) []string {
 	deadline := time.Now().Add(timeout)
 	for {
-		g := ourGoroutines()
-		if g == "" || time.Now().After(deadline) {
-			return g
+		var left []string
+		for id, g := range census() {
+			if _, ok := before[id]; !ok {
+				left = append(left, g)
+			}
 		}
-		time.Sleep(10 * time.Millisecond)
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-// checkNoGoroutines fails t if goroutines of the package are still running.
+// listenerGoroutines returns the stacks of the goroutines of the census that
+// are in a TCPListener method, waiting up to a second for ones that are
+// returning (past their WaitGroup's Done).
+func listenerGoroutines() string {
+	deadline := time.Now().Add(time.Second)
+	for {
+		var out []string
+		for _, g := range census() {
+			if strings.Contains(g, pkgPath+"(*TCPListener).") {
+				out = append(out, g)
+			}
+		}
+		if len(out) == 0 || time.Now().After(deadline) {
+			return strings.Join(out, "\n\n")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// checkNoGoroutines fails t unless every goroutine of the package has ended
+// within 10 s.
 func checkNoGoroutines(t testing.TB) {
 	t.Helper()
-	if g := waitNoGoroutines(5 * time.Second); g != "" {
-		t.Fatalf("goroutines still running:\n%s", g)
+	if left := waitCensus(nil, 10*time.Second); len(left) > 0 {
+		t.Fatalf("%d goroutines of the package still running; the first:\n%s", len(left), left[0])
 	}
+}
+
+// leakChecked holds the tests whose leak check is installed.
+var leakChecked sync.Map // testing.TB -> struct{}
+
+// leakCheck makes t fail if, once the test and its other cleanups are done,
+// a goroutine of the package is still running that was not running when
+// leakCheck was first called for t. Call it first in a test, so that its
+// cleanup runs last, after the listeners and connections are closed; listen
+// and dial call it too. It waits up to 10 s for goroutines to finish.
+func leakCheck(t testing.TB) {
+	t.Helper()
+	if _, dup := leakChecked.LoadOrStore(t, struct{}{}); dup {
+		return
+	}
+	before := census()
+	t.Cleanup(func() {
+		defer leakChecked.Delete(t)
+		if left := waitCensus(before, 10*time.Second); len(left) > 0 {
+			t.Errorf("%d goroutines of the package outlived the test; the first:\n%s",
+				len(left), strings.Join(left[:min(len(left), 3)], "\n\n"))
+		}
+	})
+}
+
+// waitBlocked waits until some goroutine is parked in one of states (any
+// state but running if none is given) with fn, a function of the package
+// such as "(*TCPConn).Read", in its stack: the way to know that a call has
+// blocked rather than to hope it has. A Read waiting for bytes is in state
+// "IO wait".
+func waitBlocked(t testing.TB, fn string, states ...string) {
+	t.Helper()
+	waitNewBlocked(t, nil, fn, states...)
+}
+
+// waitNewBlocked is waitBlocked for a goroutine not in before, a census
+// taken before the goroutine was started.
+func waitNewBlocked(t testing.TB, before map[string]string, fn string, states ...string) {
+	t.Helper()
+	eventually(t, fn+" blocked", func() bool {
+		for id, g := range census() {
+			if _, old := before[id]; old || !strings.Contains(g, pkgPath+fn+"(") {
+				continue
+			}
+			head, _, _ := strings.Cut(g, "\n")
+			if len(states) == 0 && !strings.Contains(head, "[running") && !strings.Contains(head, "[runnable") {
+				return true
+			}
+			for _, st := range states {
+				if strings.Contains(head, "["+st) {
+					return true
+				}
+			}
+		}
+		return false
+	})
 }
 
 // sink records copies of the messages a listener receives.
@@ -109,6 +238,7 @@ func (s *sink) wait(t testing.TB, n int) [][]byte {
 // listen starts a listener on 127.0.0.1 with a system-chosen port.
 func listen(t testing.TB, cfg bs.TCPListenerConfig) *bs.TCPListener {
 	t.Helper()
+	leakCheck(t)
 	if cfg.Address == "" {
 		cfg.Address = "127.0.0.1:0"
 	}
@@ -126,6 +256,7 @@ func listen(t testing.TB, cfg bs.TCPListenerConfig) *bs.TCPListener {
 // dial connects to a listener with the given settings.
 func dial(t testing.TB, l *bs.TCPListener, cfg bs.TCPConnConfig) *bs.TCPConn {
 	t.Helper()
+	leakCheck(t)
 	cfg.Address = l.Addr().String()
 	c, err := bs.DialTCP(&cfg)
 	if err != nil {

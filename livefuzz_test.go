@@ -310,7 +310,7 @@ func FuzzLiveListener(f *testing.F) {
 	f.Fuzz(func(t *testing.T, sel byte, cut uint16, data []byte) {
 		w := fuzzWire(t, sel)
 		want, clean := refDecode(w, data)
-		before := pkgGoroutines()
+		before := census()
 
 		var mu sync.Mutex
 		var got, goods [][]byte
@@ -412,7 +412,7 @@ func FuzzLiveListener(f *testing.F) {
 		var left []string
 		if !poll(time.Now().Add(5*time.Second), func() bool {
 			left = left[:0]
-			for id, g := range pkgGoroutines() {
+			for id, g := range census() {
 				if _, ok := before[id]; !ok {
 					left = append(left, g)
 				}

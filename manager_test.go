@@ -171,16 +171,8 @@ func TestManagerWriteNotBlockedByOtherAddress(t *testing.T) {
 			}
 		}
 	}()
-	// Wait until the socket buffers are full: no progress for 100 ms.
-	w := m.Writer(stuck.Addr().String())
-	for last := uint64(0); ; {
-		time.Sleep(100 * time.Millisecond)
-		n := w.Stats().MessagesWritten
-		if n > 0 && n == last {
-			break
-		}
-		last = n
-	}
+	// Wait until the socket buffers are full: the Write waits for the socket.
+	waitBlocked(t, "(*Manager).Write", "IO wait")
 
 	s := newSink()
 	free := freeAddr(t)
@@ -490,7 +482,7 @@ func TestManagerBroadcastHoldsNoLock(t *testing.T) {
 	if _, err := sleeper.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
-	served := <-conns
+	<-conns // served: Broadcast has a connection to write to
 	blocked := make(chan struct{})
 	go func() {
 		defer close(blocked)
@@ -501,14 +493,7 @@ func TestManagerBroadcastHoldsNoLock(t *testing.T) {
 			}
 		}
 	}()
-	for last := uint64(0); ; { // wait until no progress for 100 ms
-		time.Sleep(100 * time.Millisecond)
-		n := served.Stats().MessagesWritten
-		if n > 0 && n == last {
-			break
-		}
-		last = n
-	}
+	waitBlocked(t, "(*Manager).Broadcast", "IO wait") // the socket buffers are full
 
 	done := make(chan error, 1)
 	go func() { done <- managerOtherAddress(m, stuck) }()

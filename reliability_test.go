@@ -339,7 +339,9 @@ func TestIdleTimeout(t *testing.T) {
 		t.Errorf("idle client: Read = %v, want io.EOF", err)
 	}
 	within(t, "closing the idle client", time.Since(start), idle, idle+5*time.Second)
-	time.Sleep(2 * idle) // the busy one has been up for 3 idle periods
+	// The busy one stays up: ten more ticks, two idle periods' worth, reach
+	// the server after the idle one was closed.
+	s.wait(t, s.len()+10)
 	if st := l.Stats(); st.Timeouts != 1 || st.Active != 1 {
 		t.Fatalf("stats %+v: want the idle client closed and the busy one up", st)
 	}
@@ -550,7 +552,10 @@ func TestShutdown(t *testing.T) {
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() { done <- l.Shutdown(context.Background()) }()
-	time.Sleep(200 * time.Millisecond) // well past the 50 ms drain pause
+	// Once Shutdown waits, it has closed the socket and set the 50 ms drain
+	// deadlines; let those pass so the drain is tested after they expire.
+	waitBlocked(t, "(*TCPListener).Shutdown")
+	time.Sleep(time.Until(time.Now().Add(200 * time.Millisecond)))
 	if nc, err := net.DialTimeout("tcp", l.Addr().String(), 5*time.Second); err == nil {
 		nc.Close()
 		t.Fatal("a dial during Shutdown was accepted")
@@ -598,8 +603,12 @@ func TestShutdown(t *testing.T) {
 // ctx.Err() when ctx expires, and leaves nothing running.
 func TestShutdownDeadline(t *testing.T) {
 	leakCheck(t)
-	var got atomic.Int64
+	var got, late atomic.Int64
+	var returned atomic.Bool // set once Shutdown has returned
 	l := listen(t, bs.TCPListenerConfig{Callback: func([]byte) error {
+		if returned.Load() {
+			late.Add(1)
+		}
 		if got.Add(1)%64 == 0 {
 			runtime.Gosched()
 		}
@@ -634,6 +643,7 @@ func TestShutdownDeadline(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	err := l.Shutdown(ctx)
+	returned.Store(true)
 	took := time.Since(start)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Shutdown with clients that never pause = %v, want context.DeadlineExceeded", err)
@@ -642,28 +652,10 @@ func TestShutdownDeadline(t *testing.T) {
 	if g := listenerGoroutines(); g != "" {
 		t.Fatalf("goroutines of the listener running after Shutdown returned:\n%s", g)
 	}
-	after := got.Load()
-	time.Sleep(50 * time.Millisecond)
-	if got.Load() != after {
-		t.Fatal("the callback ran after Shutdown returned")
-	}
-}
-
-// listenerGoroutines returns the stacks of goroutines in a TCPListener
-// method, waiting up to a second for ones that are returning.
-func listenerGoroutines() string {
-	deadline := time.Now().Add(time.Second)
-	for {
-		var out []string
-		for _, g := range pkgGoroutines() {
-			if strings.Contains(g, "buffstreams.(*TCPListener).") {
-				out = append(out, g)
-			}
-		}
-		if len(out) == 0 || time.Now().After(deadline) {
-			return strings.Join(out, "\n\n")
-		}
-		time.Sleep(5 * time.Millisecond)
+	// No read loop is left to call the callback later, and none called it
+	// between Shutdown's return and now.
+	if n := late.Load(); n != 0 {
+		t.Fatalf("the callback ran %d times after Shutdown returned", n)
 	}
 }
 
@@ -1062,17 +1054,9 @@ func TestBackpressure(t *testing.T) {
 		}
 		done <- nil
 	}()
-	// Wait until the writer is blocked: no progress for 300 ms.
-	var last int64 = -1
-	for i := 0; i < 200; i++ {
-		time.Sleep(300 * time.Millisecond)
-		n := accepted.Load()
-		if n == last {
-			break
-		}
-		last = n
-	}
-	if last < 0 || last >= int64(total) {
+	// Wait until the writer is blocked: its Write is parked.
+	waitBlocked(t, "(*TCPConn).Write")
+	if last := accepted.Load(); last >= int64(total) {
 		t.Fatalf("the writer never blocked (%d of %d messages accepted)", last, total)
 	}
 	st := c.Stats()

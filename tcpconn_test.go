@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"testing"
@@ -63,6 +64,7 @@ func (rl *rawListener) accept(t testing.TB) net.Conn {
 
 func dialAddr(t testing.TB, addr string, cfg bs.TCPConnConfig) *bs.TCPConn {
 	t.Helper()
+	leakCheck(t)
 	cfg.Address = addr
 	c, err := bs.DialTCP(&cfg)
 	if err != nil {
@@ -138,19 +140,21 @@ func TestWriteTooLarge(t *testing.T) {
 	}
 }
 
-// TestRead reads messages that arrive one byte at a time and in bulk.
+// TestRead reads messages that arrive one byte at a time and in bulk. Over
+// net.Pipe each Write of the peer is one read of the connection, so the
+// first 8 bytes do arrive one at a time.
 func TestRead(t *testing.T) {
-	rl := newRawListener(t)
-	c := dialAddr(t, rl.Addr().String(), bs.TCPConnConfig{Framing: bs.Fixed2})
-	nc := rl.accept(t)
+	a, nc := net.Pipe()
+	c := apiWrap(t, a, &bs.TCPConnConfig{Framing: bs.Fixed2})
 	stream := []byte("\x00\x05hello\x00\x00\x00\x05world\x00\x03abc")
 	go func() {
+		defer nc.Close()
 		for i := range stream[:8] {
-			nc.Write(stream[i : i+1])
-			time.Sleep(time.Millisecond)
+			if _, err := nc.Write(stream[i : i+1]); err != nil {
+				return
+			}
 		}
-		nc.Write(stream[8:])
-		nc.Close()
+		nc.Write(stream[8:]) // a failure shows as a short read below
 	}()
 	buf := make([]byte, 16)
 	for _, want := range []string{"hello", "", "world"} {
@@ -212,15 +216,10 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 
 	// Writes fail once the kernel has learned that the peer is gone; the
 	// first ones after Close may still be accepted into the send buffer.
-	var failed bool
-	for i := 0; i < 1000 && !failed; i++ {
+	eventually(t, "a failed Write to the closed server", func() bool {
 		_, err := c.Write([]byte("lost"))
-		failed = err != nil
-		time.Sleep(time.Millisecond)
-	}
-	if !failed {
-		t.Fatal("writes to a closed server kept succeeding")
-	}
+		return err != nil
+	})
 
 	cfg.Address = addr
 	listen(t, cfg)
@@ -299,8 +298,15 @@ func TestCloseUnblocksRead(t *testing.T) {
 		_, err := c.Read(make([]byte, 8))
 		done <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
-	c.Close()
+	waitBlocked(t, "(*TCPConn).Read", "IO wait")
+	select {
+	case err := <-done:
+		t.Fatalf("Read returned %v before Close", err)
+	default:
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case err := <-done:
 		if !errors.Is(err, net.ErrClosed) {
@@ -342,8 +348,19 @@ func TestWriteAllocs(t *testing.T) {
 	c := dial(t, l, bs.TCPConnConfig{MaxMessageSize: 1 << 20})
 	for _, n := range []int{110, 4096, 64 << 10} {
 		msg := make([]byte, n)
-		c.Write(msg) // allocate the write buffer
-		if a := testing.AllocsPerRun(200, func() { c.Write(msg) }); a != 0 {
+		if _, err := c.Write(msg); err != nil { // allocates the write buffer
+			t.Fatal(err)
+		}
+		var failed error
+		a := testing.AllocsPerRun(200, func() {
+			if m, err := c.Write(msg); (err != nil || m != n) && failed == nil {
+				failed = fmt.Errorf("Write of %d bytes = %d, %v", n, m, err)
+			}
+		})
+		if failed != nil {
+			t.Fatal(failed)
+		}
+		if a != 0 {
 			t.Errorf("Write of %d bytes: %.1f allocations, want 0", n, a)
 		}
 	}
@@ -357,7 +374,7 @@ func TestReadInterruptedByReopen(t *testing.T) {
 	rl.accept(t)
 	read := make(chan error, 1)
 	go func() { _, err := c.Read(make([]byte, 8)); read <- err }()
-	time.Sleep(50 * time.Millisecond)
+	waitBlocked(t, "(*TCPConn).Read", "IO wait")
 	if err := c.Reopen(); err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +387,9 @@ func TestReadInterruptedByReopen(t *testing.T) {
 		t.Fatal("Read not interrupted by Reopen")
 	}
 	second := rl.accept(t)
-	second.Write([]byte("\x00\x02hi"))
+	if _, err := second.Write([]byte("\x00\x02hi")); err != nil {
+		t.Fatal(err)
+	}
 	buf := make([]byte, 8)
 	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "hi" {
 		t.Fatalf("Read after Reopen = %q, %v", buf[:n], err)

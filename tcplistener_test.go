@@ -322,8 +322,12 @@ func TestCallbackError(t *testing.T) {
 // checks that Close returns, that the callback is not called afterwards and
 // that no goroutine of the listener survives.
 func TestCloseDuringTraffic(t *testing.T) {
-	var calls atomic.Int64
+	var calls, late atomic.Int64
+	var closed atomic.Bool // set once Close has returned
 	l, err := bs.ListenTCP(bs.TCPListenerConfig{Address: "127.0.0.1:0", Callback: func([]byte) error {
+		if closed.Load() {
+			late.Add(1)
+		}
 		calls.Add(1)
 		return nil
 	}})
@@ -347,11 +351,13 @@ func TestCloseDuringTraffic(t *testing.T) {
 	}
 	eventually(t, "traffic", func() bool { return calls.Load() > 1000 })
 	l.Close()
-	after := calls.Load()
-	checkNoGoroutines(t)
-	time.Sleep(50 * time.Millisecond)
-	if calls.Load() != after {
-		t.Fatalf("callback called %d times after Close returned", calls.Load()-after)
+	closed.Store(true)
+	// Once no read loop is left, nothing can call the callback any more.
+	if g := listenerGoroutines(); g != "" {
+		t.Fatalf("goroutines of the listener running after Close returned:\n%s", g)
+	}
+	if n := late.Load(); n != 0 {
+		t.Fatalf("callback called %d times after Close returned", n)
 	}
 	wg.Wait() // writers fail once the server side is gone
 	l.Close() // a second Close returns quietly
@@ -444,8 +450,19 @@ func TestManyConnections(t *testing.T) {
 // TestCloseDuringShutdown checks that Close is immediate even while
 // Shutdown waits for a client that never pauses, and that Shutdown then
 // returns too.
+//
+// The server is slower than the client, so once the client's Write blocks
+// the kernel holds far more than the server reads in the 50 ms drain pause:
+// a client descheduled for a while on a busy machine still never looks
+// paused to Shutdown.
 func TestCloseDuringShutdown(t *testing.T) {
-	l := listen(t, bs.TCPListenerConfig{Callback: func([]byte) error { return nil }})
+	var calls atomic.Int64
+	l := listen(t, bs.TCPListenerConfig{Callback: func([]byte) error {
+		if calls.Add(1)%8 == 0 {
+			time.Sleep(time.Millisecond) // a slow consumer, about 800 bytes a millisecond
+		}
+		return nil
+	}})
 	c := dial(t, l, bs.TCPConnConfig{})
 	stop := make(chan struct{})
 	sending := make(chan struct{})
@@ -465,15 +482,21 @@ func TestCloseDuringShutdown(t *testing.T) {
 	}()
 	defer func() { close(stop); <-sending }()
 	eventually(t, "messages flowing", func() bool { return l.Stats().Messages > 100 })
+	waitBlocked(t, "(*TCPConn).Write", "IO wait") // the kernel's buffers are full
 
 	shut := make(chan error, 1)
 	go func() { shut <- l.Shutdown(t.Context()) }() // the client never pauses: this waits
-	time.Sleep(200 * time.Millisecond)
-	select {
-	case err := <-shut:
-		t.Fatalf("Shutdown returned %v while the client was still sending", err)
-	default:
-	}
+	waitBlocked(t, "(*TCPListener).Shutdown")
+	// Shutdown keeps waiting while 500 more messages are delivered.
+	mark := calls.Load()
+	eventually(t, "500 messages during Shutdown", func() bool {
+		select {
+		case err := <-shut:
+			t.Fatalf("Shutdown returned %v while the client was still sending", err)
+		default:
+		}
+		return calls.Load() >= mark+500
+	})
 	closed := make(chan struct{})
 	go func() { l.Close(); close(closed) }()
 	select {

@@ -434,8 +434,13 @@ func TestTLSBadCertificates(t *testing.T) {
 			if !tc.check(err) {
 				t.Fatalf("DialTCP: %v (%T), want the x509 error", err, errors.Unwrap(err))
 			}
-			eventually(t, "the failed handshake counted", func() bool { return l.Stats().TLSErrors == 1 })
-			if st := l.Stats(); st.Active != 0 || calls.Load() != 0 {
+			// The read loop counts the failed handshake, then drops the
+			// connection: wait for both rather than assume the order.
+			eventually(t, "the failed handshake counted and the connection gone", func() bool {
+				st := l.Stats()
+				return st.TLSErrors == 1 && st.Active == 0
+			})
+			if st := l.Stats(); st.TLSErrors != 1 || st.Active != 0 || calls.Load() != 0 {
 				t.Fatalf("stats %+v, %d callbacks: want the connection gone", st, calls.Load())
 			}
 		})
