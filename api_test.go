@@ -752,7 +752,9 @@ func TestStatsUnderTraffic(t *testing.T) {
 		})
 	}
 	bad := rawDial(t, l.Addr())
-	bad.Write([]byte{0x80, 0, 0, 0}) // declares 2 GiB
+	if _, err := bad.Write([]byte{0x80, 0, 0, 0}); err != nil { // declares 2 GiB
+		t.Fatal(err)
+	}
 
 	var streaming atomic.Bool
 	streaming.Store(true)
@@ -1023,7 +1025,9 @@ func TestReadOnServedConn(t *testing.T) {
 		return nil
 	}}, nil)
 	c := dial(t, l, bs.TCPConnConfig{})
-	c.Write([]byte("first"))
+	if _, err := c.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
 	conn := <-conns
 	const n = 1000
 	var wg sync.WaitGroup

@@ -252,8 +252,11 @@ func TestSplitRejects(t *testing.T) {
 		{"crlf LF without CR", crlf, 4, "6161610a0a0a", ErrMessageTooLarge},
 		{"crlf zero max", crlf, 0, "610d0a", ErrMessageTooLarge},
 	} {
-		in, _ := hex.DecodeString(tc.in)
-		_, _, _, err := tc.f.split(in, tc.max)
+		in, err := hex.DecodeString(tc.in)
+		if err != nil {
+			t.Fatalf("%s: bad hex in the table: %v", tc.name, err)
+		}
+		_, _, _, err = tc.f.split(in, tc.max)
 		if !errors.Is(err, tc.want) {
 			t.Errorf("%s: split(%.40s) error = %v, want %v", tc.name, tc.in, err, tc.want)
 		}
@@ -313,7 +316,10 @@ func TestSplitAccepts(t *testing.T) {
 		{"crlf max, CR at the boundary", crlf, strings.Repeat("61", 4096) + "0d", 0, 0, 0},
 		{"crlf max, then more", crlf, strings.Repeat("61", 4096) + "0d0a6162", 0, 4096, 4098},
 	} {
-		in, _ := hex.DecodeString(tc.in)
+		in, err := hex.DecodeString(tc.in)
+		if err != nil {
+			t.Fatalf("%s: bad hex in the table: %v", tc.name, err)
+		}
 		start, n, size, err := tc.f.split(in, 4096)
 		if err != nil || start != tc.start || n != tc.n || size != tc.size {
 			t.Errorf("%s: split(%.40s) = %d, %d, %d, %v; want %d, %d, %d, nil", tc.name, tc.in, start, n, size, err, tc.start, tc.n, tc.size)

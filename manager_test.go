@@ -347,8 +347,8 @@ func TestManagerBroadcast(t *testing.T) {
 	a := dialAddr(t, addr, bs.TCPConnConfig{ReadTimeout: 20 * time.Second})
 	b := dialAddr(t, addr, bs.TCPConnConfig{ReadTimeout: 20 * time.Second})
 	eventually(t, "three connections", func() bool {
-		ls, _ := m.ListenerStats(addr)
-		return ls.Active == 3
+		ls, err := m.ListenerStats(addr)
+		return err == nil && ls.Active == 3
 	})
 	if _, err := m.Write(addr, []byte("from the manager")); err != nil {
 		t.Fatal(err)

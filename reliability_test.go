@@ -373,7 +373,9 @@ func TestMaxConns(t *testing.T) {
 	for i := range 3 {
 		nc := rawDial(t, l.Addr())
 		start := time.Now()
-		nc.Write([]byte{0, 0, 1})
+		if _, err := nc.Write([]byte{0, 0, 1}); err != nil {
+			t.Fatal(err)
+		}
 		nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 		if _, err := nc.Read(make([]byte, 1)); err == nil || isTimeout(err) {
 			t.Fatalf("connection %d beyond MaxConns: read %v, want it closed", max+1+i, err)
@@ -413,8 +415,11 @@ func TestListenerWriteTimeout(t *testing.T) {
 			Callback: func([]byte) error { return nil }})
 		reader := dial(t, l, bs.TCPConnConfig{MaxMessageSize: big, ReadTimeout: 20 * time.Second})
 		stuck := dial(t, l, bs.TCPConnConfig{MaxMessageSize: big}) // never reads
-		reader.Write([]byte("r"))
-		stuck.Write([]byte("s"))
+		for _, c := range []*bs.TCPConn{reader, stuck} {
+			if _, err := c.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+		}
 		eventually(t, "both connections served", func() bool { return l.Stats().Messages == 2 })
 		var received atomic.Int64
 		readDone := make(chan error, 1)

@@ -110,7 +110,9 @@ func TestTruncatedWrongProtocol(t *testing.T) {
 			l := listen(t, bs.TCPListenerConfig{Framing: tc.framing, Logger: log.logger(), ReadTimeout: 200 * time.Millisecond,
 				Callback: func([]byte) error { return nil }})
 			nc := rawDial(t, l.Addr())
-			nc.Write([]byte("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+			if _, err := nc.Write([]byte("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")); err != nil {
+				t.Fatal(err)
+			}
 			if tc.close {
 				nc.(*net.TCPConn).CloseWrite()
 			}

@@ -192,7 +192,9 @@ func TestReadBadInput(t *testing.T) {
 	} {
 		c := dialAddr(t, rl.Addr().String(), bs.TCPConnConfig{})
 		nc := rl.accept(t)
-		nc.Write([]byte(tc.in))
+		if _, err := nc.Write([]byte(tc.in)); err != nil {
+			t.Fatal(err)
+		}
 		nc.Close()
 		if _, err := c.Read(make([]byte, 4096)); !errors.Is(err, tc.want) {
 			t.Errorf("Read(% x) error = %v, want %v", tc.in, err, tc.want)
@@ -328,7 +330,10 @@ func TestDialErrors(t *testing.T) {
 		t.Errorf("negative max: %v", err)
 	}
 	// A port nobody listens on: bind one and close it.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	addr := ln.Addr().String()
 	ln.Close()
 	if _, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr}); err == nil {

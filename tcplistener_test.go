@@ -257,7 +257,9 @@ func TestDeclaredHugeDoesNotAllocate(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	nc := rawDial(t, l.Addr())
-	nc.Write([]byte{0x7f, 0xff, 0xff, 0xff, 1, 2, 3})
+	if _, err := nc.Write([]byte{0x7f, 0xff, 0xff, 0xff, 1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	io.Copy(io.Discard, nc)
 	runtime.ReadMemStats(&after)

@@ -295,7 +295,7 @@ func TestTLSMutual(t *testing.T) {
 			// With TLS 1.3 the client finishes its handshake before the
 			// server has checked its certificate: the refusal arrives as an
 			// alert on the first read.
-			c.Write([]byte("must not arrive"))
+			_, _ = c.Write([]byte("must not arrive")) // may already fail: the Read below says why
 			_, err = recvOne(c)
 			c.Close()
 		}
@@ -365,7 +365,9 @@ func TestTLSPlaintextRejected(t *testing.T) {
 
 	// A plaintext buffstreams client: its frame is not a TLS record.
 	pc := dial(t, l, bs.TCPConnConfig{ReadTimeout: 10 * time.Second})
-	pc.Write([]byte("plaintext"))
+	if _, err := pc.Write([]byte("plaintext")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := recvOne(pc); err == nil || isTimeout(err) {
 		t.Fatalf("plaintext client: read %v, want the connection closed", err)
 	}
