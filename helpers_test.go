@@ -2,6 +2,7 @@ package buffstreams_test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -334,4 +335,84 @@ func payload(seed, n int) []byte {
 		p[i] = byte(seed*31 + i*7 + seed>>8)
 	}
 	return p
+}
+
+// transport is one kind of connection the library runs over. listen returns
+// a listener of that kind for a TCPListener to serve and a function that
+// dials it.
+type transport struct {
+	name   string
+	listen func(t testing.TB) (ln net.Listener, dial func() (net.Conn, error))
+}
+
+// transports are net.Pipe, TCP, TLS over TCP and a Unix domain socket.
+var transports = []transport{
+	{"pipe", func(t testing.TB) (net.Listener, func() (net.Conn, error)) {
+		pl := newPipeListener()
+		return pl, func() (net.Conn, error) { return pl.dial("client") }
+	}},
+	{"tcp", func(t testing.TB) (net.Listener, func() (net.Conn, error)) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln, func() (net.Conn, error) { return net.DialTimeout("tcp", ln.Addr().String(), 10*time.Second) }
+	}},
+	{"tls", func(t testing.TB) (net.Listener, func() (net.Conn, error)) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, client := apiTLS(t)
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: client}
+		return tls.NewListener(ln, server), func() (net.Conn, error) { return d.Dial("tcp", ln.Addr().String()) }
+	}},
+	{"unix", func(t testing.TB) (net.Listener, func() (net.Conn, error)) {
+		path := apiSocketPath(t)
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln, func() (net.Conn, error) { return net.DialTimeout("unix", path, 10*time.Second) }
+	}},
+}
+
+// forEachTransport runs f as a subtest over each transport, after yamux's
+// testConnTypes.
+func forEachTransport(t *testing.T, f func(t *testing.T, tr transport)) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { f(t, tr) })
+	}
+}
+
+// endpoint is a TCPListener serving a transport's listener, and the way to
+// reach it.
+type endpoint struct {
+	l    *bs.TCPListener
+	dial func() (net.Conn, error)
+}
+
+// serveOver starts a TCPListener with cfg on a new listener of tr.
+func serveOver(t testing.TB, tr transport, cfg bs.TCPListenerConfig) endpoint {
+	t.Helper()
+	leakCheck(t)
+	ln, dial := tr.listen(t)
+	return endpoint{apiServe(t, ln, cfg), dial}
+}
+
+// raw returns a new client connection, closed at the end of the test.
+func (e endpoint) raw(t testing.TB) net.Conn {
+	t.Helper()
+	nc, err := e.dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+// conn returns a new client connection wrapped by NewConn with cfg.
+func (e endpoint) conn(t testing.TB, cfg bs.TCPConnConfig) *bs.TCPConn {
+	t.Helper()
+	return apiWrap(t, e.raw(t), &cfg)
 }
