@@ -697,6 +697,7 @@ func TestRetryServerRestart(t *testing.T) {
 			restart, up := make(chan struct{}), make(chan struct{})
 			var writeErrs atomic.Int64
 			var next atomic.Int64 // the next sequence number to give
+			var waiting atomic.Int64 // writers that wait for the new server
 			var wg sync.WaitGroup
 			for range mode.writers {
 				wg.Go(func() {
@@ -711,6 +712,7 @@ func TestRetryServerRestart(t *testing.T) {
 							close(restart)
 						}
 						if first >= n/2 {
+							waiting.Add(1)
 							<-up // the second half goes to the new server
 						}
 						if mode.batch == 0 {
@@ -734,7 +736,13 @@ func TestRetryServerRestart(t *testing.T) {
 			}
 			<-restart
 			l1.Close()
-			time.Sleep(100 * time.Millisecond)
+			// The server stays down until the client has seen it gone (a
+			// failed write or dial), or until every writer has written its
+			// part of the first half and waits.
+			eventually(t, "the client to see the server gone", func() bool {
+				st := c.Stats()
+				return hooked.n.Load() > 0 || st.WriteErrors > 0 || st.DialFailures > 0 || waiting.Load() == int64(mode.writers)
+			})
 			before := received.n.Load()
 			l2 := listen(t, bs.TCPListenerConfig{Address: addr, Framing: bs.Fixed4, Callback: received.callback})
 			close(up)
@@ -820,7 +828,11 @@ func TestClientDiesMidFrame(t *testing.T) {
 			t.Fatal(err)
 		}
 		if tc.reset {
-			time.Sleep(20 * time.Millisecond) // let the server read the bytes first
+			// Likely, not certain, to let the server read the bytes first:
+			// nothing outside the read loop shows a partial frame. The
+			// expected outcome is the same either way (a reset is not bad
+			// input), so the pause only picks the likelier path.
+			time.Sleep(20 * time.Millisecond)
 			nc.(*net.TCPConn).SetLinger(0)
 		}
 		nc.Close()
