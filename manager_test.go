@@ -15,17 +15,6 @@ import (
 	bs "github.com/buffstreams/buffstreams"
 )
 
-// freeAddr returns a 127.0.0.1 address with a port nobody listens on now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func TestManagerErrors(t *testing.T) {
 	m := bs.NewManager()
 	t.Cleanup(func() { m.Close() })

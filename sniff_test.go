@@ -4,38 +4,14 @@ package buffstreams_test
 // and the log when its bytes are those of TLS, HTTP, SSH or another framing.
 
 import (
-	"bytes"
 	"crypto/tls"
-	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	bs "github.com/buffstreams/buffstreams"
 )
-
-// logBuf collects a logger's output; it is safe for the logger and the test
-// at once.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
 // TestWrongProtocolLogged connects peers speaking something else and checks
 // that the listener closes them, counts them in WrongProtocol and BadInput,
