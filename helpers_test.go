@@ -151,8 +151,12 @@ var leakChecked sync.Map // testing.TB -> struct{}
 // leakCheck makes t fail if, once the test and its other cleanups are done,
 // a goroutine of the package is still running that was not running when
 // leakCheck was first called for t. Call it first in a test, so that its
-// cleanup runs last, after the listeners and connections are closed; listen
-// and dial call it too. It waits up to 10 s for goroutines to finish.
+// cleanup runs last, after the listeners and connections are closed. The
+// helpers that start a listener (listen, apiStart, apiServe, serveOver) call
+// it too, as they are normally a test's first step; those that only connect
+// do not, since a check installed after the test's first goroutines would
+// blame it for them. TestMain checks what any test left. It waits up to
+// 10 s for goroutines to finish.
 func leakCheck(t testing.TB) {
 	t.Helper()
 	if _, dup := leakChecked.LoadOrStore(t, struct{}{}); dup {
@@ -269,7 +273,6 @@ func listen(t testing.TB, cfg bs.TCPListenerConfig) *bs.TCPListener {
 // dial connects to a listener with the given settings.
 func dial(t testing.TB, l *bs.TCPListener, cfg bs.TCPConnConfig) *bs.TCPConn {
 	t.Helper()
-	leakCheck(t)
 	cfg.Address = l.Addr().String()
 	c, err := bs.DialTCP(&cfg)
 	if err != nil {
@@ -477,7 +480,6 @@ func apiServe(t testing.TB, ln net.Listener, cfg bs.TCPListenerConfig) *bs.TCPLi
 // apiWrap wraps nc with NewConn and closes it at the end of the test.
 func apiWrap(t testing.TB, nc net.Conn, cfg *bs.TCPConnConfig) *bs.TCPConn {
 	t.Helper()
-	leakCheck(t)
 	c, err := bs.NewConn(nc, cfg)
 	if err != nil {
 		nc.Close()
@@ -1028,7 +1030,6 @@ func (rl *rawListener) accept(t testing.TB) net.Conn {
 
 func dialAddr(t testing.TB, addr string, cfg bs.TCPConnConfig) *bs.TCPConn {
 	t.Helper()
-	leakCheck(t)
 	cfg.Address = addr
 	c, err := bs.DialTCP(&cfg)
 	if err != nil {
