@@ -38,7 +38,9 @@ func ExampleListenTCP() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	c.Write([]byte("hello, buffstreams"))
+	if _, err := c.Write([]byte("hello, buffstreams")); err != nil {
+		log.Fatal(err)
+	}
 	fmt.Println(<-got)
 	// Output: hello, buffstreams
 }
@@ -57,7 +59,9 @@ func ExampleDialTCP() {
 		log.Fatal(err)
 	}
 	defer l.Close()
-	l.StartListeningAsync()
+	if err := l.StartListeningAsync(); err != nil {
+		log.Fatal(err)
+	}
 
 	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String(), Framing: bs.Uvarint})
 	if err != nil {
@@ -138,7 +142,9 @@ func ExampleConnCallback() {
 		log.Fatal(err)
 	}
 	defer l.Close()
-	l.StartListeningAsync()
+	if err := l.StartListeningAsync(); err != nil {
+		log.Fatal(err)
+	}
 
 	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String()})
 	if err != nil {
@@ -147,7 +153,9 @@ func ExampleConnCallback() {
 	defer c.Close()
 	buf := make([]byte, c.MaxMessageSize())
 	for _, msg := range []string{"ping", "hello"} {
-		c.Write([]byte(msg))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			log.Fatal(err)
+		}
 		n, err := c.Read(buf)
 		if err != nil {
 			log.Fatal(err)
@@ -160,12 +168,19 @@ func ExampleConnCallback() {
 }
 
 // A chat server: every message is relayed to the other clients with
-// Broadcast, which skips the sender.
+// Broadcast, which skips the sender. Each client says "join" first, so the
+// example knows when the server is serving all three: Broadcast reaches the
+// connections accepted so far.
 func ExampleTCPListener_Broadcast() {
 	var l *bs.TCPListener
+	joined := make(chan struct{}, 3)
 	l, err := bs.ListenTCP(bs.TCPListenerConfig{
 		Address: "127.0.0.1:0",
 		ConnCallback: func(from *bs.TCPConn, msg []byte) error {
+			if string(msg) == "join" {
+				joined <- struct{}{}
+				return nil
+			}
 			_, err := l.Broadcast(msg, from)
 			return err
 		},
@@ -174,7 +189,9 @@ func ExampleTCPListener_Broadcast() {
 		log.Fatal(err)
 	}
 	defer l.Close()
-	l.StartListeningAsync() // after l is set: the callback uses it
+	if err := l.StartListeningAsync(); err != nil { // after l is set: the callback uses it
+		log.Fatal(err)
+	}
 
 	names := []string{"alice", "bob", "carol"}
 	clients := map[string]*bs.TCPConn{}
@@ -185,9 +202,12 @@ func ExampleTCPListener_Broadcast() {
 		}
 		defer c.Close()
 		clients[name] = c
+		if _, err := c.Write([]byte("join")); err != nil {
+			log.Fatal(err)
+		}
 	}
-	for l.Conns() < len(names) { // Broadcast reaches the connections accepted so far
-		time.Sleep(time.Millisecond)
+	for range names {
+		<-joined
 	}
 	read := func(name string) string {
 		buf := make([]byte, 100)
@@ -198,7 +218,9 @@ func ExampleTCPListener_Broadcast() {
 		return string(buf[:n])
 	}
 
-	clients["alice"].Write([]byte("alice: hi all"))
+	if _, err := clients["alice"].Write([]byte("alice: hi all")); err != nil {
+		log.Fatal(err)
+	}
 	fmt.Println("bob reads:", read("bob"))
 	fmt.Println("carol reads:", read("carol"))
 
@@ -227,7 +249,9 @@ func ExampleTCPConn_Messages() {
 		Address: "127.0.0.1:0",
 		ConnCallback: func(conn *bs.TCPConn, msg []byte) error {
 			for _, part := range []string{"one", "two", "three", "four"} {
-				conn.Write([]byte(part))
+				if _, err := conn.Write([]byte(part)); err != nil {
+					return err
+				}
 			}
 			return nil
 		},
@@ -236,14 +260,18 @@ func ExampleTCPConn_Messages() {
 		log.Fatal(err)
 	}
 	defer l.Close()
-	l.StartListeningAsync()
+	if err := l.StartListeningAsync(); err != nil {
+		log.Fatal(err)
+	}
 
 	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String()})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	c.Write([]byte("send me four"))
+	if _, err := c.Write([]byte("send me four")); err != nil {
+		log.Fatal(err)
+	}
 
 	var kept []string
 	for msg, err := range c.Messages() {
@@ -291,8 +319,12 @@ func ExampleNewConn() {
 	}
 	defer r.Close()
 	go func() {
-		w.WriteBatch([][]byte{[]byte("over"), []byte("a pipe")})
-		w.Close()
+		if _, err := w.WriteBatch([][]byte{[]byte("over"), []byte("a pipe")}); err != nil {
+			log.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			log.Fatal(err)
+		}
 	}()
 	for msg, err := range r.Messages() {
 		if err != nil {
@@ -367,22 +399,32 @@ func ExampleNewListener() {
 		log.Fatal(err)
 	}
 	defer l.Close() // closes ml too
-	l.StartListeningAsync()
+	if err := l.StartListeningAsync(); err != nil {
+		log.Fatal(err)
+	}
 
 	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: "memory", DialContext: ml.DialContext})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	c.Write([]byte("in memory"))
+	if _, err := c.Write([]byte("in memory")); err != nil {
+		log.Fatal(err)
+	}
 	buf := make([]byte, 64)
-	n, _ := c.Read(buf)
+	n, err := c.Read(buf)
+	if err != nil {
+		log.Fatal(err)
+	}
 	fmt.Println(string(buf[:n]), "over", l.Addr().Network())
 	// Output: got in memory over memory
 }
 
 // A listener's counters published with expvar, for /debug/vars. Stats never
-// blocks the read loops, so the page may be read at any rate.
+// blocks the read loops, so the page may be read at any rate. A read loop
+// publishes its counts after the callbacks of each read; the example closes
+// the listener, which waits for the read loops, so the page it prints is
+// final.
 func ExampleTCPListener_Stats() {
 	received := make(chan struct{}, 3)
 	l, err := bs.ListenTCP(bs.TCPListenerConfig{
@@ -393,7 +435,9 @@ func ExampleTCPListener_Stats() {
 		log.Fatal(err)
 	}
 	defer l.Close()
-	l.StartListeningAsync()
+	if err := l.StartListeningAsync(); err != nil {
+		log.Fatal(err)
+	}
 	// One name per listener: expvar names are process-wide and final.
 	name := "buffstreams " + l.Addr().String()
 	expvar.Publish(name, expvar.Func(func() any { return l.Stats() }))
@@ -404,16 +448,16 @@ func ExampleTCPListener_Stats() {
 	}
 	defer c.Close()
 	for _, msg := range []string{"a", "bb", "ccc"} {
-		c.Write([]byte(msg))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			log.Fatal(err)
+		}
 	}
 	for range 3 {
-		<-received
+		<-received // every message is handed over before Close
 	}
-	for l.Stats().Messages < 3 { // counted once per read, after the callbacks
-		time.Sleep(time.Millisecond)
-	}
+	l.Close()
 	fmt.Println(expvar.Get(name))
-	// Output: {"Accepted":1,"Active":1,"Messages":3,"Bytes":6,"CallbackErrors":0,"Panics":0,"BadInput":0,"WrongProtocol":0,"AcceptErrors":0,"Refused":0,"Timeouts":0,"TLSErrors":0}
+	// Output: {"Accepted":1,"Active":0,"Messages":3,"Bytes":6,"CallbackErrors":0,"Panics":0,"BadInput":0,"WrongProtocol":0,"AcceptErrors":0,"Refused":0,"Timeouts":0,"TLSErrors":0}
 }
 
 // Batching mode: Write copies each message into a buffer and returns, and a
@@ -430,7 +474,9 @@ func ExampleTCPConnConfig_batching() {
 		log.Fatal(err)
 	}
 	defer l.Close()
-	l.StartListeningAsync()
+	if err := l.StartListeningAsync(); err != nil {
+		log.Fatal(err)
+	}
 
 	c, err := bs.DialTCP(&bs.TCPConnConfig{
 		Address:         l.Addr().String(),
@@ -441,15 +487,23 @@ func ExampleTCPConnConfig_batching() {
 		log.Fatal(err)
 	}
 	for i := range 1000 {
-		c.Write(fmt.Appendf(nil, "event %d", i))
+		if _, err := c.Write(fmt.Appendf(nil, "event %d", i)); err != nil {
+			log.Fatal(err)
+		}
 	}
-	c.WriteBatch([][]byte{[]byte("x"), []byte("y"), []byte("z")})
+	if _, err := c.WriteBatch([][]byte{[]byte("x"), []byte("y"), []byte("z")}); err != nil {
+		log.Fatal(err)
+	}
 	if err := c.Flush(); err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println("written after Flush:", c.Stats().MessagesWritten)
-	c.Write([]byte("last"))
-	c.Close() // writes "last" first
+	if _, err := c.Write([]byte("last")); err != nil {
+		log.Fatal(err)
+	}
+	if err := c.Close(); err != nil { // writes "last" first
+		log.Fatal(err)
+	}
 	fmt.Println("written after Close:", c.Stats().MessagesWritten)
 	for range 1004 {
 		<-received
@@ -490,15 +544,23 @@ func ExampleManager_Broadcast() {
 		return string(buf[:n])
 	}
 
-	m.Write(target, []byte("hello"))
+	if _, err := m.Write(target, []byte("hello")); err != nil {
+		log.Fatal(err)
+	}
 	fmt.Println(read())
 	n, err := m.Broadcast(address, []byte("news for all"), nil) // keyed as in the listener's config
 	fmt.Println("broadcast to", n, err)
 	fmt.Println(read())
 
-	ls, _ := m.ListenerStats(address)
+	ls, err := m.ListenerStats(address)
+	if err != nil {
+		log.Fatal(err)
+	}
 	fmt.Println("listener: accepted", ls.Accepted, "active", ls.Active)
-	ws, _ := m.WriterStats(target)
+	ws, err := m.WriterStats(target)
+	if err != nil {
+		log.Fatal(err)
+	}
 	fmt.Println("writer: written", ws.MessagesWritten, "read", ws.MessagesRead)
 	_, err = m.Broadcast("127.0.0.1:1", []byte("?"), nil)
 	fmt.Println(err)
@@ -525,20 +587,29 @@ func ExampleDelimited() {
 		log.Fatal(err)
 	}
 	defer l.Close()
-	l.StartListeningAsync()
+	if err := l.StartListeningAsync(); err != nil {
+		log.Fatal(err)
+	}
 
 	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String(), Framing: bs.Lines})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	c.Write([]byte("hello"))
+	if _, err := c.Write([]byte("hello")); err != nil {
+		log.Fatal(err)
+	}
 	_, err = c.Write([]byte("two\nlines"))
 	fmt.Println(errors.Is(err, bs.ErrDelimiterInPayload))
-	c.Write([]byte("world"))
+	if _, err := c.Write([]byte("world")); err != nil {
+		log.Fatal(err)
+	}
 	fmt.Println(<-got, <-got)
 
-	crlf, _ := bs.Delimited([]byte("\r\n"))
+	crlf, err := bs.Delimited([]byte("\r\n"))
+	if err != nil {
+		log.Fatal(err)
+	}
 	fmt.Println(crlf)
 	// Output:
 	// true
@@ -587,14 +658,18 @@ func ExampleTCPListener_Shutdown() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	l.StartListeningAsync()
+	if err := l.StartListeningAsync(); err != nil {
+		log.Fatal(err)
+	}
 	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String()})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer c.Close()
 	for range 1000 {
-		c.Write([]byte("in flight"))
+		if _, err := c.Write([]byte("in flight")); err != nil {
+			log.Fatal(err)
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -617,7 +692,9 @@ func ExampleTCPConnConfig_onWriteError() {
 		log.Fatal(err)
 	}
 	defer l.Close()
-	l.StartListeningAsync()
+	if err := l.StartListeningAsync(); err != nil {
+		log.Fatal(err)
+	}
 
 	failed := 0
 	c, err := bs.DialTCP(&bs.TCPConnConfig{
@@ -632,9 +709,15 @@ func ExampleTCPConnConfig_onWriteError() {
 		log.Fatal(err)
 	}
 	defer c.Close()
-	c.Write(make([]byte, 100))
-	c.Write(make([]byte, 5000)) // above the default MaxMessageSize of 4096
-	c.Write(make([]byte, 200))
+	if _, err := c.Write(make([]byte, 100)); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := c.Write(make([]byte, 5000)); !errors.Is(err, bs.ErrMessageTooLarge) { // above the default MaxMessageSize of 4096
+		log.Fatal(err)
+	}
+	if _, err := c.Write(make([]byte, 200)); err != nil {
+		log.Fatal(err)
+	}
 	fmt.Println("written", c.Stats().MessagesWritten, "failed", failed)
 	// Output:
 	// not sent: 5000 bytes: true

@@ -252,8 +252,11 @@ func TestSplitRejects(t *testing.T) {
 		{"crlf LF without CR", crlf, 4, "6161610a0a0a", ErrMessageTooLarge},
 		{"crlf zero max", crlf, 0, "610d0a", ErrMessageTooLarge},
 	} {
-		in, _ := hex.DecodeString(tc.in)
-		_, _, _, err := tc.f.split(in, tc.max)
+		in, err := hex.DecodeString(tc.in)
+		if err != nil {
+			t.Fatalf("%s: bad hex in the table: %v", tc.name, err)
+		}
+		_, _, _, err = tc.f.split(in, tc.max)
 		if !errors.Is(err, tc.want) {
 			t.Errorf("%s: split(%.40s) error = %v, want %v", tc.name, tc.in, err, tc.want)
 		}
@@ -313,7 +316,10 @@ func TestSplitAccepts(t *testing.T) {
 		{"crlf max, CR at the boundary", crlf, strings.Repeat("61", 4096) + "0d", 0, 0, 0},
 		{"crlf max, then more", crlf, strings.Repeat("61", 4096) + "0d0a6162", 0, 4096, 4098},
 	} {
-		in, _ := hex.DecodeString(tc.in)
+		in, err := hex.DecodeString(tc.in)
+		if err != nil {
+			t.Fatalf("%s: bad hex in the table: %v", tc.name, err)
+		}
 		start, n, size, err := tc.f.split(in, 4096)
 		if err != nil || start != tc.start || n != tc.n || size != tc.size {
 			t.Errorf("%s: split(%.40s) = %d, %d, %d, %v; want %d, %d, %d, nil", tc.name, tc.in, start, n, size, err, tc.start, tc.n, tc.size)
@@ -536,21 +542,6 @@ func TestDelimitedLimit(t *testing.T) {
 	}
 }
 
-func TestFormatAddress(t *testing.T) {
-	for _, tc := range [][3]string{
-		{"", "5031", ":5031"},
-		{"127.0.0.1", "5031", "127.0.0.1:5031"},
-		{"::1", "5031", "[::1]:5031"},
-		{"[::1]", "5031", "[::1]:5031"},
-		{"fe80::1%eth0", "80", "[fe80::1%eth0]:80"},
-		{"localhost", "0", "localhost:0"},
-	} {
-		if got := FormatAddress(tc[0], tc[1]); got != tc[2] {
-			t.Errorf("FormatAddress(%q, %q) = %q, want %q", tc[0], tc[1], got, tc[2])
-		}
-	}
-}
-
 // encodeFrames frames each payload with f.
 func encodeFrames(f Framing, payloads [][]byte) []byte {
 	var out []byte
@@ -570,116 +561,10 @@ type chunkReader struct {
 
 func (c chunkReader) Read(p []byte) (int, error) { return c.r.Read(p[:min(len(p), c.n)]) }
 
-// TestFrameReaderChunks decodes frames that arrive in pieces of every size,
-// including one byte at a time.
-func TestFrameReaderChunks(t *testing.T) {
-	sizes := []int{0, 1, 2, 100, 4096, 70000, 3, 0, 200000}
-	var payloads [][]byte
-	for i, n := range sizes {
-		payloads = append(payloads, bytes.Repeat([]byte{byte('a' + i)}, n))
-	}
-	for _, f := range []Framing{
-		BuffStreamsFraming(1 << 20), Uvarint, Fixed3, Fixed4, Fixed8,
-		Fixed4LE, Fixed8LE, Fixed4Inclusive, Lines, crlf, mustDelimited("\r\n\r\n"),
-	} {
-		stream := encodeFrames(f, payloads)
-		for _, chunk := range []int{1, 2, 3, 7, 4096, 65536, len(stream)} {
-			w := wire{framing: f, max: 1 << 20}
-			var src io.Reader = chunkReader{bytes.NewReader(stream), chunk}
-			if chunk == 1 {
-				src = iotest.OneByteReader(bytes.NewReader(stream))
-			}
-			fr := newFrameReader(src, w)
-			for i, want := range payloads {
-				got, err := fr.next()
-				if err != nil || !bytes.Equal(got, want) {
-					t.Fatalf("%s chunk %d: message %d = %d bytes, %v; want %d bytes", f, chunk, i, len(got), err, len(want))
-				}
-			}
-			if _, err := fr.next(); err != io.EOF {
-				t.Fatalf("%s chunk %d: after the last message: %v, want io.EOF", f, chunk, err)
-			}
-			if c := cap(fr.buf); c > maxHeaderLen+w.max {
-				t.Errorf("%s chunk %d: buffer grew to %d, above the largest frame", f, chunk, c)
-			}
-		}
-	}
-}
-
-func TestFrameReaderTruncated(t *testing.T) {
-	stream := encodeFrames(Fixed4, [][]byte{[]byte("hello"), []byte("world")})
-	for cut := 1; cut < len(stream); cut++ {
-		if cut == 9 {
-			continue // a frame boundary
-		}
-		fr := newFrameReader(bytes.NewReader(stream[:cut]), wire{Fixed4, 4096})
-		var err error
-		for err == nil {
-			_, err = fr.next()
-		}
-		if !errors.Is(err, io.ErrUnexpectedEOF) {
-			t.Errorf("cut at %d: %v, want io.ErrUnexpectedEOF", cut, err)
-		}
-	}
-}
-
-func TestFrameReaderReadError(t *testing.T) {
-	boom := errors.New("boom")
-	stream := encodeFrames(Fixed2, [][]byte{[]byte("ok")})
-	fr := newFrameReader(io.MultiReader(bytes.NewReader(stream), iotest.ErrReader(boom)), wire{Fixed2, 4096})
-	if p, err := fr.next(); err != nil || string(p) != "ok" {
-		t.Fatalf("first message: %q, %v", p, err)
-	}
-	if _, err := fr.next(); !errors.Is(err, boom) {
-		t.Fatalf("second read: %v, want boom", err)
-	}
-}
-
-// TestFrameReaderGrowsWithData checks that a declared length, even one the
-// limit allows, does not make the buffer grow faster than bytes arrive.
-func TestFrameReaderGrowsWithData(t *testing.T) {
-	const max = 64 << 20
-	stream := append(header(Fixed4, max), make([]byte, 300<<10)...)
-	fr := newFrameReader(bytes.NewReader(stream), wire{Fixed4, max})
-	_, err := fr.next()
-	if !errors.Is(err, io.ErrUnexpectedEOF) {
-		t.Fatalf("next = %v, want io.ErrUnexpectedEOF", err)
-	}
-	if c := cap(fr.buf); c > 2*len(stream) {
-		t.Fatalf("buffer of %d KiB for %d KiB received", c>>10, len(stream)>>10)
-	}
-}
-
 // allocFramings are the framings whose hot paths must not allocate.
 var allocFramings = []Framing{
 	BuffStreamsFraming(4096), Uvarint, Fixed1, Fixed2, Fixed3, Fixed4, Fixed8,
 	Fixed2LE, Fixed4LE, Fixed8LE, Fixed4Inclusive, Lines, crlf, mustDelimited("\r\n\r\n"),
-}
-
-// TestFrameReaderAllocs checks that the steady state allocates nothing.
-func TestFrameReaderAllocs(t *testing.T) {
-	payload := make([]byte, 110)
-	for _, f := range allocFramings {
-		stream := encodeFrames(f, [][]byte{payload, payload, payload, payload})
-		r := bytes.NewReader(stream)
-		fr := newFrameReader(r, wire{f, 4096})
-		fr.grow(readBufferSize)
-		messages := 0
-		allocs := testing.AllocsPerRun(1000, func() {
-			r.Reset(stream)
-			fr.reset(r)
-			messages = 0
-			for {
-				if _, err := fr.next(); err != nil {
-					break
-				}
-				messages++
-			}
-		})
-		if allocs != 0 || messages != 4 {
-			t.Errorf("%s: %.1f allocations per pass of %d messages, want 0 and 4", f, allocs, messages)
-		}
-	}
 }
 
 // TestFramingAllocs checks that the writer's calls allocate nothing.

@@ -2,12 +2,27 @@ package buffstreams_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"log/slog"
+	"math/big"
 	"net"
 	"os"
+	"path"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,46 +32,177 @@ import (
 // TestMain fails the run if any goroutine of the package outlives the tests.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if code == 0 {
-		if leaked := waitNoGoroutines(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines leaked by the package:\n%s\n", leaked)
+	if left := waitCensus(nil, 10*time.Second); len(left) > 0 {
+		fmt.Fprintf(os.Stderr, "%d goroutines of the package outlived the tests:\n%s\n",
+			len(left), strings.Join(left, "\n\n"))
+		if code == 0 {
 			code = 1
 		}
 	}
 	os.Exit(code)
 }
 
-// ourGoroutines returns the stacks of goroutines running the package's
-// accept or read loops.
-func ourGoroutines() string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
+// pkgDir is the directory of the package's source files, as the runtime
+// writes it in stack traces.
+var pkgDir = func() string {
+	_, file, _, _ := runtime.Caller(0)
+	return path.Dir(filepath.ToSlash(file))
+}()
+
+// pkgPath is the package's import path, which starts the name of each of
+// its functions in a stack trace.
+const pkgPath = "github.com/buffstreams/buffstreams."
+
+// census returns the stacks of the goroutines that run, or were started by,
+// a function of the package's own (non-test) source files, keyed by their
+// header ("goroutine 42"). Goroutines run by the testing package (tests,
+// subtests, TestMain) are left out, as are functions of the internal test
+// files, which share the package's import path.
+func census() map[string]string {
+	buf := make([]byte, 64<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	out := make(map[string]string)
 	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "buffstreams.(*TCPListener).") {
-			out = append(out, g)
+		if strings.Contains(g, "\ntesting.tRunner(") || strings.Contains(g, "\nmain.main()") {
+			continue
+		}
+		if ours(g) {
+			id, _, _ := strings.Cut(g, " [")
+			out[id] = g
 		}
 	}
-	return strings.Join(out, "\n\n")
+	return out
 }
 
-func waitNoGoroutines(timeout time.Duration) string {
+// ours reports whether one goroutine's stack has a frame, or a "created by"
+// line, naming a function of the package and pointing into one of its
+// non-test source files.
+func ours(stack string) bool {
+	lines := strings.Split(stack, "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		fn := strings.TrimPrefix(lines[i], "created by ")
+		if !strings.HasPrefix(fn, pkgPath) {
+			continue
+		}
+		file, _, _ := strings.Cut(strings.TrimSpace(lines[i+1]), ":")
+		if path.Dir(file) == pkgDir && !strings.HasSuffix(file, "_test.go") {
+			return true
+		}
+	}
+	return false
+}
+
+// waitCensus waits up to timeout for every goroutine of the package not in
+// before (nil for none) to end, and returns the stacks of those left.
+func waitCensus(before map[string]string, timeout time.Duration) []string {
 	deadline := time.Now().Add(timeout)
 	for {
-		g := ourGoroutines()
-		if g == "" || time.Now().After(deadline) {
-			return g
+		var left []string
+		for id, g := range census() {
+			if _, ok := before[id]; !ok {
+				left = append(left, g)
+			}
 		}
-		time.Sleep(10 * time.Millisecond)
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-// checkNoGoroutines fails t if goroutines of the package are still running.
+// listenerGoroutines returns the stacks of the goroutines of the census that
+// are in a TCPListener method, waiting up to a second for ones that are
+// returning (past their WaitGroup's Done).
+func listenerGoroutines() string {
+	deadline := time.Now().Add(time.Second)
+	for {
+		var out []string
+		for _, g := range census() {
+			if strings.Contains(g, pkgPath+"(*TCPListener).") {
+				out = append(out, g)
+			}
+		}
+		if len(out) == 0 || time.Now().After(deadline) {
+			return strings.Join(out, "\n\n")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// checkNoGoroutines fails t unless every goroutine of the package has ended
+// within 10 s.
 func checkNoGoroutines(t testing.TB) {
 	t.Helper()
-	if g := waitNoGoroutines(5 * time.Second); g != "" {
-		t.Fatalf("goroutines still running:\n%s", g)
+	if left := waitCensus(nil, 10*time.Second); len(left) > 0 {
+		t.Fatalf("%d goroutines of the package still running; the first:\n%s", len(left), left[0])
 	}
+}
+
+// leakChecked holds the tests whose leak check is installed.
+var leakChecked sync.Map // testing.TB -> struct{}
+
+// leakCheck makes t fail if, once the test and its other cleanups are done,
+// a goroutine of the package is still running that was not running when
+// leakCheck was first called for t. Call it first in a test, so that its
+// cleanup runs last, after the listeners and connections are closed. The
+// helpers that start a listener (listen, apiStart, apiServe, serveOver) call
+// it too, as they are normally a test's first step; those that only connect
+// do not, since a check installed after the test's first goroutines would
+// blame it for them. TestMain checks what any test left. It waits up to
+// 10 s for goroutines to finish.
+func leakCheck(t testing.TB) {
+	t.Helper()
+	if _, dup := leakChecked.LoadOrStore(t, struct{}{}); dup {
+		return
+	}
+	before := census()
+	t.Cleanup(func() {
+		defer leakChecked.Delete(t)
+		if left := waitCensus(before, 10*time.Second); len(left) > 0 {
+			t.Errorf("%d goroutines of the package outlived the test; the first:\n%s",
+				len(left), strings.Join(left[:min(len(left), 3)], "\n\n"))
+		}
+	})
+}
+
+// waitBlocked waits until some goroutine is parked in one of states (any
+// state but running if none is given) with fn, a function of the package
+// such as "(*TCPConn).Read", in its stack: the way to know that a call has
+// blocked rather than to hope it has. A Read waiting for bytes is in state
+// "IO wait".
+func waitBlocked(t testing.TB, fn string, states ...string) {
+	t.Helper()
+	waitNewBlocked(t, nil, fn, states...)
+}
+
+// waitNewBlocked is waitBlocked for a goroutine not in before, a census
+// taken before the goroutine was started.
+func waitNewBlocked(t testing.TB, before map[string]string, fn string, states ...string) {
+	t.Helper()
+	eventually(t, fn+" blocked", func() bool {
+		for id, g := range census() {
+			if _, old := before[id]; old || !strings.Contains(g, pkgPath+fn+"(") {
+				continue
+			}
+			head, _, _ := strings.Cut(g, "\n")
+			if len(states) == 0 && !strings.Contains(head, "[running") && !strings.Contains(head, "[runnable") {
+				return true
+			}
+			for _, st := range states {
+				if strings.Contains(head, "["+st) {
+					return true
+				}
+			}
+		}
+		return false
+	})
 }
 
 // sink records copies of the messages a listener receives.
@@ -109,6 +255,7 @@ func (s *sink) wait(t testing.TB, n int) [][]byte {
 // listen starts a listener on 127.0.0.1 with a system-chosen port.
 func listen(t testing.TB, cfg bs.TCPListenerConfig) *bs.TCPListener {
 	t.Helper()
+	leakCheck(t)
 	if cfg.Address == "" {
 		cfg.Address = "127.0.0.1:0"
 	}
@@ -204,3 +351,711 @@ func payload(seed, n int) []byte {
 	}
 	return p
 }
+
+// transport is one kind of connection the library runs over. listen returns
+// a listener of that kind for a TCPListener to serve and a function that
+// dials it.
+type transport struct {
+	name   string
+	listen func(t testing.TB) (ln net.Listener, dial func() (net.Conn, error))
+}
+
+// transports are net.Pipe, TCP, TLS over TCP and a Unix domain socket.
+var transports = []transport{
+	{"pipe", func(t testing.TB) (net.Listener, func() (net.Conn, error)) {
+		pl := newPipeListener()
+		return pl, func() (net.Conn, error) { return pl.dial("client") }
+	}},
+	{"tcp", func(t testing.TB) (net.Listener, func() (net.Conn, error)) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln, func() (net.Conn, error) { return net.DialTimeout("tcp", ln.Addr().String(), 10*time.Second) }
+	}},
+	{"tls", func(t testing.TB) (net.Listener, func() (net.Conn, error)) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, client := apiTLS(t)
+		d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: client}
+		return tls.NewListener(ln, server), func() (net.Conn, error) { return d.Dial("tcp", ln.Addr().String()) }
+	}},
+	{"unix", func(t testing.TB) (net.Listener, func() (net.Conn, error)) {
+		path := apiSocketPath(t)
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ln, func() (net.Conn, error) { return net.DialTimeout("unix", path, 10*time.Second) }
+	}},
+}
+
+// forEachTransport runs f as a subtest over each transport, after yamux's
+// testConnTypes.
+func forEachTransport(t *testing.T, f func(t *testing.T, tr transport)) {
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) { f(t, tr) })
+	}
+}
+
+// endpoint is a TCPListener serving a transport's listener, and the way to
+// reach it.
+type endpoint struct {
+	l    *bs.TCPListener
+	dial func() (net.Conn, error)
+}
+
+// serveOver starts a TCPListener with cfg on a new listener of tr.
+func serveOver(t testing.TB, tr transport, cfg bs.TCPListenerConfig) endpoint {
+	t.Helper()
+	leakCheck(t)
+	ln, dial := tr.listen(t)
+	return endpoint{apiServe(t, ln, cfg), dial}
+}
+
+// raw returns a new client connection, closed at the end of the test.
+func (e endpoint) raw(t testing.TB) net.Conn {
+	t.Helper()
+	nc, err := e.dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+// conn returns a new client connection wrapped by NewConn with cfg.
+func (e endpoint) conn(t testing.TB, cfg bs.TCPConnConfig) *bs.TCPConn {
+	t.Helper()
+	return apiWrap(t, e.raw(t), &cfg)
+}
+
+// apiEcho is a ConnCallback that writes every message back to its sender.
+func apiEcho(conn *bs.TCPConn, msg []byte) error {
+	_, err := conn.Write(msg)
+	return err
+}
+
+// apiStart binds cfg (on 127.0.0.1 with a system-chosen port if Address is
+// empty) and starts accepting. build receives the listener before it
+// accepts, so a callback can refer to it without a race.
+func apiStart(t testing.TB, cfg bs.TCPListenerConfig, build func(*bs.TCPListener)) *bs.TCPListener {
+	t.Helper()
+	leakCheck(t)
+	if cfg.Address == "" && cfg.Network == "" {
+		cfg.Address = "127.0.0.1:0"
+	}
+	l, err := bs.ListenTCP(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	if build != nil {
+		build(l)
+	}
+	if err := l.StartListeningAsync(); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// apiServe starts serving the connections of ln.
+func apiServe(t testing.TB, ln net.Listener, cfg bs.TCPListenerConfig) *bs.TCPListener {
+	t.Helper()
+	leakCheck(t)
+	l, err := bs.NewListener(ln, cfg)
+	if err != nil {
+		ln.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	if err := l.StartListeningAsync(); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// apiWrap wraps nc with NewConn and closes it at the end of the test.
+func apiWrap(t testing.TB, nc net.Conn, cfg *bs.TCPConnConfig) *bs.TCPConn {
+	t.Helper()
+	c, err := bs.NewConn(nc, cfg)
+	if err != nil {
+		nc.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// apiTCPPair returns the two ends of a loopback TCP connection.
+func apiTCPPair(t testing.TB) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return apiPair(t, ln, "tcp")
+}
+
+// apiPair dials ln and returns both ends.
+func apiPair(t testing.TB, ln net.Listener, network string) (client, server net.Conn) {
+	t.Helper()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- nc
+	}()
+	client, err := net.DialTimeout(network, ln.Addr().String(), 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, ok := <-accepted
+	if !ok {
+		client.Close()
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// apiSocketPath returns a path for a Unix domain socket in a temporary
+// directory, or skips the test where Unix sockets are unavailable.
+func apiSocketPath(t testing.TB) string {
+	t.Helper()
+	switch runtime.GOOS {
+	case "plan9", "js", "wasip1":
+		t.Skipf("no Unix domain sockets on %s", runtime.GOOS)
+	}
+	path := filepath.Join(t.TempDir(), "bs.sock")
+	if len(path) > 100 { // sun_path holds 104 bytes on some systems
+		dir, err := os.MkdirTemp("", "bs")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		path = filepath.Join(dir, "s")
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Skipf("Unix domain sockets unavailable: %v", err)
+	}
+	ln.Close()
+	os.Remove(path)
+	return path
+}
+
+// apiTLS returns a server configuration with the test PKI's certificate
+// for 127.0.0.1 and a client configuration that trusts its CA.
+func apiTLS(t testing.TB) (server, client *tls.Config) {
+	t.Helper()
+	p := pki(t)
+	return serverTLS(p.server), &tls.Config{RootCAs: p.roots}
+}
+
+// apiRoundTrip writes n messages on c and checks that each comes back.
+func apiRoundTrip(t testing.TB, c *bs.TCPConn, n int) {
+	t.Helper()
+	buf := make([]byte, c.MaxMessageSize())
+	var out []byte
+	for i := range n {
+		out = strconv.AppendInt(append(out[:0], "msg "...), int64(i), 10)
+		if _, err := c.Write(out); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		k, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		if !bytes.Equal(buf[:k], out) {
+			t.Fatalf("reply %d is %q, want %q", i, buf[:k], out)
+		}
+	}
+}
+
+// readOne reads one message.
+func readOne(c *bs.TCPConn) (string, error) {
+	buf := make([]byte, c.MaxMessageSize())
+	n, err := c.Read(buf)
+	return string(buf[:n]), err
+}
+
+// apiCounter is a ConnCallback that answers "N" with N messages "m0" …
+// "m<N-1>" and "close" by closing the connection.
+func apiCounter(conn *bs.TCPConn, msg []byte) error {
+	if string(msg) == "close" {
+		return conn.Close()
+	}
+	n, err := strconv.Atoi(string(msg))
+	if err != nil {
+		return err
+	}
+	for i := range n {
+		if _, err := conn.Write([]byte("m" + strconv.Itoa(i))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// seqMsg returns a message of size bytes (at least 4) that starts with seq.
+func seqMsg(seq uint32, size int) []byte {
+	p := payload(int(seq), size)
+	binary.BigEndian.PutUint32(p, seq)
+	return p
+}
+
+// seqLog records sequence numbers: the messages a server received, or the
+// ones a client's OnWriteError was given.
+type seqLog struct {
+	mu   sync.Mutex
+	seen map[uint32]int
+	errs []error
+	n    atomic.Int64
+}
+
+func newSeqLog() *seqLog { return &seqLog{seen: make(map[uint32]int)} }
+
+func (s *seqLog) add(p []byte, err error) {
+	seq := binary.BigEndian.Uint32(p)
+	s.mu.Lock()
+	s.seen[seq]++
+	if err != nil {
+		s.errs = append(s.errs, err)
+	}
+	s.mu.Unlock()
+	s.n.Add(1)
+}
+
+// callback is a ListenCallback that records messages.
+func (s *seqLog) callback(p []byte) error { s.add(p, nil); return nil }
+
+// hook is an OnWriteError that records messages and errors.
+func (s *seqLog) hook(p []byte, err error) { s.add(p, err) }
+
+func (s *seqLog) snapshot() (map[uint32]int, []error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := make(map[uint32]int, len(s.seen))
+	for k, v := range s.seen {
+		m[k] = v
+	}
+	return m, append([]error(nil), s.errs...)
+}
+
+// checkAccounting checks the invariant of OnWriteError: every one of given
+// messages was counted as written or passed to the hook, once; none that
+// reached the hook arrived at the server; none arrived twice.
+func checkAccounting(t *testing.T, c *bs.TCPConn, given int, hooked, received *seqLog) {
+	t.Helper()
+	st := c.Stats()
+	failed, _ := hooked.snapshot()
+	got, _ := received.snapshot()
+	if st.MessagesWritten+uint64(hooked.n.Load()) != uint64(given) {
+		t.Errorf("%d messages given, %d written + %d passed to OnWriteError", given, st.MessagesWritten, hooked.n.Load())
+	}
+	if st.WriteErrors != uint64(hooked.n.Load()) {
+		t.Errorf("WriteErrors = %d, OnWriteError called %d times", st.WriteErrors, hooked.n.Load())
+	}
+	for seq, n := range failed {
+		if n != 1 {
+			t.Errorf("message %d passed to OnWriteError %d times", seq, n)
+		}
+		if got[seq] != 0 {
+			t.Errorf("message %d passed to OnWriteError but received by the server", seq)
+		}
+	}
+	for seq, n := range got {
+		if n != 1 {
+			t.Errorf("message %d received %d times", seq, n)
+		}
+	}
+	if uint64(len(got)) > st.MessagesWritten {
+		t.Errorf("server received %d messages, client counted %d written", len(got), st.MessagesWritten)
+	}
+}
+
+// stallPeer accepts connections on 127.0.0.1 and never reads from them.
+type stallPeer struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+	done  chan struct{}
+}
+
+func newStallPeer(t testing.TB) *stallPeer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stallPeer{ln: ln, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, nc)
+			s.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-s.done
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, nc := range s.conns {
+			nc.Close()
+		}
+	})
+	return s
+}
+
+func (s *stallPeer) addr() string { return s.ln.Addr().String() }
+
+// within fails t unless d lies in [lo, hi].
+func within(t *testing.T, what string, d, lo, hi time.Duration) {
+	t.Helper()
+	if d < lo || d > hi {
+		t.Errorf("%s took %v, want between %v and %v", what, d, lo, hi)
+	}
+}
+
+// gatedListener starts a listener whose callback records the messages and
+// waits while the gate is shut.
+type gatedListener struct {
+	*bs.TCPListener
+	received *seqLog
+	open     chan struct{}
+	once     sync.Once
+}
+
+func newGatedListener(t *testing.T) *gatedListener {
+	g := &gatedListener{received: newSeqLog(), open: make(chan struct{})}
+	g.TCPListener = listen(t, bs.TCPListenerConfig{Framing: bs.Fixed4, Callback: func(p []byte) error {
+		<-g.open
+		return g.received.callback(p)
+	}})
+	t.Cleanup(g.release) // before the listener's Close, which waits for callbacks
+	return g
+}
+
+func (g *gatedListener) release() { g.once.Do(func() { close(g.open) }) }
+
+// testPKI holds a CA and the certificates it signed, plus a client
+// certificate it did not sign.
+type testPKI struct {
+	roots     *x509.CertPool  // trusts the CA
+	server    tls.Certificate // for 127.0.0.1, ::1 and localhost
+	expired   tls.Certificate // for 127.0.0.1, expired yesterday
+	wrongHost tls.Certificate // for wrong.example only
+	client    tls.Certificate // client authentication, signed by the CA
+	rogue     tls.Certificate // client authentication, self-signed
+}
+
+var pkiOnce = sync.OnceValues(newPKI)
+
+// pki returns the test certificates, made once per test binary.
+func pki(t testing.TB) *testPKI {
+	t.Helper()
+	p, err := pkiOnce()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func newPKI() (*testPKI, error) {
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: "buffstreams test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	leaf := func(parent *x509.Certificate, parentKey *ecdsa.PrivateKey, tmpl *x509.Certificate) (tls.Certificate, error) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		tmpl.SerialNumber = serial()
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+		if parent == nil { // self-signed
+			parent, parentKey = tmpl, key
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return tls.Certificate{}, err
+		}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: cert}, nil
+	}
+	serverAuth := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	clientAuth := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	loopback := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	p := &testPKI{roots: x509.NewCertPool()}
+	p.roots.AddCert(ca)
+	for _, c := range []struct {
+		dst    *tls.Certificate
+		parent *x509.Certificate
+		tmpl   *x509.Certificate
+	}{
+		{&p.server, ca, &x509.Certificate{Subject: pkix.Name{CommonName: "server"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+			IPAddresses: loopback, DNSNames: []string{"localhost"}, ExtKeyUsage: serverAuth}},
+		{&p.expired, ca, &x509.Certificate{Subject: pkix.Name{CommonName: "expired"},
+			NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-24 * time.Hour),
+			IPAddresses: loopback, DNSNames: []string{"localhost"}, ExtKeyUsage: serverAuth}},
+		{&p.wrongHost, ca, &x509.Certificate{Subject: pkix.Name{CommonName: "wrong host"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+			DNSNames: []string{"wrong.example"}, ExtKeyUsage: serverAuth}},
+		{&p.client, ca, &x509.Certificate{Subject: pkix.Name{CommonName: "buffstreams test client"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), ExtKeyUsage: clientAuth}},
+		{&p.rogue, nil, &x509.Certificate{Subject: pkix.Name{CommonName: "rogue client"},
+			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), ExtKeyUsage: clientAuth}},
+	} {
+		var parentKey *ecdsa.PrivateKey
+		if c.parent != nil {
+			parentKey = caKey
+		}
+		if *c.dst, err = leaf(c.parent, parentKey, c.tmpl); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func serial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+// serverTLS returns a server configuration presenting cert.
+func serverTLS(cert tls.Certificate) *tls.Config {
+	return &tls.Config{Certificates: []tls.Certificate{cert}}
+}
+
+// tlsRecorder is a ConnCallback that echoes every message and records it
+// with the common name of the client certificate, if any.
+type tlsRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+	cns  []string
+	n    atomic.Int64
+}
+
+func (r *tlsRecorder) callback(conn *bs.TCPConn, p []byte) error {
+	cn := "-"
+	if st, ok := conn.ConnectionState(); ok && len(st.PeerCertificates) > 0 {
+		cn = st.PeerCertificates[0].Subject.CommonName
+	} else if !ok {
+		cn = "not TLS"
+	}
+	r.mu.Lock()
+	r.msgs = append(r.msgs, string(p))
+	r.cns = append(r.cns, cn)
+	r.mu.Unlock()
+	r.n.Add(1)
+	_, err := conn.Write(p)
+	return err
+}
+
+func (r *tlsRecorder) got() (msgs, cns []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.msgs...), append([]string(nil), r.cns...)
+}
+
+// recvOne reads one message from c.
+func recvOne(c *bs.TCPConn) (string, error) {
+	buf := make([]byte, c.MaxMessageSize())
+	n, err := c.Read(buf)
+	return string(buf[:n]), err
+}
+
+// isTimeout reports whether err is a timeout.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+}
+
+// pipeListener is an in-memory net.Listener: Accept returns the server ends
+// of net.Pipe connections made by dial.
+type pipeListener struct {
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newPipeListener() *pipeListener {
+	return &pipeListener{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (p *pipeListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-p.conns:
+		return c, nil
+	case <-p.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (p *pipeListener) Close() error {
+	p.once.Do(func() { close(p.closed) })
+	return nil
+}
+
+func (p *pipeListener) Addr() net.Addr { return pipeAddr("listener") }
+
+// dial returns the client end of a new connection, once the listener has
+// accepted the server end, whose LocalAddr is name.
+func (p *pipeListener) dial(name string) (net.Conn, error) {
+	client, server := net.Pipe()
+	select {
+	case p.conns <- namedConn{server, name}:
+		return client, nil
+	case <-p.closed:
+		client.Close()
+		server.Close()
+		return nil, net.ErrClosed
+	}
+}
+
+type pipeAddr string
+
+func (a pipeAddr) Network() string { return "pipe" }
+
+func (a pipeAddr) String() string { return string(a) }
+
+// namedConn is a net.Conn whose LocalAddr names it, so that a ConnCallback
+// can tell connections apart.
+type namedConn struct {
+	net.Conn
+	name string
+}
+
+func (c namedConn) LocalAddr() net.Addr { return pipeAddr(c.name) }
+
+// syscallReset is the error of reading a connection the peer reset.
+var syscallReset = syscall.ECONNRESET
+
+// freeAddr returns a 127.0.0.1 address with a port nobody listens on now.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// rawListener accepts one connection at a time on 127.0.0.1 and hands it
+// over, for tests that look at the bytes on the wire.
+type rawListener struct {
+	net.Listener
+	conns chan net.Conn
+}
+
+func newRawListener(t testing.TB) *rawListener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl := &rawListener{ln, make(chan net.Conn, 16)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			rl.conns <- nc
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		close(rl.conns)
+		for nc := range rl.conns {
+			nc.Close()
+		}
+	})
+	return rl
+}
+
+func (rl *rawListener) accept(t testing.TB) net.Conn {
+	t.Helper()
+	select {
+	case nc := <-rl.conns:
+		t.Cleanup(func() { nc.Close() })
+		return nc
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection")
+		return nil
+	}
+}
+
+func dialAddr(t testing.TB, addr string, cfg bs.TCPConnConfig) *bs.TCPConn {
+	t.Helper()
+	cfg.Address = addr
+	c, err := bs.DialTCP(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// logBuf collects a logger's output; it is safe for the logger and the test
+// at once.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }

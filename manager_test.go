@@ -15,17 +15,6 @@ import (
 	bs "github.com/buffstreams/buffstreams"
 )
 
-// freeAddr returns a 127.0.0.1 address with a port nobody listens on now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 func TestManagerErrors(t *testing.T) {
 	m := bs.NewManager()
 	t.Cleanup(func() { m.Close() })
@@ -171,16 +160,8 @@ func TestManagerWriteNotBlockedByOtherAddress(t *testing.T) {
 			}
 		}
 	}()
-	// Wait until the socket buffers are full: no progress for 100 ms.
-	w := m.Writer(stuck.Addr().String())
-	for last := uint64(0); ; {
-		time.Sleep(100 * time.Millisecond)
-		n := w.Stats().MessagesWritten
-		if n > 0 && n == last {
-			break
-		}
-		last = n
-	}
+	// Wait until the socket buffers are full: the Write waits for the socket.
+	waitBlocked(t, "(*Manager).Write", "IO wait")
 
 	s := newSink()
 	free := freeAddr(t)
@@ -355,8 +336,8 @@ func TestManagerBroadcast(t *testing.T) {
 	a := dialAddr(t, addr, bs.TCPConnConfig{ReadTimeout: 20 * time.Second})
 	b := dialAddr(t, addr, bs.TCPConnConfig{ReadTimeout: 20 * time.Second})
 	eventually(t, "three connections", func() bool {
-		ls, _ := m.ListenerStats(addr)
-		return ls.Active == 3
+		ls, err := m.ListenerStats(addr)
+		return err == nil && ls.Active == 3
 	})
 	if _, err := m.Write(addr, []byte("from the manager")); err != nil {
 		t.Fatal(err)
@@ -490,7 +471,7 @@ func TestManagerBroadcastHoldsNoLock(t *testing.T) {
 	if _, err := sleeper.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
-	served := <-conns
+	<-conns // served: Broadcast has a connection to write to
 	blocked := make(chan struct{})
 	go func() {
 		defer close(blocked)
@@ -501,14 +482,7 @@ func TestManagerBroadcastHoldsNoLock(t *testing.T) {
 			}
 		}
 	}()
-	for last := uint64(0); ; { // wait until no progress for 100 ms
-		time.Sleep(100 * time.Millisecond)
-		n := served.Stats().MessagesWritten
-		if n > 0 && n == last {
-			break
-		}
-		last = n
-	}
+	waitBlocked(t, "(*Manager).Broadcast", "IO wait") // the socket buffers are full
 
 	done := make(chan error, 1)
 	go func() { done <- managerOtherAddress(m, stuck) }()

@@ -4,41 +4,17 @@ package buffstreams_test
 // and the log when its bytes are those of TLS, HTTP, SSH or another framing.
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	bs "github.com/buffstreams/buffstreams"
 )
-
-// logBuf collects a logger's output; it is safe for the logger and the test
-// at once.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
 // TestWrongProtocolLogged connects peers speaking something else and checks
 // that the listener closes them, counts them in WrongProtocol and BadInput,
@@ -113,7 +89,9 @@ func TestTruncatedWrongProtocol(t *testing.T) {
 			l := listen(t, bs.TCPListenerConfig{Framing: tc.framing, Logger: log.logger(), ReadTimeout: 200 * time.Millisecond,
 				Callback: func([]byte) error { return nil }})
 			nc := rawDial(t, l.Addr())
-			nc.Write([]byte("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"))
+			if _, err := nc.Write([]byte("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")); err != nil {
+				t.Fatal(err)
+			}
 			if tc.close {
 				nc.(*net.TCPConn).CloseWrite()
 			}

@@ -3,154 +3,35 @@ package buffstreams_test
 import (
 	"bytes"
 	"context"
-	"encoding/hex"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	bs "github.com/buffstreams/buffstreams"
 )
 
-// rawListener accepts one connection at a time on 127.0.0.1 and hands it
-// over, for tests that look at the bytes on the wire.
-type rawListener struct {
-	net.Listener
-	conns chan net.Conn
-}
-
-func newRawListener(t testing.TB) *rawListener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rl := &rawListener{ln, make(chan net.Conn, 16)}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			rl.conns <- nc
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		<-done
-		close(rl.conns)
-		for nc := range rl.conns {
-			nc.Close()
-		}
-	})
-	return rl
-}
-
-func (rl *rawListener) accept(t testing.TB) net.Conn {
-	t.Helper()
-	select {
-	case nc := <-rl.conns:
-		t.Cleanup(func() { nc.Close() })
-		return nc
-	case <-time.After(10 * time.Second):
-		t.Fatal("no connection")
-		return nil
-	}
-}
-
-func dialAddr(t testing.TB, addr string, cfg bs.TCPConnConfig) *bs.TCPConn {
-	t.Helper()
-	cfg.Address = addr
-	c, err := bs.DialTCP(&cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
-}
-
-// TestWireBytes checks the exact bytes Write puts on the wire.
-func TestWireBytes(t *testing.T) {
-	rl := newRawListener(t)
-	hello := []byte("hello world")
-	for _, tc := range []struct {
-		name string
-		cfg  bs.TCPConnConfig
-		data []byte
-		want string
-	}{
-		{"buffstreams 2.0, 110 bytes", bs.TCPConnConfig{}, make([]byte, 110), "dc0100" + hex.EncodeToString(make([]byte, 110))},
-		{"buffstreams 2.0, max 255", bs.TCPConnConfig{MaxMessageSize: 255}, hello, "1600" + hex.EncodeToString(hello)},
-		{"buffstreams 2.0, empty", bs.TCPConnConfig{}, nil, "000000"},
-		{"uvarint", bs.TCPConnConfig{Framing: bs.Uvarint}, hello, "0b" + hex.EncodeToString(hello)},
-		{"fixed4 (tokio, Netty)", bs.TCPConnConfig{Framing: bs.Fixed4}, hello, "0000000b" + hex.EncodeToString(hello)},
-		{"fixed8", bs.TCPConnConfig{Framing: bs.Fixed8}, hello, "000000000000000b" + hex.EncodeToString(hello)},
-		{"uvarint, vectored", bs.TCPConnConfig{Framing: bs.Uvarint, MaxMessageSize: 1 << 20}, bytes.Repeat([]byte{7}, 300000), "e0a712" + hex.EncodeToString(bytes.Repeat([]byte{7}, 300000))},
-	} {
-		c := dialAddr(t, rl.Addr().String(), tc.cfg)
-		nc := rl.accept(t)
-		if n, err := c.Write(tc.data); err != nil || n != len(tc.data) {
-			t.Fatalf("%s: Write = %d, %v; want %d, nil", tc.name, n, err, len(tc.data))
-		}
-		c.Close()
-		got, err := io.ReadAll(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if g := hex.EncodeToString(got); g != tc.want {
-			t.Errorf("%s: wire bytes %.40s..., want %.40s...", tc.name, g, tc.want)
-		}
-	}
-}
-
-// TestWriteTooLarge checks that an oversized message is refused and that
-// nothing of it is sent.
-func TestWriteTooLarge(t *testing.T) {
-	rl := newRawListener(t)
-	for _, tc := range []struct {
-		cfg  bs.TCPConnConfig
-		size int
-	}{
-		{bs.TCPConnConfig{}, 4097},
-		{bs.TCPConnConfig{}, 2 << 20}, // BuffStreams 2.0 panicked here
-		{bs.TCPConnConfig{Framing: bs.Fixed1, MaxMessageSize: 4096}, 256},
-		{bs.TCPConnConfig{MaxMessageSize: 100, Framing: bs.Fixed4}, 101},
-	} {
-		c := dialAddr(t, rl.Addr().String(), tc.cfg)
-		nc := rl.accept(t)
-		if n, err := c.Write(make([]byte, tc.size)); !errors.Is(err, bs.ErrMessageTooLarge) || n != 0 {
-			t.Fatalf("Write(%d bytes) = %d, %v; want ErrMessageTooLarge", tc.size, n, err)
-		}
-		if _, err := c.Write([]byte{1}); err != nil {
-			t.Fatalf("the connection is unusable after a refused write: %v", err)
-		}
-		c.Close()
-		got, _ := io.ReadAll(nc)
-		if len(got) > 9 {
-			t.Fatalf("%d bytes on the wire, want only the small message", len(got))
-		}
-		if st := c.Stats(); st.WriteErrors != 1 || st.MessagesWritten != 1 {
-			t.Fatalf("stats %+v", st)
-		}
-	}
-}
-
-// TestRead reads messages that arrive one byte at a time and in bulk.
+// TestRead reads messages that arrive one byte at a time and in bulk. Over
+// net.Pipe each Write of the peer is one read of the connection, so the
+// first 8 bytes do arrive one at a time.
 func TestRead(t *testing.T) {
-	rl := newRawListener(t)
-	c := dialAddr(t, rl.Addr().String(), bs.TCPConnConfig{Framing: bs.Fixed2})
-	nc := rl.accept(t)
+	a, nc := net.Pipe()
+	c := apiWrap(t, a, &bs.TCPConnConfig{Framing: bs.Fixed2})
 	stream := []byte("\x00\x05hello\x00\x00\x00\x05world\x00\x03abc")
 	go func() {
+		defer nc.Close()
 		for i := range stream[:8] {
-			nc.Write(stream[i : i+1])
-			time.Sleep(time.Millisecond)
+			if _, err := nc.Write(stream[i : i+1]); err != nil {
+				return
+			}
 		}
-		nc.Write(stream[8:])
-		nc.Close()
+		nc.Write(stream[8:]) // a failure shows as a short read below
 	}()
 	buf := make([]byte, 16)
 	for _, want := range []string{"hello", "", "world"} {
@@ -188,7 +69,9 @@ func TestReadBadInput(t *testing.T) {
 	} {
 		c := dialAddr(t, rl.Addr().String(), bs.TCPConnConfig{})
 		nc := rl.accept(t)
-		nc.Write([]byte(tc.in))
+		if _, err := nc.Write([]byte(tc.in)); err != nil {
+			t.Fatal(err)
+		}
 		nc.Close()
 		if _, err := c.Read(make([]byte, 4096)); !errors.Is(err, tc.want) {
 			t.Errorf("Read(% x) error = %v, want %v", tc.in, err, tc.want)
@@ -212,15 +95,10 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 
 	// Writes fail once the kernel has learned that the peer is gone; the
 	// first ones after Close may still be accepted into the send buffer.
-	var failed bool
-	for i := 0; i < 1000 && !failed; i++ {
+	eventually(t, "a failed Write to the closed server", func() bool {
 		_, err := c.Write([]byte("lost"))
-		failed = err != nil
-		time.Sleep(time.Millisecond)
-	}
-	if !failed {
-		t.Fatal("writes to a closed server kept succeeding")
-	}
+		return err != nil
+	})
 
 	cfg.Address = addr
 	listen(t, cfg)
@@ -299,8 +177,15 @@ func TestCloseUnblocksRead(t *testing.T) {
 		_, err := c.Read(make([]byte, 8))
 		done <- err
 	}()
-	time.Sleep(20 * time.Millisecond)
-	c.Close()
+	waitBlocked(t, "(*TCPConn).Read", "IO wait")
+	select {
+	case err := <-done:
+		t.Fatalf("Read returned %v before Close", err)
+	default:
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case err := <-done:
 		if !errors.Is(err, net.ErrClosed) {
@@ -322,7 +207,10 @@ func TestDialErrors(t *testing.T) {
 		t.Errorf("negative max: %v", err)
 	}
 	// A port nobody listens on: bind one and close it.
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	addr := ln.Addr().String()
 	ln.Close()
 	if _, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr}); err == nil {
@@ -335,20 +223,6 @@ func TestDialErrors(t *testing.T) {
 	}
 }
 
-// TestWriteAllocs checks that Write allocates nothing, on the copying path
-// and on the vectored one.
-func TestWriteAllocs(t *testing.T) {
-	l := listen(t, bs.TCPListenerConfig{MaxMessageSize: 1 << 20, Callback: func([]byte) error { return nil }})
-	c := dial(t, l, bs.TCPConnConfig{MaxMessageSize: 1 << 20})
-	for _, n := range []int{110, 4096, 64 << 10} {
-		msg := make([]byte, n)
-		c.Write(msg) // allocate the write buffer
-		if a := testing.AllocsPerRun(200, func() { c.Write(msg) }); a != 0 {
-			t.Errorf("Write of %d bytes: %.1f allocations, want 0", n, a)
-		}
-	}
-}
-
 // TestReadInterruptedByReopen checks that a Read cut short by Reopen does not
 // report the connection as closed, and that the next Read uses the new one.
 func TestReadInterruptedByReopen(t *testing.T) {
@@ -357,7 +231,7 @@ func TestReadInterruptedByReopen(t *testing.T) {
 	rl.accept(t)
 	read := make(chan error, 1)
 	go func() { _, err := c.Read(make([]byte, 8)); read <- err }()
-	time.Sleep(50 * time.Millisecond)
+	waitBlocked(t, "(*TCPConn).Read", "IO wait")
 	if err := c.Reopen(); err != nil {
 		t.Fatal(err)
 	}
@@ -370,9 +244,386 @@ func TestReadInterruptedByReopen(t *testing.T) {
 		t.Fatal("Read not interrupted by Reopen")
 	}
 	second := rl.accept(t)
-	second.Write([]byte("\x00\x02hi"))
+	if _, err := second.Write([]byte("\x00\x02hi")); err != nil {
+		t.Fatal(err)
+	}
 	buf := make([]byte, 8)
 	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "hi" {
 		t.Fatalf("Read after Reopen = %q, %v", buf[:n], err)
 	}
+}
+
+// TestConnWriteWhileReading writes on an accepted connection from another
+// goroutine while its read loop runs and its callback replies: the two
+// streams of messages arrive whole and each in order.
+func TestConnWriteWhileReading(t *testing.T) {
+	conns := make(chan *bs.TCPConn, 1)
+	l := apiStart(t, bs.TCPListenerConfig{ConnCallback: func(conn *bs.TCPConn, msg []byte) error {
+		select {
+		case conns <- conn:
+		default:
+		}
+		_, err := conn.Write(append([]byte("echo "), msg...))
+		return err
+	}}, nil)
+	c := dial(t, l, bs.TCPConnConfig{ReadTimeout: 20 * time.Second})
+	if _, err := c.Write([]byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	var conn *bs.TCPConn
+	select {
+	case conn = <-conns:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no callback")
+	}
+
+	const echoes, pushes = 3000, 3000
+	var wg sync.WaitGroup
+	wg.Go(func() { // pushes from outside the read loop
+		for i := range pushes {
+			if _, err := conn.Write([]byte("push " + strconv.Itoa(i))); err != nil {
+				t.Errorf("push %d: %v", i, err)
+				return
+			}
+		}
+	})
+	wg.Go(func() { // client messages that the callback answers
+		for i := 1; i < echoes; i++ {
+			if _, err := c.Write([]byte(strconv.Itoa(i))); err != nil {
+				t.Errorf("write %d: %v", i, err)
+				return
+			}
+		}
+	})
+	next := map[string]int{"echo": 0, "push": 0}
+	got := 0
+	for msg, err := range c.Messages() {
+		if err != nil {
+			t.Fatalf("after %d messages: %v", got, err)
+		}
+		kind, num, ok := strings.Cut(string(msg), " ")
+		i, err := strconv.Atoi(num)
+		if _, known := next[kind]; !ok || !known || err != nil || i != next[kind] {
+			t.Fatalf("message %d is %q; want echo %d or push %d", got, msg, next["echo"], next["push"])
+		}
+		next[kind]++
+		if got++; got == echoes+pushes {
+			break
+		}
+	}
+	wg.Wait()
+	eventually(t, "the server conn to count its writes", func() bool {
+		st := conn.Stats()
+		return st.MessagesWritten == echoes+pushes && st.MessagesRead == echoes
+	})
+}
+
+// TestMessages reads with the iterator: N messages, breaking early (which
+// loses nothing: the next iteration goes on from the next message), and
+// io.EOF, once, when the peer closes.
+func TestMessages(t *testing.T) {
+	l := apiStart(t, bs.TCPListenerConfig{ConnCallback: apiCounter}, nil)
+	c := dial(t, l, bs.TCPConnConfig{ReadTimeout: 20 * time.Second})
+	const n = 1000
+	if _, err := c.Write([]byte(strconv.Itoa(n))); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, stop := range []int{1, 4, 500, n} {
+		for msg, err := range c.Messages() {
+			if err != nil {
+				t.Fatalf("after %d: %v", len(got), err)
+			}
+			got = append(got, string(msg))
+			if len(got) == stop {
+				break
+			}
+		}
+	}
+	for i, m := range got {
+		if m != "m"+strconv.Itoa(i) {
+			t.Fatalf("message %d is %q", i, m)
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("got %d messages, want %d", len(got), n)
+	}
+	if st := c.Stats(); st.MessagesRead != n {
+		t.Errorf("MessagesRead = %d, want %d", st.MessagesRead, n)
+	}
+
+	// The server closes: the iterator yields io.EOF once and stops.
+	if _, err := c.Write([]byte("close")); err != nil {
+		t.Fatal(err)
+	}
+	var errs []error
+	for msg, err := range c.Messages() {
+		if msg != nil {
+			t.Errorf("message %q with error %v", msg, err)
+		}
+		errs = append(errs, err)
+	}
+	if len(errs) != 1 || !errors.Is(errs[0], io.EOF) {
+		t.Fatalf("after the peer closed, the iterator yielded %v; want [EOF]", errs)
+	}
+}
+
+// TestMessagesBufferLifetime documents that a message from Messages is
+// valid only until the next iteration: a slice kept past it may be
+// overwritten by the next message, while a copy is not. Each message is
+// sent only after the previous one was read, so every read starts at the
+// front of the buffer again.
+func TestMessagesBufferLifetime(t *testing.T) {
+	a, b := apiTCPPair(t)
+	w := apiWrap(t, a, nil)
+	r := apiWrap(t, b, &bs.TCPConnConfig{ReadTimeout: 20 * time.Second})
+	const n = 100
+	want := func(i int) []byte { return bytes.Repeat([]byte{byte('A' + i%26)}, 32) }
+	if _, err := w.Write(want(0)); err != nil {
+		t.Fatal(err)
+	}
+	var kept, copies [][]byte
+	for msg, err := range r.Messages() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept = append(kept, msg)
+		copies = append(copies, bytes.Clone(msg))
+		if len(kept) == n {
+			break
+		}
+		if _, err := w.Write(want(len(kept))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	changed := 0
+	for i := range n {
+		if !bytes.Equal(copies[i], want(i)) {
+			t.Fatalf("copy %d is %q, want %q", i, copies[i], want(i))
+		}
+		if !bytes.Equal(kept[i], want(i)) {
+			changed++
+		}
+	}
+	if changed == 0 {
+		t.Fatal("no kept message changed: the buffer-lifetime rule is not exercised")
+	}
+	t.Logf("%d of %d messages kept past their iteration were overwritten; their copies were not", changed, n)
+}
+
+// TestNewConnPipe runs framed messages over net.Pipe, in both directions,
+// with Read and Messages, and checks what a wrapped connection does once
+// its peer is gone.
+func TestNewConnPipe(t *testing.T) {
+	a, b := net.Pipe()
+	cfg := &bs.TCPConnConfig{Framing: bs.Fixed4, ReadTimeout: 20 * time.Second}
+	ca, cb := apiWrap(t, a, cfg), apiWrap(t, b, cfg)
+	const n = 200
+	done := make(chan error, 1)
+	go func() {
+		for i := range n {
+			if _, err := ca.Write(payload(i, i)); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- ca.Close()
+	}()
+	buf := make([]byte, n)
+	for i := range n / 2 {
+		k, err := cb.Read(buf)
+		if err != nil || !bytes.Equal(buf[:k], payload(i, i)) {
+			t.Fatalf("Read %d: %q, %v", i, buf[:k], err)
+		}
+	}
+	i := n / 2
+	for msg, err := range cb.Messages() {
+		if i == n {
+			if !errors.Is(err, io.EOF) {
+				t.Fatalf("after the last message: %q, %v; want io.EOF", msg, err)
+			}
+			break
+		}
+		if err != nil || !bytes.Equal(msg, payload(i, i)) {
+			t.Fatalf("message %d: %q, %v", i, msg, err)
+		}
+		i++
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := cb.Reopen(); err == nil {
+		t.Error("Reopen of a wrapped connection succeeded")
+	}
+	if _, err := cb.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after the peer closed: %v; want net.ErrClosed", err)
+	}
+	if _, err := cb.Read(buf); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read after the peer closed: %v; want net.ErrClosed", err)
+	}
+	if st := cb.Stats(); st.MessagesRead != n || st.WriteErrors != 1 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestNewConnUnix runs framed messages both ways over a Unix domain socket
+// wrapped with NewConn, with concurrent writers on each side.
+func TestNewConnUnix(t *testing.T) {
+	path := apiSocketPath(t)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, b := apiPair(t, ln, "unix")
+	cfg := &bs.TCPConnConfig{Framing: bs.Uvarint, ReadTimeout: 20 * time.Second}
+	ends := []*bs.TCPConn{apiWrap(t, a, cfg), apiWrap(t, b, cfg)}
+	const writers, each = 4, 500
+	var wg sync.WaitGroup
+	for side, c := range ends {
+		peer := ends[1-side]
+		for w := range writers {
+			wg.Go(func() {
+				for i := range each {
+					if _, err := c.Write(payload(side*writers+w, 10+i%50)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Go(func() {
+			got := 0
+			for msg, err := range peer.Messages() {
+				if err != nil {
+					t.Errorf("side %d after %d: %v", side, got, err)
+					return
+				}
+				ok := false
+				for w := range writers {
+					ok = ok || bytes.Equal(msg, payload(side*writers+w, len(msg)))
+				}
+				if !ok {
+					t.Errorf("side %d: mixed message %x", side, msg)
+					return
+				}
+				if got++; got == writers*each {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if a := ends[0].LocalAddr(); a == nil || a.Network() != "unix" {
+		t.Errorf("LocalAddr = %v", a)
+	}
+}
+
+// TestContexts: DialTCPContext fails with the context's error, and the
+// DialContext hook receives the network and address and carries messages.
+func TestContexts(t *testing.T) {
+	l := apiStart(t, bs.TCPListenerConfig{ConnCallback: apiEcho}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := bs.DialTCPContext(ctx, &bs.TCPConnConfig{Address: l.Addr().String()}); !errors.Is(err, context.Canceled) {
+		t.Errorf("DialTCPContext with a cancelled context: %v", err)
+	}
+	if _, err := bs.ListenTCPContext(context.Background(), bs.TCPListenerConfig{Address: "127.0.0.1:0"}); !errors.Is(err, bs.ErrInvalidConfig) {
+		t.Errorf("ListenTCPContext without a callback: %v", err)
+	}
+
+	var seen atomic.Value
+	c, err := bs.DialTCPContext(context.Background(), &bs.TCPConnConfig{
+		Address:     "server.invalid:1", // never resolved: the hook decides
+		ReadTimeout: 20 * time.Second,
+		DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+			seen.Store(network + " " + address)
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", l.Addr().String())
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	apiRoundTrip(t, c, 10)
+	if s := seen.Load(); s != "tcp server.invalid:1" {
+		t.Errorf("DialContext got %v", s)
+	}
+}
+
+// TestReadOnServedConn: Read and Messages on a connection a listener
+// serves fail at once, rather than racing its read loop for the bytes: the
+// read loop owns the reads, and every message still reaches the callback.
+func TestReadOnServedConn(t *testing.T) {
+	conns := make(chan *bs.TCPConn, 1)
+	var got atomic.Int64
+	l := apiStart(t, bs.TCPListenerConfig{ConnCallback: func(conn *bs.TCPConn, msg []byte) error {
+		select {
+		case conns <- conn:
+		default:
+		}
+		got.Add(1)
+		return nil
+	}}, nil)
+	c := dial(t, l, bs.TCPConnConfig{})
+	if _, err := c.Write([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	conn := <-conns
+	const n = 1000
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 1; i < n; i++ {
+			if _, err := c.Write([]byte("more")); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	buf := make([]byte, 4096)
+	for range 10 {
+		if _, err := conn.Read(buf); err == nil {
+			t.Fatal("Read on a served connection succeeded")
+		}
+		for msg, err := range conn.Messages() {
+			if err == nil {
+				t.Fatalf("Messages on a served connection yielded %q", msg)
+			}
+		}
+	}
+	wg.Wait()
+	eventually(t, "every message in the callback", func() bool { return got.Load() == n })
+}
+
+// TestDialTimeout checks that DialTimeout bounds the dial and the TLS
+// handshake, and ReadTimeout a Read.
+func TestDialTimeout(t *testing.T) {
+	leakCheck(t)
+	const timeout = 200 * time.Millisecond
+	start := time.Now()
+	_, err := bs.DialTCP(&bs.TCPConnConfig{Address: "127.0.0.1:1", DialTimeout: timeout,
+		DialContext: func(ctx context.Context, network, address string) (net.Conn, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("dial that hangs: %v, want context.DeadlineExceeded", err)
+	}
+	within(t, "the dial that hangs", time.Since(start), timeout, timeout+5*time.Second)
+
+	peer := newStallPeer(t) // accepts, never answers the ClientHello
+	start = time.Now()
+	_, err = bs.DialTCP(&bs.TCPConnConfig{Address: peer.addr(), DialTimeout: timeout, TLSConfig: &tls.Config{}})
+	if err == nil || !isTimeout(err) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("TLS handshake with a silent peer: %v, want a timeout", err)
+	}
+	within(t, "the handshake that hangs", time.Since(start), timeout, timeout+5*time.Second)
+
+	c := dialAddr(t, peer.addr(), bs.TCPConnConfig{ReadTimeout: timeout})
+	start = time.Now()
+	if _, err := c.Read(make([]byte, 16)); !isTimeout(err) {
+		t.Errorf("Read from a silent peer: %v, want a timeout", err)
+	}
+	within(t, "the Read", time.Since(start), timeout, timeout+5*time.Second)
 }

@@ -143,8 +143,12 @@ func TestBadInputLogged(t *testing.T) {
 	client, server := net.Pipe()
 	defer client.Close()
 	fl.results <- server
-	l.StartListeningAsync()
-	client.Write([]byte("GET / HTTP/1.1\r\n"))
+	if err := l.StartListeningAsync(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Write([]byte("GET / HTTP/1.1\r\n")); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(buf.String(), "negative length -36 in header 47 45 54") {
 		if time.Now().After(deadline) {
