@@ -54,6 +54,8 @@ type TCPListener struct {
 
 	backoffMin, backoffMax time.Duration // Accept back-off bounds
 
+	acks *ackSessions // acknowledged delivery when set; see tcplistener_ack.go
+
 	mu      sync.Mutex
 	conns   map[*TCPConn]struct{} // guarded by mu
 	started bool                  // guarded by mu
@@ -152,7 +154,12 @@ func newListener(ln net.Listener, cfg TCPListenerConfig) (*TCPListener, error) {
 	if err != nil {
 		return nil, err
 	}
+	a, err := newAckOptions(cfg.Acks, w)
+	if err != nil {
+		return nil, err
+	}
 	return &TCPListener{
+		acks:     newAckSessions(a),
 		wire:     w,
 		log:      newLogger(cfg.EnableLogging, cfg.Logger),
 		logging:  cfg.EnableLogging || cfg.Logger != nil,
@@ -285,6 +292,9 @@ func (l *TCPListener) track(nc net.Conn) {
 		nc = tls.Server(nc, l.opts.tls)
 	}
 	c := newAcceptedConn(nc, l.wire, log, l.connOpts)
+	if l.acks != nil {
+		c.eng = ackServedEngine{c}
+	}
 	l.conns[c] = struct{}{}
 	l.wg.Add(1)
 	l.mu.Unlock()
@@ -314,6 +324,10 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 	if !l.handshake(c, nc) {
 		return
 	}
+	if l.acks != nil {
+		l.serveAcked(c, nc) // tcplistener_ack.go
+		return
+	}
 	rd, cb, plain := &c.rd, l.callback, l.plain
 	timed := l.opts.readTimeout > 0 || l.opts.idleTimeout > 0
 	var partialSince time.Time // when the frame in progress began to arrive
@@ -322,6 +336,12 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 		if ok {
 			if l.closing.Load() {
 				return
+			}
+			if !delivered {
+				if err := l.helloWithoutAcks(nc, rd); err != nil {
+					l.ended(c, err)
+					return
+				}
 			}
 			delivered = true
 			partialSince = time.Time{} // the next frame's ReadTimeout starts afresh
@@ -341,6 +361,12 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 		}
 		l.count(c, msgs, nbytes)
 		msgs, nbytes = 0, 0
+		if !delivered {
+			if e := l.helloWithoutAcks(nc, rd); e != nil {
+				l.ended(c, e)
+				return
+			}
+		}
 		if err != nil {
 			l.ended(c, l.sniffFirst(rd, delivered, err))
 			return
@@ -385,6 +411,7 @@ func (l *TCPListener) handshake(c *TCPConn, nc net.Conn) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.handshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
+		l.refuseTLSHello(err) // tcplistener_ack.go
 		if !l.closing.Load() {
 			l.stats.tlsErrors.Add(1)
 			c.log.Warn("buffstreams: TLS handshake failed", "err", err)
