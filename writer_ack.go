@@ -559,14 +559,15 @@ func (e *ackEngine) connected(nc net.Conn, delivered uint64) error {
 func (e *ackEngine) read(nc net.Conn, gen uint64) {
 	defer e.wg.Done()
 	br := bufio.NewReaderSize(nc, 256)
-	var rec [ackRecordLen + 2]byte
 	var err error
 	for err == nil {
-		if _, err = io.ReadFull(br, rec[:ackRecordLen]); err != nil {
+		var typ byte
+		var seq uint64
+		var text string
+		if typ, seq, text, err = readRecord(br); err != nil {
 			break
 		}
-		seq := binary.BigEndian.Uint64(rec[1:ackRecordLen])
-		switch rec[0] {
+		switch typ {
 		case typeAck:
 			err = e.onAck(gen, seq)
 		case typeGoaway:
@@ -574,24 +575,8 @@ func (e *ackEngine) read(nc net.Conn, gen uint64) {
 				err = errGoaway
 			}
 		case typeRejected:
-			if _, err = io.ReadFull(br, rec[ackRecordLen:]); err != nil {
-				break
-			}
-			m := int(binary.BigEndian.Uint16(rec[ackRecordLen:]))
-			if m > maxReasonText {
-				err = fmt.Errorf("%w: rejection text of %d bytes", ErrAckProtocol, m)
-				break
-			}
-			text := make([]byte, m)
-			if _, err = io.ReadFull(br, text); err == nil {
-				err = e.onRejected(gen, seq, string(text))
-			}
-		default:
-			err = fmt.Errorf("%w: record of type %#x", ErrAckProtocol, rec[0])
+			err = e.onRejected(gen, seq, text)
 		}
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		err = fmt.Errorf("%w: a record was cut short", ErrAckProtocol)
 	}
 	if !errors.Is(err, errGoaway) && !isClosedErr(err) {
 		e.c.log.Warn("buffstreams: acknowledgements stopped", "err", err)
@@ -602,6 +587,38 @@ func (e *ackEngine) read(nc net.Conn, gen uint64) {
 		e.lose(nc, err)
 	}
 	e.mu.Unlock()
+}
+
+// readRecord reads one record of the listener: an ack, a goaway, or a
+// rejection with its text.
+func readRecord(br *bufio.Reader) (typ byte, seq uint64, text string, err error) {
+	var rec [ackRecordLen + 2]byte
+	if _, err = io.ReadFull(br, rec[:ackRecordLen]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			err = fmt.Errorf("%w: a record was cut short", ErrAckProtocol)
+		}
+		return 0, 0, "", err
+	}
+	typ, seq = rec[0], binary.BigEndian.Uint64(rec[1:ackRecordLen])
+	switch typ {
+	case typeAck, typeGoaway:
+		return typ, seq, "", nil
+	case typeRejected:
+	default:
+		return 0, 0, "", fmt.Errorf("%w: record of type %#x", ErrAckProtocol, typ)
+	}
+	if _, err = io.ReadFull(br, rec[ackRecordLen:]); err != nil {
+		return 0, 0, "", fmt.Errorf("%w: a rejection was cut short: %w", ErrAckProtocol, err)
+	}
+	m := int(binary.BigEndian.Uint16(rec[ackRecordLen:]))
+	if m > maxReasonText {
+		return 0, 0, "", fmt.Errorf("%w: rejection text of %d bytes", ErrAckProtocol, m)
+	}
+	b := make([]byte, m)
+	if _, err = io.ReadFull(br, b); err != nil {
+		return 0, 0, "", fmt.Errorf("%w: a rejection was cut short: %w", ErrAckProtocol, err)
+	}
+	return typ, seq, string(b), nil
 }
 
 // onAck applies an acknowledgement read on the socket of generation gen.
