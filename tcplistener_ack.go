@@ -318,12 +318,25 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) {
 	pend, pendBytes := 0, 0
 	var msgs, nbytes uint64
 	wt := orDefault(l.connOpts.writeTimeout, ackWriteTimeout)
+	saved := seq // the position the store has
+	save := func() error {
+		if st := o.store; st != nil && seq != saved {
+			if err := st.Save(s.id, seq); err != nil {
+				return fmt.Errorf("buffstreams: SessionStore.Save(%v, %d): %w", s.id, seq, err)
+			}
+			saved = seq
+		}
+		return nil
+	}
+	defer func() {
+		if err := save(); err != nil {
+			c.log.Error("buffstreams: saving the session's position", "err", err)
+		}
+	}()
 	send := func(typ byte) error {
 		if seq != acked || typ == typeGoaway {
-			if st := o.store; st != nil && seq != acked {
-				if err := st.Save(s.id, seq); err != nil {
-					return fmt.Errorf("buffstreams: SessionStore.Save(%v, %d): %w", s.id, seq, err)
-				}
+			if err := save(); err != nil {
+				return err
 			}
 			out = appendRecord(out, typ, seq)
 		}
@@ -346,13 +359,13 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) {
 				l.count(c, msgs, nbytes)
 				return
 			}
-			seq++
 			var err error
 			if cb != nil {
 				err = cb(c, p)
 			} else {
 				err = plain(p)
 			}
+			seq++ // after the callback: one that panics is not delivered
 			if err != nil {
 				l.stats.callbackErrors.Add(1)
 				c.log.Error("buffstreams: callback returned an error", "err", err, "seq", seq)
