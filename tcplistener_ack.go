@@ -186,10 +186,28 @@ func (ackServedEngine) closing()     {}
 func (ackServedEngine) drain()       {}
 func (ackServedEngine) reopened()    {}
 
-// refuse writes a refusal on nc, within the write timeout.
+// refuseLinger bounds how long a refusal waits for the dialer to read it.
+const refuseLinger = 200 * time.Millisecond
+
+// refuse writes a refusal on nc, within the write timeout, and ends the
+// stream. Closing a socket with unread bytes resets it, which can destroy
+// the refusal before the dialer reads it, so refuse reads and discards
+// what arrives until the dialer closes, for up to refuseLinger.
 func (l *TCPListener) refuse(nc net.Conn, reason byte, text string) {
 	nc.SetWriteDeadline(time.Now().Add(orDefault(l.connOpts.writeTimeout, ackWriteTimeout)))
-	nc.Write(appendRefuse(nil, reason, text))
+	if _, err := nc.Write(appendRefuse(nil, reason, text)); err != nil {
+		return
+	}
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	nc.SetReadDeadline(time.Now().Add(refuseLinger))
+	var b [512]byte
+	for range 128 {
+		if _, err := nc.Read(b[:]); err != nil {
+			return
+		}
+	}
 }
 
 // helloWithoutAcks answers, on a listener without acknowledged delivery,
@@ -227,10 +245,10 @@ func (l *TCPListener) refuseTLSHello(err error) {
 func (l *TCPListener) ackHello(c *TCPConn, nc net.Conn) (*session, uint64, chan struct{}, bool) {
 	var buf [helloFixed + maxFramingName]byte
 	nc.SetReadDeadline(time.Now().Add(l.opts.handshakeTimeout))
-	got, need := 0, helloFixed
+	got := 0
 	var h hello
 	for {
-		n, rerr := nc.Read(buf[got:need])
+		n, rerr := nc.Read(buf[got:])
 		got += n
 		var size int
 		var reason byte
@@ -254,9 +272,6 @@ func (l *TCPListener) ackHello(c *TCPConn, nc net.Conn) (*session, uint64, chan 
 			l.refuse(nc, reason, text)
 			l.ended(c, err)
 			return nil, 0, nil, false
-		}
-		if size != 0 {
-			need = size
 		}
 		if size != 0 && got >= size {
 			break

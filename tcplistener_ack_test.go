@@ -1,10 +1,13 @@
 package buffstreams_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -316,6 +319,51 @@ func TestAckShutdownHandover(t *testing.T) {
 			oc.mu.Unlock()
 			if total != n || len(bad) != 0 || failed.Load() != 0 {
 				t.Fatalf("%d deliveries (want %d), %d failed, %v", total, n, failed.Load(), bad)
+			}
+		})
+	}
+}
+
+// TestAckHostileDialer sends broken hellos to a listener with acks and
+// checks that it refuses each in the protocol's words, counts it and
+// closes the connection, delivering nothing.
+func TestAckHostileDialer(t *testing.T) {
+	leakCheck(t)
+	hello := func(version, typ byte, first uint64, nameLen uint16, name string) []byte {
+		b := append(append([]byte(nil), magic...), version, typ)
+		b = append(b, make([]byte, 16)...)
+		b = binary.BigEndian.AppendUint64(b, first)
+		b = binary.BigEndian.AppendUint32(b, 4096)
+		b = binary.BigEndian.AppendUint16(b, nameLen)
+		return append(b, name...)
+	}
+	cases := []struct {
+		name   string
+		in     []byte
+		reason byte
+	}{
+		{"wrong type", hello(1, 0x07, 1, 11, "buffstreams"), 11},
+		{"giant framing name", hello(1, 0x01, 1, 0xffff, "buffstreams"), 11},
+		{"first zero", hello(1, 0x01, 0, 11, "buffstreams"), 11},
+		{"version 9", hello(9, 0x01, 1, 11, "buffstreams"), 1},
+		{"framing", hello(1, 0x01, 1, 6, "fixed4"), 2},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := newSink()
+			l := listen(t, bs.TCPListenerConfig{Callback: s.callback, Acks: &bs.AckConfig{}})
+			nc := rawDial(t, l.Addr())
+			nc.Write(c.in)
+			nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			got, err := io.ReadAll(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) < 11 || !bytes.Equal(got[:8], magic) || got[9] != 0x03 || got[10] != c.reason {
+				t.Fatalf("answer % x; want a refusal with reason %d", got, c.reason)
+			}
+			if s.len() != 0 || l.Stats().Messages != 0 {
+				t.Fatal("delivered something")
 			}
 		})
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -246,4 +247,232 @@ func TestAckExactlyOnceAcrossCuts(t *testing.T) {
 	}
 }
 
-var _ = errors.Is
+// fakeAckListener accepts connections, reads each one's hello and hands the
+// connection to serve, which plays the listener's part by hand, from the
+// protocol's documentation.
+func fakeAckListener(t *testing.T, serve func(nc net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer nc.Close()
+				h := make([]byte, 40)
+				if _, err := io.ReadFull(nc, h); err != nil {
+					return
+				}
+				name := make([]byte, binary.BigEndian.Uint16(h[38:]))
+				if _, err := io.ReadFull(nc, name); err != nil {
+					return
+				}
+				serve(nc)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+var magic = []byte{0xff, 0xff, 0xff, 0xff, 'B', 'S', 'A', 'K'}
+
+// accept returns the answer accepting a session whose listener delivered
+// up to d.
+func acceptAnswer(d uint64) []byte {
+	b := append(append([]byte(nil), magic...), 1, 0x02)
+	return binary.BigEndian.AppendUint64(b, d)
+}
+
+func record(typ byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{typ}, seq)
+}
+
+// neverAcks accepts every session and reads its frames without
+// acknowledging any.
+func neverAcks(nc net.Conn) {
+	nc.Write(acceptAnswer(0))
+	io.Copy(io.Discard, nc)
+}
+
+// TestAckWindowFull checks each SlowConsumer policy against a listener
+// that never acknowledges, and that the window never holds more than its
+// bound.
+func TestAckWindowFull(t *testing.T) {
+	leakCheck(t)
+	addr := fakeAckListener(t, neverAcks)
+	const window = 16 << 10
+	const size = 100
+	frame := size + 3 // the BuffStreams header of MaxMessageSize 4096
+	for _, pol := range []bs.SlowConsumerPolicy{bs.SlowConsumerError, bs.SlowConsumerBlock, bs.SlowConsumerClose} {
+		for _, buf := range []int{0, 4 << 10} {
+			t.Run(fmt.Sprintf("%v/buf=%d", pol, buf), func(t *testing.T) {
+				var failed atomic.Int64
+				c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr, WriteBufferSize: buf, SlowConsumer: pol,
+					WriteTimeout: 50 * time.Millisecond, Acks: &bs.AckConfig{Window: window},
+					OnWriteError: func([]byte, error) { failed.Add(1) }})
+				if err != nil {
+					t.Fatal(err)
+				}
+				accepted := 0
+				var werr error
+				for range 10 * window / size {
+					if _, werr = c.Write(payload(accepted, size)); werr != nil {
+						break
+					}
+					accepted++
+				}
+				if accepted*frame > window || accepted*frame < window-2*frame {
+					t.Fatalf("%d messages of %d bytes accepted into a window of %d", accepted, frame, window)
+				}
+				switch pol {
+				case bs.SlowConsumerError:
+					if !errors.Is(werr, bs.ErrSlowConsumer) || failed.Load() != 1 {
+						t.Fatalf("Write = %v, %d failed; want ErrSlowConsumer, 1", werr, failed.Load())
+					}
+				case bs.SlowConsumerBlock:
+					if !errors.Is(werr, bs.ErrWriteTimeout) || failed.Load() != 1 {
+						t.Fatalf("Write = %v, %d failed; want ErrWriteTimeout, 1", werr, failed.Load())
+					}
+				case bs.SlowConsumerClose:
+					if !errors.Is(werr, bs.ErrSlowConsumer) || failed.Load() != int64(accepted)+1 {
+						t.Fatalf("Write = %v, %d failed; want ErrSlowConsumer, %d", werr, failed.Load(), accepted+1)
+					}
+				}
+				c.Close()
+				if st := c.Stats(); st.MessagesAcked != 0 || failed.Load() != int64(accepted)+1 || st.WriteErrors != uint64(accepted)+1 {
+					t.Fatalf("after Close: acked %d, failed %d, WriteErrors %d; want 0, %d", st.MessagesAcked, failed.Load(), st.WriteErrors, accepted+1)
+				}
+			})
+		}
+	}
+}
+
+// TestAckSyncContext checks that Sync returns when its context ends while
+// messages are unacknowledged.
+func TestAckSyncContext(t *testing.T) {
+	leakCheck(t)
+	addr := fakeAckListener(t, neverAcks)
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr, WriteTimeout: 50 * time.Millisecond, Acks: &bs.AckConfig{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("one"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Sync(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Sync with a cancelled context = %v", err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := c.Sync(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Sync with a deadline = %v", err)
+	}
+}
+
+// TestAckCloseReportsUnacknowledged checks that Close waits for
+// acknowledgements up to its deadline and then passes exactly the
+// messages never acknowledged to OnWriteError.
+func TestAckCloseReportsUnacknowledged(t *testing.T) {
+	leakCheck(t)
+	addr := fakeAckListener(t, func(nc net.Conn) {
+		nc.Write(acceptAnswer(0))
+		// Read the ten frames of "m0".."m9" (3-byte header, 2 bytes),
+		// acknowledge the first four, then nothing more.
+		io.ReadFull(nc, make([]byte, 10*5))
+		nc.Write(record(0x10, 4))
+		io.Copy(io.Discard, nc)
+	})
+	var mu sync.Mutex
+	var failed []string
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr, WriteTimeout: 100 * time.Millisecond, Acks: &bs.AckConfig{},
+		OnWriteError: func(m []byte, err error) {
+			mu.Lock()
+			failed = append(failed, string(m))
+			mu.Unlock()
+			if !errors.Is(err, net.ErrClosed) {
+				t.Errorf("OnWriteError(%q, %v): want net.ErrClosed", m, err)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := c.Write(fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "four acknowledged", func() bool { return c.Stats().MessagesAcked == 4 })
+	start := time.Now()
+	c.Close()
+	if d := time.Since(start); d < 100*time.Millisecond || d > 5*time.Second {
+		t.Errorf("Close took %v; want about WriteTimeout", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(failed, " "); got != "m4 m5 m6 m7 m8 m9" {
+		t.Fatalf("OnWriteError got %q", got)
+	}
+}
+
+// TestAckHostileListener checks that acknowledgements of messages never
+// sent, acknowledgements going backwards and unknown records close the
+// connection, without a panic.
+func TestAckHostileListener(t *testing.T) {
+	leakCheck(t)
+	cases := map[string][]byte{
+		"beyond":          record(0x10, 100),
+		"backwards":       append(record(0x10, 2), record(0x10, 1)...),
+		"unknown":         record(0x7e, 1),
+		"rejected beyond": append(record(0x11, 50), 0, 1, 'x'),
+	}
+	for name, recs := range cases {
+		t.Run(name, func(t *testing.T) {
+			closed := make(chan struct{}, 10)
+			addr := fakeAckListener(t, func(nc net.Conn) {
+				nc.Write(acceptAnswer(0))
+				io.ReadFull(nc, make([]byte, 3*5))
+				nc.Write(recs)
+				io.Copy(io.Discard, nc) // returns when the sender closes
+				closed <- struct{}{}
+			})
+			c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr, Acks: &bs.AckConfig{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			for i := range 3 {
+				c.Write(fmt.Appendf(nil, "m%d", i))
+			}
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the sender kept the connection")
+			}
+		})
+	}
+}
