@@ -36,29 +36,33 @@ type ackEngine struct {
 	wait bool // default mode: Write returns once the kernel has its frame
 	tlen int  // length of the framing's trailer
 
-	mu       sync.Mutex
-	cond     sync.Cond         // signalled on every change below; L is &mu
-	win      []byte            // frames; those of unsettled messages from head on; guarded by mu
-	head     int               // bytes of win before the first unsettled frame; guarded by mu
-	spans    []span            // spans[sk:] are the unsettled frames, in order; guarded by mu
-	sk       int               // guarded by mu
-	acked    uint64            // messages settled (acknowledged or failed), from the first; guarded by mu
-	wrote    uint64            // the last message whose frame reached the kernel at least once; guarded by mu
-	sent     int               // bytes of win the current socket has had; guarded by mu
-	nc       net.Conn          // the socket the last hello was accepted on; nil when down; guarded by mu
-	gen      uint64            // counts sockets; guarded by mu
-	owned    bool              // a goroutine is writing to nc or dialing; guarded by mu
-	running  bool              // the pump goroutine exists; guarded by mu
-	idle     bool              // the pump is waiting for work; guarded by mu
-	stop     bool              // Close is done with the window: the pump returns; guarded by mu
-	draining bool              // Close waits for acknowledgements; guarded by mu
-	until    time.Time         // when Close stops waiting; guarded by mu
-	strikes  int               // sockets lost since the window last moved; guarded by mu
-	lostErr  error             // why the last socket was lost; guarded by mu
-	waiters  []*ackWait        // default-mode Writes waiting for their frame, in order; guarded by mu
-	rejected map[uint64]string // callback errors of unsettled messages; guarded by mu
-	failures uint64            // messages failed or rejected; guarded by mu
-	lastErr  error             // the latest of those failures; guarded by mu
+	mu        sync.Mutex
+	cond      sync.Cond         // signalled on every change below; L is &mu
+	win       []byte            // frames; those of unsettled messages from head on; guarded by mu
+	head      int               // bytes of win before the first unsettled frame; guarded by mu
+	spans     []span            // spans[sk:] are the unsettled frames, in order; guarded by mu
+	sk        int               // guarded by mu
+	acked     uint64            // messages settled (acknowledged or failed), from the first; guarded by mu
+	wrote     uint64            // the last message whose frame reached the kernel at least once; guarded by mu
+	sent      int               // bytes of win the current socket has had; guarded by mu
+	nc        net.Conn          // the socket the last hello was accepted on; nil when down; guarded by mu
+	gen       uint64            // counts sockets; guarded by mu
+	owned     bool              // a goroutine is writing to nc or dialing; guarded by mu
+	running   bool              // the pump goroutine exists; guarded by mu
+	idle      bool              // the pump is waiting for work; guarded by mu
+	stop      bool              // Close is done with the window: the pump returns; guarded by mu
+	draining  bool              // Close waits for acknowledgements; guarded by mu
+	until     time.Time         // when Close stops waiting; guarded by mu
+	strikes   int               // sockets lost since the window last moved; guarded by mu
+	lostErr   error             // why the last socket was lost; guarded by mu
+	waiters   []*ackWait        // default-mode Writes waiting for their frame, in order; guarded by mu
+	rejected  map[uint64]string // callback errors of unsettled messages; guarded by mu
+	failures  uint64            // messages failed or rejected; guarded by mu
+	lastErr   error             // the latest of those failures; guarded by mu
+	spare     []byte            // the other buffer of win, for compacting while the socket is owned; guarded by mu
+	spareBusy bool              // the owner is writing from spare; guarded by mu
+	moved     int               // how far win's offsets moved since the owner took it; guarded by mu
+	sleepers  int               // goroutines in waitCond; guarded by mu
 
 	wg sync.WaitGroup // the pump and the readers
 }
@@ -174,9 +178,9 @@ func (e *ackEngine) add(msg []byte) (uint64, error) {
 			return 0, err
 		}
 		e.kick()
-		e.cond.Wait()
+		e.waitCond()
 	}
-	if e.head > 0 && !e.owned && len(e.win)+need > cap(e.win) {
+	if e.head > 0 && len(e.win)+need > cap(e.win) {
 		e.compact()
 	}
 	e.win, e.spans = appendFrame(c.wire.framing, e.win, e.spans, msg)
@@ -195,7 +199,7 @@ func (e *ackEngine) await(seq uint64) error {
 			e.push()
 			continue
 		}
-		e.cond.Wait()
+		e.waitCond()
 	}
 	err := w.err
 	e.mu.Unlock()
@@ -213,10 +217,28 @@ func (e *ackEngine) kick() {
 		e.wg.Add(1)
 		go e.pump()
 	case e.idle:
+		e.idle = false // one wake-up is enough
 		e.cond.Broadcast()
 	}
 }
 
+// waitCond waits for a change, counted in sleepers so that changes are
+// broadcast only when someone waits for them. e.mu is held.
+func (e *ackEngine) waitCond() {
+	e.sleepers++
+	e.cond.Wait()
+	e.sleepers--
+}
+
+// signal wakes the goroutines waiting in waitCond, if any. e.mu is held.
+func (e *ackEngine) signal() {
+	if e.sleepers > 0 {
+		e.cond.Broadcast()
+	}
+}
+
+// broadcast wakes every goroutine waiting on cond, for timers and
+// contexts.
 func (e *ackEngine) broadcast() {
 	e.mu.Lock()
 	e.cond.Broadcast()
@@ -249,7 +271,7 @@ func (e *ackEngine) pump() {
 		e.push()
 	}
 	e.running = false
-	e.cond.Broadcast()
+	e.signal()
 }
 
 // push, as the owner of the socket, writes what the socket has not had of
@@ -265,6 +287,7 @@ func (e *ackEngine) push() {
 	b := e.win[from:]
 	until := e.until
 	e.owned = true
+	e.moved = 0
 	e.mu.Unlock()
 	if !until.IsZero() {
 		nc.SetWriteDeadline(until)
@@ -277,8 +300,9 @@ func (e *ackEngine) push() {
 	}
 	e.mu.Lock()
 	e.owned = false
+	e.spareBusy = false
 	if e.gen == gen {
-		e.sent = from + n
+		e.sent = max(from+n-e.moved, 0)
 		e.written(e.sent)
 		if err != nil {
 			e.lose(nc, err)
@@ -287,7 +311,16 @@ func (e *ackEngine) push() {
 	if e.head > len(e.win)/2 {
 		e.compact()
 	}
-	e.cond.Broadcast()
+	e.released()
+}
+
+// released is called when the owner lets go of the socket: it wakes the
+// Writes that wait and, if there is work left, the pump. e.mu is held.
+func (e *ackEngine) released() {
+	e.signal()
+	if e.work() {
+		e.kick()
+	}
 }
 
 // reconnect dials again, as the owner, after the socket was lost; the
@@ -310,11 +343,23 @@ func (e *ackEngine) reconnect() {
 	default:
 		e.owned = true
 		e.mu.Unlock()
-		_, err = c.conn()
+		var nc net.Conn
+		nc, err = c.conn()
 		e.mu.Lock()
 		e.owned = false
+		if err == nil && e.nc == nil {
+			// A socket without an accepted hello: drop it, so that the
+			// next attempt dials.
+			e.mu.Unlock()
+			c.fail(nc, errNoSession)
+			e.mu.Lock()
+			e.strikes++
+			e.lostErr = errNoSession
+			e.released()
+			return
+		}
 		if err == nil {
-			e.cond.Broadcast()
+			e.released()
 			return
 		}
 	}
@@ -336,8 +381,11 @@ func (e *ackEngine) lose(nc net.Conn, err error) {
 		e.lostErr = err
 	}
 	e.kick()
-	e.cond.Broadcast()
+	e.signal()
 }
+
+// errNoSession drops a socket on which no hello was accepted.
+var errNoSession = errors.New("buffstreams: the connection has no session")
 
 // errGoaway ends a socket whose listener said goaway.
 var errGoaway = errors.New("buffstreams: the listener is shutting down (goaway)")
@@ -376,7 +424,7 @@ func (e *ackEngine) resolve(seq uint64, err error) {
 		n := copy(e.waiters, e.waiters[k:])
 		clear(e.waiters[n:])
 		e.waiters = e.waiters[:n]
-		e.cond.Broadcast()
+		e.signal()
 	}
 }
 
@@ -425,7 +473,7 @@ func (e *ackEngine) settle(seq uint64) (failedRun, error) {
 	if e.sk == len(e.spans) && !e.owned {
 		e.compact()
 	}
-	e.cond.Broadcast()
+	e.signal()
 	return run, nil
 }
 
@@ -436,8 +484,20 @@ func (e *ackEngine) compact() {
 	if h == 0 {
 		return
 	}
-	n := copy(e.win, e.win[h:])
-	e.win = e.win[:n]
+	if e.owned {
+		// The owner may be writing from win: move the frames to the
+		// spare buffer instead, unless the owner's buffer is the spare.
+		if e.spareBusy {
+			return
+		}
+		dst := append(e.spare[:0], e.win[h:]...)
+		e.spare, e.win = e.win[:0], dst
+		e.spareBusy = true
+		e.moved += h
+	} else {
+		n := copy(e.win, e.win[h:])
+		e.win = e.win[:n]
+	}
 	m := copy(e.spans, e.spans[e.sk:])
 	e.spans = e.spans[:m]
 	for i := range e.spans {
@@ -446,9 +506,6 @@ func (e *ackEngine) compact() {
 	}
 	e.sk, e.head = 0, 0
 	e.sent = max(e.sent-h, 0)
-	if cap(e.win) > keepBuffer && cap(e.win) > 2*e.o.window {
-		e.win = append([]byte(nil), e.win...)
-	}
 }
 
 // A failedRun is messages to pass to OnWriteError once the lock is
@@ -492,7 +549,7 @@ func (e *ackEngine) failAll(err error) failedRun {
 	e.nc = nil
 	clear(e.rejected)
 	e.resolve(^uint64(0), err)
-	e.cond.Broadcast()
+	e.signal()
 	return run
 }
 
@@ -548,7 +605,7 @@ func (e *ackEngine) connected(nc net.Conn, delivered uint64) error {
 	e.wg.Add(1)
 	go e.read(nc, e.gen)
 	e.kick()
-	e.cond.Broadcast()
+	e.signal()
 	e.mu.Unlock()
 	run.report(e.c)
 	return nil
@@ -659,7 +716,7 @@ func (e *ackEngine) flush() error {
 	target, failures := e.last(), e.failures
 	e.kick()
 	for e.wrote < target && e.acked < target && !e.stop {
-		e.cond.Wait()
+		e.waitCond()
 	}
 	if e.failures != failures {
 		return e.lastErr
@@ -683,7 +740,7 @@ func (e *ackEngine) sync(ctx context.Context) error {
 		if e.stop {
 			return errClosed
 		}
-		e.cond.Wait()
+		e.waitCond()
 	}
 	if e.failures != failures {
 		return e.lastErr
@@ -715,7 +772,7 @@ func (e *ackEngine) drain() {
 	}
 	e.kick()
 	for e.sk < len(e.spans) && (e.nc != nil || e.owned) && time.Now().Before(e.until) {
-		e.cond.Wait()
+		e.waitCond()
 	}
 	timer.Stop()
 	nc := e.nc
@@ -731,7 +788,7 @@ func (e *ackEngine) drain() {
 	e.draining = false
 	e.until = time.Time{}
 	e.nc = nil
-	e.cond.Broadcast()
+	e.cond.Broadcast() // the pump too
 	e.mu.Unlock()
 	if nc != nil {
 		nc.Close()
