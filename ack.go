@@ -357,10 +357,3 @@ func tlsDialError(addr string, err error) error {
 	}
 	return fmt.Errorf("buffstreams: TLS handshake with %s: %w", addr, err)
 }
-
-// isHelloStart reports whether p, the first bytes of a connection, begin
-// like a hello (all of p is a prefix of the magic, and p holds at least 4
-// bytes of it).
-func isHelloStart(p []byte) bool {
-	return len(p) >= 4 && bytes.HasPrefix(ackMagic[:], p[:min(len(p), len(ackMagic))])
-}

@@ -347,6 +347,7 @@ func (e *ackEngine) reconnect() {
 		nc, err = c.conn()
 		e.mu.Lock()
 		e.owned = false
+		e.spareBusy = false
 		if err == nil && e.nc == nil {
 			// A socket without an accepted hello: drop it, so that the
 			// next attempt dials.
