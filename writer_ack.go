@@ -93,8 +93,13 @@ func newAckEngine(c *TCPConn) *ackEngine {
 // held.
 func (e *ackEngine) last() uint64 { return e.acked + uint64(len(e.spans)-e.sk) }
 
-// held returns the bytes of frames in the window. e.mu is held.
-func (e *ackEngine) held() int { return len(e.win) - e.head }
+// spanCost is what the window counts for the bookkeeping of one message,
+// the size of a span.
+const spanCost = 16
+
+// held returns the bytes the window holds: the frames of the unsettled
+// messages and their bookkeeping. e.mu is held.
+func (e *ackEngine) held() int { return len(e.win) - e.head + spanCost*(len(e.spans)-e.sk) }
 
 func (e *ackEngine) write(msg []byte) error {
 	e.mu.Lock()
@@ -130,7 +135,7 @@ func (e *ackEngine) writeBatch(msgs [][]byte) (int, error) {
 // on error it is released and msg has been reported.
 func (e *ackEngine) add(msg []byte) (uint64, error) {
 	c := e.c
-	need := maxHeaderLen + len(msg) + e.tlen
+	need := maxHeaderLen + len(msg) + e.tlen + spanCost
 	var deadline time.Time
 	var timer *time.Timer
 	defer func() {
@@ -180,8 +185,8 @@ func (e *ackEngine) add(msg []byte) (uint64, error) {
 		e.kick()
 		e.waitCond()
 	}
-	if e.head > 0 && len(e.win)+need > cap(e.win) {
-		e.compact()
+	if len(e.win)+need > cap(e.win) || len(e.spans) == cap(e.spans) {
+		e.grow(need)
 	}
 	e.win, e.spans = appendFrame(c.wire.framing, e.win, e.spans, msg)
 	return e.last(), nil
@@ -476,6 +481,31 @@ func (e *ackEngine) settle(seq uint64) (failedRun, error) {
 	}
 	e.signal()
 	return run, nil
+}
+
+// grow makes room in win for need more bytes: it compacts, and if that is
+// not enough, reallocates, doubling but never beyond what the window's
+// bound requires, so that a window that never drains holds no more memory
+// than its bound and one frame. e.mu is held.
+func (e *ackEngine) grow(need int) {
+	if e.head > 0 {
+		e.compact()
+	}
+	if len(e.spans) == cap(e.spans) {
+		s := make([]span, len(e.spans), max(64, cap(e.spans)+cap(e.spans)/4))
+		copy(s, e.spans)
+		e.spans = s
+	}
+	if len(e.win)+need <= cap(e.win) {
+		return
+	}
+	// The frames may take what the bookkeeping leaves of the bound.
+	limit := e.o.window - spanCost*(len(e.spans)-e.sk) + maxHeaderLen
+	n := min(max(2*cap(e.win), 4096), limit)
+	n = max(n, len(e.win)+need)
+	w := make([]byte, len(e.win), n)
+	copy(w, e.win)
+	e.win = w
 }
 
 // compact moves the unsettled frames to the front of the window. e.mu is

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -326,7 +327,7 @@ func TestAckWindowFull(t *testing.T) {
 	addr := fakeAckListener(t, neverAcks)
 	const window = 16 << 10
 	const size = 100
-	frame := size + 3 // the BuffStreams header of MaxMessageSize 4096
+	frame := size + 3 + 16 // the BuffStreams header of MaxMessageSize 4096, and the window's bookkeeping
 	for _, pol := range []bs.SlowConsumerPolicy{bs.SlowConsumerError, bs.SlowConsumerBlock, bs.SlowConsumerClose} {
 		for _, buf := range []int{0, 4 << 10} {
 			t.Run(fmt.Sprintf("%v/buf=%d", pol, buf), func(t *testing.T) {
@@ -474,5 +475,41 @@ func TestAckHostileListener(t *testing.T) {
 				t.Fatal("the sender kept the connection")
 			}
 		})
+	}
+}
+
+// TestAckWindowMemory fills the window of a connection whose listener
+// never acknowledges and checks that the heap grew by no more than the
+// window's bound and 1 MiB.
+func TestAckWindowMemory(t *testing.T) {
+	leakCheck(t)
+	addr := fakeAckListener(t, neverAcks)
+	const window = 8 << 20
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr, WriteBufferSize: 64 << 10, SlowConsumer: bs.SlowConsumerError,
+		WriteTimeout: 50 * time.Millisecond, Acks: &bs.AckConfig{Window: window}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	p := payload(1, 110)
+	n := 0
+	for range 2 * window / 110 {
+		if _, err := c.Write(p); err != nil {
+			if !errors.Is(err, bs.ErrSlowConsumer) {
+				t.Fatal(err)
+			}
+			break
+		}
+		n++
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d messages in the window; the heap grew by %d bytes", n, grew)
+	if n == 2*window/110 || grew > window+1<<20 {
+		t.Fatalf("%d messages accepted, heap grew by %d bytes; want a full window within %d bytes", n, grew, window+1<<20)
 	}
 }
