@@ -198,12 +198,19 @@ func (l *TCPListener) refuse(nc net.Conn, reason byte, text string) {
 	if _, err := nc.Write(appendRefuse(nil, reason, text)); err != nil {
 		return
 	}
+	linger(nc, refuseLinger)
+}
+
+// linger ends nc for writing and reads and discards what arrives until the
+// peer closes, for up to d, so that closing nc does not reset it and
+// destroy what was last written before the peer reads it.
+func linger(nc net.Conn, d time.Duration) {
 	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
-	nc.SetReadDeadline(time.Now().Add(refuseLinger))
-	var b [512]byte
-	for range 128 {
+	nc.SetReadDeadline(time.Now().Add(d))
+	var b [4096]byte
+	for range 4096 {
 		if _, err := nc.Read(b[:]); err != nil {
 			return
 		}
@@ -311,6 +318,21 @@ func (l *TCPListener) ackHello(c *TCPConn, nc net.Conn) (*session, uint64, chan 
 	return s, d, done, true
 }
 
+// goawayLinger bounds how long Shutdown waits for a sender to leave after
+// its goaway.
+const goawayLinger = 500 * time.Millisecond
+
+// goaway tells the sender on nc that the listener is stopping, with the
+// last message delivered, and waits for it to close, up to goawayLinger,
+// discarding what it sent meanwhile: it writes that again elsewhere.
+func (l *TCPListener) goaway(c *TCPConn, nc net.Conn, send func(byte) error) {
+	if err := send(typeGoaway); err != nil {
+		l.ended(c, err)
+		return
+	}
+	linger(nc, goawayLinger)
+}
+
 // serveAcked is the read loop of a connection with acknowledged delivery.
 // It numbers the messages from the one after the last the session
 // delivered, hands each to the callback once, and acknowledges them
@@ -408,9 +430,7 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) {
 			return
 		}
 		if l.draining.Load() {
-			if err := send(typeGoaway); err != nil {
-				l.ended(c, err)
-			}
+			l.goaway(c, nc, send)
 			return
 		}
 		if err := send(typeAck); err != nil {
@@ -422,7 +442,7 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) {
 		}
 		if err := rd.fill(); err != nil {
 			if l.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
-				send(typeGoaway)
+				l.goaway(c, nc, send)
 				return
 			}
 			l.ended(c, err)

@@ -62,6 +62,7 @@ type ackEngine struct {
 	spare     []byte            // the other buffer of win, for compacting while the socket is owned; guarded by mu
 	spareBusy bool              // the owner is writing from spare; guarded by mu
 	moved     int               // how far win's offsets moved since the owner took it; guarded by mu
+	broken    bool              // a write on nc failed: its reader takes the last records, then drops it; guarded by mu
 	sleepers  int               // goroutines in waitCond; guarded by mu
 
 	wg sync.WaitGroup // the pump and the readers
@@ -200,7 +201,7 @@ func (e *ackEngine) await(seq uint64) error {
 	w.seq, w.done, w.err = seq, false, nil
 	e.waiters = append(e.waiters, w)
 	for !w.done {
-		if !e.owned && !e.stop && (e.nc == nil || e.sent < len(e.win)) {
+		if !e.owned && !e.stop && e.work() {
 			e.push()
 			continue
 		}
@@ -257,7 +258,7 @@ func (e *ackEngine) work() bool {
 	if e.nc == nil {
 		return e.sk < len(e.spans)
 	}
-	return e.sent < len(e.win)
+	return e.sent < len(e.win) && !e.broken
 }
 
 // pump writes the window whenever nobody else does, and dials again when
@@ -301,7 +302,16 @@ func (e *ackEngine) push() {
 	}
 	n, err := nc.Write(b)
 	if err != nil {
-		err = c.fail(nc, wrapWrite(err))
+		// Records the listener sent before the failure, a goaway say,
+		// may still be unread: the socket is not closed but ends for
+		// writing, and its reader takes what is left, within
+		// ackDrainWait, before it drops the socket and a reconnect
+		// resumes after what was acknowledged.
+		c.log.Warn("buffstreams: connection failed", "err", wrapWrite(err))
+		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		nc.SetReadDeadline(time.Now().Add(ackDrainWait))
 	}
 	e.mu.Lock()
 	e.owned = false
@@ -310,7 +320,7 @@ func (e *ackEngine) push() {
 		e.sent = max(from+n-e.moved, 0)
 		e.written(e.sent)
 		if err != nil {
-			e.lose(nc, err)
+			e.broken = true
 		}
 	}
 	if e.head > len(e.win)/2 {
@@ -382,6 +392,7 @@ func (e *ackEngine) lose(nc net.Conn, err error) {
 		return
 	}
 	e.nc = nil
+	e.broken = false
 	if !errors.Is(err, errGoaway) {
 		e.strikes++
 		e.lostErr = err
@@ -389,6 +400,10 @@ func (e *ackEngine) lose(nc net.Conn, err error) {
 	e.kick()
 	e.signal()
 }
+
+// ackDrainWait bounds how long the reader of a socket whose write failed
+// waits for the listener's last records.
+const ackDrainWait = time.Second
 
 // errNoSession drops a socket on which no hello was accepted.
 var errNoSession = errors.New("buffstreams: the connection has no session")
@@ -578,6 +593,7 @@ func (e *ackEngine) failAll(err error) failedRun {
 	// resumes it.
 	e.gen++
 	e.nc = nil
+	e.broken = false
 	clear(e.rejected)
 	e.resolve(^uint64(0), err)
 	e.signal()
@@ -631,6 +647,7 @@ func (e *ackEngine) connected(nc net.Conn, delivered uint64) error {
 	}
 	e.gen++
 	e.nc = nc
+	e.broken = false
 	e.sent = e.head
 	e.stop = false
 	e.wg.Add(1)
