@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -215,9 +217,15 @@ func TestAckExactlyOnceAcrossCuts(t *testing.T) {
 				}()
 			}
 			go func() { wg.Wait(); close(done) }()
-			// Cut at points spread over the stream, decided by progress.
-			for k := 1; k <= 6; k++ {
-				target := total * k / 8
+			// Cut at random points of the stream, decided by progress.
+			const cuts = 12
+			points := make([]int, cuts)
+			for k := range points {
+				points[k] = rand.IntN(total * 9 / 10)
+			}
+			slices.Sort(points)
+			t.Logf("cutting after %v deliveries", points)
+			for _, target := range points {
 				deadline := time.Now().Add(20 * time.Second)
 				for oc.count() < target && time.Now().Before(deadline) {
 					time.Sleep(time.Millisecond)
