@@ -563,3 +563,33 @@ func TestAckNoFDLeak(t *testing.T) {
 		t.Fatalf("%d delivered, want %d", got, 20*50)
 	}
 }
+
+// TestAckReopen checks that a connection closed and reopened keeps its
+// session and numbering: the listener delivers what follows, once.
+func TestAckReopen(t *testing.T) {
+	leakCheck(t)
+	oc := newOrderCheck()
+	l := listen(t, bs.TCPListenerConfig{Callback: oc.callback, Acks: &bs.AckConfig{}})
+	c := dial(t, l, bs.TCPConnConfig{WriteBufferSize: 4096, Acks: &bs.AckConfig{}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for round := range 3 {
+		for i := range 100 {
+			if _, err := c.Write(numbered(0, round*100+i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if err := c.Reopen(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oc.mu.Lock()
+	defer oc.mu.Unlock()
+	if oc.total != 300 || len(oc.bad) > 0 || l.Sessions() != 1 {
+		t.Fatalf("%d delivered, %v, %d sessions; want 300 in order, 1 session", oc.total, oc.bad, l.Sessions())
+	}
+}
