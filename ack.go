@@ -25,10 +25,11 @@ import (
 // listening side; each says which. The zero value of every field selects
 // its default.
 type AckConfig struct {
-	// Window (dialer) is the most frame bytes a connection keeps until the
-	// listener acknowledges them, to write them again after a reconnect.
-	// A Write that does not fit follows the SlowConsumer policy; an empty
-	// window takes one frame of any size. Zero means 4 MiB.
+	// Window (dialer) is the most bytes a connection keeps for the
+	// messages the listener has not acknowledged, to write them again after
+	// a reconnect: their frames and 16 bytes of bookkeeping each. A Write
+	// that does not fit follows the SlowConsumer policy; an empty window
+	// takes one message of any size. Zero means 4 MiB.
 	Window int
 
 	// AckEvery (listener) is the most messages delivered to the callback
