@@ -116,10 +116,7 @@
 // message arrives twice. A message counts as written once the kernel has
 // its frame, not once the peer's application has read it: frames in the
 // kernels' buffers when a peer dies are lost without an error on this side,
-// because TCP does not tell the sender which they were. Close on a dialed
-// connection returns an error wrapping [ErrPeerClosed] when the peer had
-// already closed or reset it; acknowledged delivery (below) tells the
-// sender which messages arrived.
+// because TCP does not tell the sender which they were.
 //
 // # Acknowledged delivery
 //

@@ -90,11 +90,6 @@ var (
 	// acknowledgement of a message never sent, or one going backwards.
 	ErrAckProtocol = errors.New("buffstreams: the peer broke the acknowledgement protocol")
 
-	// ErrPeerClosed is returned by Close on a dialed connection whose peer
-	// had already closed or reset it: messages written shortly before
-	// may not have been read.
-	ErrPeerClosed = errors.New("buffstreams: the peer had closed the connection")
-
 	// ErrRejected is the error OnWriteError receives, with acknowledged
 	// delivery, for a message whose listener callback returned an error.
 	// The text carries the callback's error text.

@@ -497,13 +497,6 @@ func (c *TCPConn) Reopen() error {
 // progress, and a dial in progress, then return errors; later ones return
 // errors matching net.ErrClosed until Reopen is called. Closing a closed
 // connection does nothing and returns nil.
-//
-// On a dialed connection without acknowledged delivery, Close returns an
-// error wrapping ErrPeerClosed when the peer had already closed or reset
-// the connection, so that messages written shortly before may be lost, and
-// one wrapping ErrWrongProtocol when, with nothing read, the peer answered
-// in another protocol (a TLS server's alert). The socket is closed all the
-// same. With acknowledged delivery, OnWriteError says what was lost.
 func (c *TCPConn) Close() error {
 	c.mu.Lock()
 	if c.closed.Load() {
@@ -523,14 +516,10 @@ func (c *TCPConn) Close() error {
 	if nc == nil {
 		return nil
 	}
-	var gone error
-	if c.dialed && c.opts.ack == nil {
-		gone = peerGone(nc, c.wire, c.stats.msgsIn.Load() > 0) // peergone_unix.go
-	}
 	if err := nc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
-	return gone
+	return nil
 }
 
 // LocalAddr returns the local address of the current connection, or nil if
