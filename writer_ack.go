@@ -137,6 +137,25 @@ func (e *ackEngine) writeBatch(msgs [][]byte) (int, error) {
 func (e *ackEngine) add(msg []byte) (uint64, error) {
 	c := e.c
 	need := maxHeaderLen + len(msg) + e.tlen + spanCost
+	if h := e.held(); (h == 0 || h+need <= e.o.window) && !c.closed.Load() {
+		return e.append(msg, need), nil
+	}
+	return e.addSlow(msg, need)
+}
+
+// append appends the frame of msg, for which the window has room, and
+// returns its sequence number. e.mu is held.
+func (e *ackEngine) append(msg []byte, need int) uint64 {
+	if len(e.win)+need > cap(e.win) || len(e.spans) == cap(e.spans) {
+		e.grow(need)
+	}
+	e.win, e.spans = appendFrame(e.c.wire.framing, e.win, e.spans, msg)
+	return e.last()
+}
+
+// addSlow is add when the window is full or the connection closed.
+func (e *ackEngine) addSlow(msg []byte, need int) (uint64, error) {
+	c := e.c
 	var deadline time.Time
 	var timer *time.Timer
 	defer func() {
@@ -186,11 +205,7 @@ func (e *ackEngine) add(msg []byte) (uint64, error) {
 		e.kick()
 		e.waitCond()
 	}
-	if len(e.win)+need > cap(e.win) || len(e.spans) == cap(e.spans) {
-		e.grow(need)
-	}
-	e.win, e.spans = appendFrame(c.wire.framing, e.win, e.spans, msg)
-	return e.last(), nil
+	return e.append(msg, need), nil
 }
 
 // await makes a default-mode Write wait until the kernel has the frame of
