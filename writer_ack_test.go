@@ -593,3 +593,51 @@ func TestAckReopen(t *testing.T) {
 		t.Fatalf("%d delivered, %v, %d sessions; want 300 in order, 1 session", oc.total, oc.bad, l.Sessions())
 	}
 }
+
+// TestAckRetriesGiveUp stops the listener for good and checks that the
+// messages it never acknowledged, and only those, reach OnWriteError with
+// ErrReconnectFailed once the Retry policy gives up, in both write modes.
+func TestAckRetriesGiveUp(t *testing.T) {
+	leakCheck(t)
+	for _, buf := range []int{0, 4096} {
+		t.Run(fmt.Sprintf("buf=%d", buf), func(t *testing.T) {
+			s := newSink()
+			l := listen(t, bs.TCPListenerConfig{Callback: s.callback, Acks: &bs.AckConfig{}})
+			var mu sync.Mutex
+			var failed []string
+			c := dial(t, l, bs.TCPConnConfig{WriteBufferSize: buf, Acks: &bs.AckConfig{},
+				Retry: &bs.RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxWait: 5 * time.Second},
+				OnWriteError: func(m []byte, err error) {
+					mu.Lock()
+					failed = append(failed, string(m))
+					mu.Unlock()
+					if !errors.Is(err, bs.ErrReconnectFailed) {
+						t.Errorf("OnWriteError(%q, %v): want ErrReconnectFailed", m, err)
+					}
+				}})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for i := range 10 {
+				c.Write(fmt.Appendf(nil, "a%d", i))
+			}
+			if err := c.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			l.Close()
+			for i := range 5 {
+				c.Write(fmt.Appendf(nil, "b%d", i))
+			}
+			eventually(t, "the five reported", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(failed) == 5
+			})
+			mu.Lock()
+			got := strings.Join(failed, " ")
+			mu.Unlock()
+			if got != "b0 b1 b2 b3 b4" || c.Stats().MessagesAcked != 10 || s.len() != 10 {
+				t.Fatalf("failed %q, acked %d, delivered %d", got, c.Stats().MessagesAcked, s.len())
+			}
+		})
+	}
+}
