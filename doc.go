@@ -146,7 +146,9 @@
 // delivered, is not sent again, and reaches OnWriteError with an error
 // wrapping [ErrRejected] and the callback's error text. A full window
 // (AckConfig.Window bytes unacknowledged) makes Write follow the
-// SlowConsumer policy, in both modes.
+// SlowConsumer policy, in both modes. In batching mode the window is the
+// write buffer: WriteBufferSize only selects the mode, and FlushInterval
+// has no effect.
 //
 // Read and Messages return an error on a dialed connection with
 // acknowledgements, and Write on a connection a listener serves with them:

@@ -159,7 +159,7 @@ func newListener(ln net.Listener, cfg TCPListenerConfig) (*TCPListener, error) {
 		return nil, err
 	}
 	return &TCPListener{
-		acks:     newAckSessions(a),
+		acks:     newAckSessions(a, &cfg),
 		wire:     w,
 		log:      newLogger(cfg.EnableLogging, cfg.Logger),
 		logging:  cfg.EnableLogging || cfg.Logger != nil,
@@ -325,7 +325,7 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 		return
 	}
 	if l.acks != nil {
-		l.serveAcked(c, nc) // tcplistener_ack.go
+		l.ackEnded(c, l.serveAcked(c, nc)) // tcplistener_ack.go
 		return
 	}
 	rd, cb, plain := &c.rd, l.callback, l.plain
@@ -339,7 +339,7 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 			}
 			if !delivered {
 				if err := l.helloWithoutAcks(nc, rd); err != nil {
-					l.ended(c, err)
+					l.ackEnded(c, err)
 					return
 				}
 			}
@@ -363,7 +363,7 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 		msgs, nbytes = 0, 0
 		if !delivered {
 			if e := l.helloWithoutAcks(nc, rd); e != nil {
-				l.ended(c, e)
+				l.ackEnded(c, e)
 				return
 			}
 		}

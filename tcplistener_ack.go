@@ -37,20 +37,45 @@ type session struct {
 	ended time.Time     // when the last owner let go; guarded by ackSessions.mu
 }
 
-// ackSessions is a listener's table of sessions, bounded and expiring.
+// ackSessions is a listener's table of sessions, bounded and expiring, with
+// the callbacks the read loops call.
 type ackSessions struct {
-	o         *ackOptions
+	o            *ackOptions
+	connCallback ConnCallback   // the ConnCallback, if set
+	callback     ListenCallback // the Callback, called when connCallback is nil
+	evicted      atomic.Uint64
+
 	mu        sync.Mutex
 	m         map[SessionID]*session // guarded by mu
 	lastSweep time.Time              // guarded by mu
-	evicted   atomic.Uint64
 }
 
-func newAckSessions(o *ackOptions) *ackSessions {
+func newAckSessions(o *ackOptions, cfg *TCPListenerConfig) *ackSessions {
 	if o == nil {
 		return nil
 	}
-	return &ackSessions{o: o, m: make(map[SessionID]*session)}
+	return &ackSessions{o: o, connCallback: cfg.ConnCallback, callback: cfg.Callback, m: make(map[SessionID]*session)}
+}
+
+// ackEnded counts and logs why a connection of acknowledged delivery, or
+// a hello at a listener without it, ended: connections refused for
+// speaking otherwise count in BadInput and WrongProtocol, malformed hellos
+// and records in BadInput.
+func (l *TCPListener) ackEnded(c *TCPConn, cause error) {
+	switch {
+	case cause == nil:
+		return
+	case errors.Is(cause, ErrWrongProtocol):
+		l.stats.wrongProtocol.Add(1)
+		l.stats.badInput.Add(1)
+		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
+		return
+	case errors.Is(cause, ErrAckProtocol):
+		l.stats.badInput.Add(1)
+		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
+		return
+	}
+	l.ended(c, cause)
 }
 
 // attach makes c the owner of the session of h, creating the session if
@@ -226,7 +251,6 @@ func (l *TCPListener) helloWithoutAcks(nc net.Conn, rd *frameReader) error {
 		return nil
 	}
 	l.refuse(nc, reasonAcksOff, "the listener does not have Acks on")
-	l.stats.wrongProtocol.Add(1)
 	return fmt.Errorf("%w: the peer asks for acknowledged delivery; set Acks on the listener", ErrWrongProtocol)
 }
 
@@ -247,9 +271,9 @@ func (l *TCPListener) refuseTLSHello(err error) {
 }
 
 // ackHello reads a connection's hello and answers it. It returns the
-// session and the channel to close when the read loop lets it go, or false
-// if the connection is to be closed.
-func (l *TCPListener) ackHello(c *TCPConn, nc net.Conn) (*session, uint64, chan struct{}, bool) {
+// session, the last message delivered for it and the channel to close when
+// the read loop lets it go, or why the connection is to be closed.
+func (l *TCPListener) ackHello(c *TCPConn, nc net.Conn) (*session, uint64, chan struct{}, error) {
 	var buf [helloFixed + maxFramingName]byte
 	nc.SetReadDeadline(time.Now().Add(l.opts.handshakeTimeout))
 	got := 0
@@ -264,58 +288,51 @@ func (l *TCPListener) ackHello(c *TCPConn, nc net.Conn) (*session, uint64, chan 
 		if err != nil {
 			text := err.Error()
 			if reason == reasonNoHello {
-				if what := recognise(buf[:got], l.wire); what != "" {
-					err = fmt.Errorf("%w: %s: %w", ErrWrongProtocol, what, err)
+				what := recognise(buf[:got], l.wire)
+				if what == "" {
+					what = "the peer does not use acknowledged delivery"
 				}
+				err = fmt.Errorf("%w: %s: %w", ErrWrongProtocol, what, err)
 				if got >= 3 && buf[0] == 0x16 && buf[1] == 0x03 {
 					reason, text = reasonNoTLS, "the listener does not serve TLS"
 				} else {
 					text = "the listener has Acks on; set Acks on the dialer"
 				}
-				l.stats.wrongProtocol.Add(1)
-			} else {
-				l.stats.badInput.Add(1)
 			}
 			l.refuse(nc, reason, text)
-			l.ended(c, err)
-			return nil, 0, nil, false
+			return nil, 0, nil, err
 		}
 		if size != 0 && got >= size {
 			break
 		}
 		if rerr != nil {
-			l.ended(c, fmt.Errorf("buffstreams: reading the hello: %w", rerr))
-			return nil, 0, nil, false
+			return nil, 0, nil, fmt.Errorf("buffstreams: reading the hello: %w", rerr)
 		}
 	}
 	nc.SetReadDeadline(time.Time{})
 	if f := l.wire.framing.String(); h.framing != f {
 		l.refuse(nc, reasonFraming, fmt.Sprintf("the dialer uses the %s framing, the listener %s", h.framing, f))
-		l.ended(c, fmt.Errorf("%w: the dialer uses the %s framing, the listener %s", ErrAckMismatch, h.framing, f))
-		return nil, 0, nil, false
+		return nil, 0, nil, fmt.Errorf("%w: the dialer uses the %s framing, the listener %s", ErrAckMismatch, h.framing, f)
 	}
 	if int(h.max) != l.wire.max {
 		l.refuse(nc, reasonMax, fmt.Sprintf("the dialer's MaxMessageSize is %d, the listener's %d", h.max, l.wire.max))
-		l.ended(c, fmt.Errorf("%w: the dialer's MaxMessageSize is %d, the listener's %d", ErrAckMismatch, h.max, l.wire.max))
-		return nil, 0, nil, false
+		return nil, 0, nil, fmt.Errorf("%w: the dialer's MaxMessageSize is %d, the listener's %d", ErrAckMismatch, h.max, l.wire.max)
 	}
 	if l.draining.Load() || l.closing.Load() {
 		l.refuse(nc, reasonShutdown, "the listener is shutting down")
-		return nil, 0, nil, false
+		return nil, 0, nil, fmt.Errorf("%w: the listener is shutting down", ErrAckRefused)
 	}
 	s, d, done, reason, err := l.acks.attach(c, h, l.opts.handshakeTimeout)
 	if err != nil {
 		l.refuse(nc, reason, err.Error())
-		l.ended(c, err)
-		return nil, 0, nil, false
+		return nil, 0, nil, err
 	}
 	nc.SetWriteDeadline(time.Now().Add(orDefault(l.connOpts.writeTimeout, ackWriteTimeout)))
 	if _, err := nc.Write(appendAccept(nil, d)); err != nil {
 		l.acks.detach(s, c, done)
-		l.ended(c, err)
-		return nil, 0, nil, false
+		return nil, 0, nil, err
 	}
-	return s, d, done, true
+	return s, d, done, nil
 }
 
 // goawayLinger bounds how long Shutdown waits for a sender to leave after
@@ -325,12 +342,12 @@ const goawayLinger = 500 * time.Millisecond
 // goaway tells the sender on nc that the listener is stopping, with the
 // last message delivered, and waits for it to close, up to goawayLinger,
 // discarding what it sent meanwhile: it writes that again elsewhere.
-func (l *TCPListener) goaway(c *TCPConn, nc net.Conn, send func(byte) error) {
+func goaway(nc net.Conn, send func(byte) error) error {
 	if err := send(typeGoaway); err != nil {
-		l.ended(c, err)
-		return
+		return err
 	}
 	linger(nc, goawayLinger)
+	return nil
 }
 
 // serveAcked is the read loop of a connection with acknowledged delivery.
@@ -341,15 +358,15 @@ func (l *TCPListener) goaway(c *TCPConn, nc net.Conn, send func(byte) error) {
 // arrived, before it waits for more. A callback's error is sent back, with
 // the message's number, before the acknowledgement that covers it. During
 // Shutdown it delivers what has arrived, says goaway with its position, and
-// returns.
-func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) {
-	s, seq, done, ok := l.ackHello(c, nc)
-	if !ok {
-		return
+// returns. It returns why the connection ended.
+func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) (cause error) {
+	s, seq, done, cause := l.ackHello(c, nc)
+	if cause != nil {
+		return cause
 	}
 	defer l.acks.detach(s, c, done)
 	o := l.acks.o
-	rd, cb, plain := &c.rd, l.callback, l.plain
+	rd, connCallback, callback := &c.rd, l.acks.connCallback, l.acks.callback
 	acked := seq
 	var out []byte // records not yet written
 	pend, pendBytes := 0, 0
@@ -394,13 +411,13 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) {
 		if ok {
 			if l.closing.Load() || s.owner.Load() != c {
 				l.count(c, msgs, nbytes)
-				return
+				return nil // Close, or a newer connection of the session
 			}
 			var err error
-			if cb != nil {
-				err = cb(c, p)
+			if connCallback != nil {
+				err = connCallback(c, p)
 			} else {
-				err = plain(p)
+				err = callback(p)
 			}
 			seq++ // after the callback: one that panics is not delivered
 			if err != nil {
@@ -417,8 +434,7 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) {
 			if pend >= o.every || pendBytes >= o.bytes {
 				if err := send(typeAck); err != nil {
 					l.count(c, msgs, nbytes)
-					l.ended(c, err)
-					return
+					return err
 				}
 			}
 			continue
@@ -426,27 +442,22 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) {
 		l.count(c, msgs, nbytes)
 		msgs, nbytes = 0, 0
 		if err != nil {
-			l.ended(c, err)
-			return
+			return err
 		}
 		if l.draining.Load() {
-			l.goaway(c, nc, send)
-			return
+			return goaway(nc, send)
 		}
 		if err := send(typeAck); err != nil {
-			l.ended(c, err)
-			return
+			return err
 		}
 		if timed {
 			partialSince = l.setReadDeadline(nc, rd.buffered() > 0, partialSince)
 		}
 		if err := rd.fill(); err != nil {
 			if l.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
-				l.goaway(c, nc, send)
-				return
+				return goaway(nc, send)
 			}
-			l.ended(c, err)
-			return
+			return err
 		}
 	}
 }
