@@ -29,7 +29,10 @@ type AckConfig struct {
 	// messages the listener has not acknowledged, to write them again after
 	// a reconnect: their frames and 16 bytes of bookkeeping each. A Write
 	// that does not fit follows the SlowConsumer policy; an empty window
-	// takes one message of any size. Zero means 4 MiB.
+	// takes one message of any size. A window that does not drain takes
+	// this much memory; one that drains while a fast stream is written may
+	// take a few times more, in two buffers that trade places as
+	// acknowledged frames are dropped. Zero means 4 MiB.
 	Window int
 
 	// AckEvery (listener) is the most messages delivered to the callback

@@ -529,13 +529,19 @@ func (e *ackEngine) grow(need int) {
 	if len(e.win)+need <= cap(e.win) {
 		return
 	}
-	// The frames may take what the bookkeeping leaves of the bound.
+	// The frames may take what the bookkeeping leaves of the bound. Beyond
+	// that (frames already settled but not yet compacted away, while the
+	// socket is written), grow by a quarter at least, so that appending
+	// stays cheap.
 	limit := e.o.window - spanCost*(len(e.spans)-e.sk) + maxHeaderLen
 	n := min(max(2*cap(e.win), 4096), limit)
-	n = max(n, len(e.win)+need)
+	if n < len(e.win)+need {
+		n = max(len(e.win)+need, cap(e.win)+cap(e.win)/4)
+	}
 	w := make([]byte, len(e.win), n)
 	copy(w, e.win)
 	e.win = w
+	e.spare = nil // too small now; the next compaction makes one of this size
 }
 
 // compact moves the unsettled frames to the front of the window. e.mu is
@@ -550,6 +556,9 @@ func (e *ackEngine) compact() {
 		// spare buffer instead, unless the owner's buffer is the spare.
 		if e.spareBusy {
 			return
+		}
+		if cap(e.spare) < cap(e.win) {
+			e.spare = make([]byte, 0, cap(e.win)) // the two buffers keep the same size
 		}
 		dst := append(e.spare[:0], e.win[h:]...)
 		e.spare, e.win = e.win[:0], dst
