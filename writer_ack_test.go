@@ -641,3 +641,41 @@ func TestAckRetriesGiveUp(t *testing.T) {
 		})
 	}
 }
+
+// Acknowledged delivery: the sender learns which messages the listener's
+// callback has had, and Sync waits for it.
+func ExampleAckConfig() {
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{
+		Address:  "127.0.0.1:0",
+		Callback: func(msg []byte) error { return nil },
+		Acks:     &bs.AckConfig{},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer l.Close()
+	l.StartListeningAsync()
+
+	c, err := bs.DialTCP(&bs.TCPConnConfig{
+		Address: l.Addr().String(),
+		Retry:   &bs.RetryPolicy{}, // reconnect and write again what was not delivered
+		Acks:    &bs.AckConfig{},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	for _, m := range []string{"one", "two", "three"} {
+		c.Write([]byte(m))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Sync(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("acknowledged:", c.Stats().MessagesAcked)
+	// Output: acknowledged: 3
+}
