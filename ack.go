@@ -188,9 +188,18 @@ func refusalError(reason byte, text string) error {
 	return fmt.Errorf("%w: the listener refused the hello: %s", base, text)
 }
 
+// errNoAnswer is a hello's failure when the listener closed the connection
+// without a word: a listener without acks that does not know the hello
+// (BuffStreams 2.0, say) does that, and so does one at its MaxConns, which
+// may take the connection later.
+var errNoAnswer = errors.New("the listener closed the connection without answering the hello")
+
 // permanent reports whether a failed hello will fail again however often it
 // is tried, so that reconnecting stops at once.
 func permanent(err error) bool {
+	if errors.Is(err, errNoAnswer) {
+		return false
+	}
 	return errors.Is(err, ErrAckMismatch) || errors.Is(err, ErrAcksOff) || errors.Is(err, ErrTLSMismatch)
 }
 
@@ -341,7 +350,7 @@ func readAnswer(r io.Reader) (uint64, error) {
 func answerReadError(p []byte, err error) error {
 	switch {
 	case len(p) == 0 && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
-		return fmt.Errorf("%w: the listener closed the connection without answering the hello; it does not have Acks on, or refused the connection (MaxConns)", ErrAcksOff)
+		return fmt.Errorf("%w: %w; it does not have Acks on, or refused the connection (MaxConns)", ErrAcksOff, errNoAnswer)
 	case len(p) >= 3 && p[0] >= 0x14 && p[0] <= 0x17 && p[1] == 0x03:
 		return fmt.Errorf("%w: the listener answered with TLS (first bytes % x); set TLSConfig on the dialer", ErrTLSMismatch, p)
 	case len(p) > 0 && !bytes.HasPrefix(ackMagic[:], p[:min(len(p), len(ackMagic))]):
