@@ -34,6 +34,7 @@ package buffstreams_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -701,6 +702,44 @@ func benchEchoServe(c net.Conn) error {
 		}
 		if _, err := c.Write(buf[:4+l]); err != nil {
 			return err
+		}
+	}
+}
+
+// BenchmarkAcks compares acknowledged delivery with plain delivery, in
+// both write modes, at 110 bytes: each run writes b.N messages until the
+// listener's callback has them all and, with acks on, until Sync returns,
+// so that every message is also acknowledged.
+func BenchmarkAcks(b *testing.B) {
+	const size = 110
+	for _, mode := range []struct {
+		name string
+		buf  int
+	}{{"default", 0}, {"batching", benchWriteBuffer}} {
+		for _, acks := range []bool{false, true} {
+			b.Run(fmt.Sprintf("mode=%s/acks=%v", mode.name, acks), func(b *testing.B) {
+				var lack, cack *buffstreams.AckConfig
+				if acks {
+					lack, cack = &buffstreams.AckConfig{}, &buffstreams.AckConfig{}
+				}
+				cnt := newBenchCounter()
+				_, c := benchPipeWith(b,
+					buffstreams.TCPListenerConfig{Callback: func([]byte) error { cnt.add(1); return nil }, Acks: lack},
+					buffstreams.TCPConnConfig{WriteBufferSize: mode.buf, Acks: cack})
+				p := benchPayload(size)
+				benchDelivered(b, cnt, size, func(n int) {
+					for range n {
+						if _, err := c.Write(p); err != nil {
+							b.Fatal(err)
+						}
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), benchDeliveryTimeout)
+					defer cancel()
+					if err := c.Sync(ctx); err != nil {
+						b.Fatal(err)
+					}
+				})
+			})
 		}
 	}
 }

@@ -144,6 +144,13 @@ type TCPListenerConfig struct {
 	// fail. A panic in it is recovered and logged. Nil means
 	// connection ends are only counted in ListenerStats and logged.
 	OnConnEnd func(conn *TCPConn, err error)
+
+	// Acks, if set, turns on acknowledged delivery: every connection must
+	// open with the hello of a TCPConn whose Acks is set too, and the
+	// listener acknowledges what its callback has had (see the package
+	// documentation, Acknowledged delivery). Nil means off, and the wire
+	// format of BuffStreams 2.0.
+	Acks *AckConfig
 }
 
 // TCPConnConfig configures a TCPConn. The zero value of every field selects
@@ -234,6 +241,13 @@ type TCPConnConfig struct {
 	// connections in tests, or custom socket options). Network and Address
 	// are passed to it; TLSConfig still applies to what it returns.
 	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
+
+	// Acks, if set, turns on acknowledged delivery with a listener whose
+	// Acks is set too: messages are kept until the listener acknowledges
+	// them, and written again after a reconnect (see the package
+	// documentation, Acknowledged delivery). DialTCP only; NewConn refuses
+	// it. Nil means off, and the wire format of BuffStreams 2.0.
+	Acks *AckConfig
 }
 
 // SlowConsumerPolicy says what Write does in batching mode when the write

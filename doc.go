@@ -121,6 +121,48 @@
 // kernels' buffers when a peer dies are lost without an error on this side,
 // because TCP does not tell the sender which they were.
 //
+// # Acknowledged delivery
+//
+// With an [AckConfig] on both the TCPConnConfig and the TCPListenerConfig,
+// the listener tells the sender which messages its callback has had, and
+// the sender keeps every message until then, to write it again after a
+// reconnect. The dialer opens each connection with a hello naming its
+// session (a random [SessionID] kept across the reconnects of one TCPConn),
+// framing and MaxMessageSize; the listener answers with the number of the
+// last message it delivered for the session, and the sender resumes right
+// after it. Messages are numbered implicitly and cross the wire unchanged;
+// the README draws every byte of the protocol.
+//
+// While the listener process lives, every message reaches the callback
+// exactly once, in order, across any number of cut connections. Across a
+// listener restart delivery is at least once, unless the listener has a
+// [SessionStore]: then a listener stopped with Close or Shutdown resumes
+// every session exactly where it stopped.
+//
+// Write keeps its meaning in each write mode, and Flush still waits for the
+// kernel only; [TCPConn.Sync] waits until everything written before it is
+// acknowledged. Every message ends exactly once in ConnStats.MessagesAcked
+// or in OnWriteError: the latter receives exactly the messages never
+// acknowledged, once the Retry policy gave up, the window's SlowConsumer
+// policy refused them, or Close stopped waiting (up to WriteTimeout, 10
+// seconds if zero). A message whose callback returned an error counts as
+// delivered, is not sent again, and reaches OnWriteError with an error
+// wrapping [ErrRejected] and the callback's error text. A full window
+// (AckConfig.Window bytes unacknowledged) makes Write follow the
+// SlowConsumer policy, in both modes. In batching mode the window is the
+// write buffer: WriteBufferSize only selects the mode, and FlushInterval
+// has no effect.
+//
+// Read and Messages return an error on a dialed connection with
+// acknowledgements, and Write on a connection a listener serves with them:
+// the way back carries the acknowledgements. Settings that differ fail
+// DialTCP, and reconnects, at once: [ErrAckMismatch] for the framing,
+// MaxMessageSize or protocol version, [ErrAcksOff] for acknowledgements on
+// at one end only, [ErrTLSMismatch] for TLS on at one end only. Shutdown on
+// an acknowledging listener delivers what has arrived, acknowledges it with
+// a goaway and closes each connection at once; its senders dial again (a
+// successor at the same address, say) and resume there.
+//
 // # Buffer lifetimes
 //
 // A slice the package hands to your code aliases one of its buffers and is

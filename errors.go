@@ -79,4 +79,32 @@ var (
 	// carry the payload, because the delimiter occurs in it or would be read
 	// earlier than where it is written (nothing is sent).
 	ErrDelimiterInPayload = errors.New("buffstreams: payload contains the delimiter")
+
+	// ErrAckMismatch is returned by DialTCP, and by reconnects, when the
+	// listener of acknowledged delivery uses another framing, another
+	// MaxMessageSize or another protocol version. The text names which.
+	ErrAckMismatch = errors.New("buffstreams: acknowledged delivery: the peers' settings differ")
+
+	// ErrAcksOff is returned by DialTCP, and by reconnects, when one end
+	// has acknowledged delivery on (AckConfig) and the other does not.
+	ErrAcksOff = errors.New("buffstreams: acknowledged delivery is on at one end only")
+
+	// ErrTLSMismatch is returned by DialTCP, and by reconnects, with
+	// acknowledged delivery on, when TLS is on at one end only.
+	ErrTLSMismatch = errors.New("buffstreams: TLS is on at one end only")
+
+	// ErrAckRefused is returned by DialTCP, and by reconnects, when the
+	// listener of acknowledged delivery refuses the session: its session
+	// table is full, its SessionStore failed, or it is shutting down.
+	ErrAckRefused = errors.New("buffstreams: the listener refused the session")
+
+	// ErrAckProtocol is the cause of closing a connection whose peer broke
+	// the acknowledgement protocol: a garbled hello or answer, an
+	// acknowledgement of a message never sent, or one going backwards.
+	ErrAckProtocol = errors.New("buffstreams: the peer broke the acknowledgement protocol")
+
+	// ErrRejected is the error OnWriteError receives, with acknowledged
+	// delivery, for a message whose listener callback returned an error.
+	// The text carries the callback's error text.
+	ErrRejected = errors.New("buffstreams: the peer's callback returned an error")
 )

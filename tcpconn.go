@@ -27,6 +27,10 @@ var errNotDialed = errors.New("buffstreams: only a dialed connection can be reop
 // callback.
 var errServed = errors.New("buffstreams: a connection served by a TCPListener is read by its read loop, not by Read or Messages")
 
+// errAckReads is returned by Read and Messages on a connection with
+// acknowledged delivery: the listener's acknowledgements arrive on it.
+var errAckReads = errors.New("buffstreams: a connection with acknowledged delivery reads acknowledgements, not messages")
+
 // errClosed is returned by operations on a closed connection.
 var errClosed = fmt.Errorf("buffstreams: connection is closed: %w", net.ErrClosed)
 
@@ -87,6 +91,7 @@ type connOptions struct {
 	bufSize       int // batching mode when > 0
 	flushInterval time.Duration
 	slow          SlowConsumerPolicy
+	ack           *ackOptions // acknowledged delivery when set
 }
 
 // connCounters are a connection's counters, updated atomically.
@@ -94,6 +99,7 @@ type connCounters struct {
 	msgsOut, bytesOut, msgsFailed atomic.Uint64
 	msgsIn, bytesIn               atomic.Uint64
 	reconnects, dialFailures      atomic.Uint64
+	acked                         atomic.Uint64
 }
 
 // ConnStats is a snapshot of a connection's counters.
@@ -105,6 +111,7 @@ type ConnStats struct {
 	BytesRead       uint64 // payload bytes of those messages
 	Reconnects      uint64 // successful dials after a failure or by Reopen
 	DialFailures    uint64 // failed dials after the first connection
+	MessagesAcked   uint64 // messages the listener acknowledged (acknowledged delivery only)
 }
 
 // DialTCP dials cfg.Address and returns a connection that writes and reads
@@ -145,6 +152,9 @@ func NewConn(nc net.Conn, cfg *TCPConnConfig) (*TCPConn, error) {
 	if cfg == nil {
 		cfg = &TCPConnConfig{}
 	}
+	if cfg.Acks != nil {
+		return nil, fmt.Errorf("%w: acknowledged delivery needs DialTCP, which can dial again and say hello", ErrInvalidConfig)
+	}
 	c, err := newConn(cfg)
 	if err != nil {
 		return nil, err
@@ -170,6 +180,10 @@ func newConn(cfg *TCPConnConfig) (*TCPConn, error) {
 	case cfg.SlowConsumer < SlowConsumerBlock || cfg.SlowConsumer > SlowConsumerClose:
 		return nil, fmt.Errorf("%w: unknown %v", ErrInvalidConfig, cfg.SlowConsumer)
 	}
+	a, err := newAckOptions(cfg.Acks, w)
+	if err != nil {
+		return nil, err
+	}
 	o := &connOptions{
 		network:       orDefault(cfg.Network, "tcp"),
 		addr:          cfg.Address,
@@ -184,6 +198,7 @@ func newConn(cfg *TCPConnConfig) (*TCPConn, error) {
 		bufSize:       cfg.WriteBufferSize,
 		flushInterval: cfg.FlushInterval,
 		slow:          cfg.SlowConsumer,
+		ack:           a,
 	}
 	log := newLogger(cfg.EnableLogging, cfg.Logger)
 	if cfg.Address != "" {
@@ -235,9 +250,15 @@ func (c *TCPConn) dial(ctx context.Context) (net.Conn, error) {
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("buffstreams: TLS handshake with %s: %w", o.addr, err)
+			return nil, tlsDialError(o.addr, err)
 		}
 		nc = tc
+	}
+	if e, ok := c.eng.(*ackEngine); ok {
+		if err := e.hello(ctx, nc); err != nil {
+			nc.Close()
+			return nil, err
+		}
 	}
 	return nc, nil
 }
@@ -286,7 +307,7 @@ func (c *TCPConn) reconnect() (net.Conn, error) {
 		}
 		c.stats.dialFailures.Add(1)
 		c.log.Warn("buffstreams: reconnect failed", "attempt", attempt, "err", err)
-		if r == nil {
+		if r == nil || permanent(err) {
 			return nil, err
 		}
 		wait := r.backoff(attempt)
@@ -361,6 +382,9 @@ func (c *TCPConn) Read(b []byte) (int, error) {
 	if c.served {
 		return 0, errServed
 	}
+	if c.opts.ack != nil {
+		return 0, errAckReads
+	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
 	p, err := c.next()
@@ -396,6 +420,10 @@ func (c *TCPConn) Messages() iter.Seq2[[]byte, error] {
 	return func(yield func([]byte, error) bool) {
 		if c.served {
 			yield(nil, errServed)
+			return
+		}
+		if c.opts.ack != nil {
+			yield(nil, errAckReads)
 			return
 		}
 		c.rmu.Lock()
@@ -548,6 +576,7 @@ func (c *TCPConn) Stats() ConnStats {
 		BytesRead:       c.stats.bytesIn.Load(),
 		Reconnects:      c.stats.reconnects.Load(),
 		DialFailures:    c.stats.dialFailures.Load(),
+		MessagesAcked:   c.stats.acked.Load(),
 	}
 }
 

@@ -54,6 +54,8 @@ type TCPListener struct {
 
 	backoffMin, backoffMax time.Duration // Accept back-off bounds
 
+	acks *ackSessions // acknowledged delivery when set; see tcplistener_ack.go
+
 	mu      sync.Mutex
 	conns   map[*TCPConn]struct{} // guarded by mu
 	started bool                  // guarded by mu
@@ -154,7 +156,12 @@ func newListener(ln net.Listener, cfg TCPListenerConfig) (*TCPListener, error) {
 	if err != nil {
 		return nil, err
 	}
+	a, err := newAckOptions(cfg.Acks, w)
+	if err != nil {
+		return nil, err
+	}
 	return &TCPListener{
+		acks:         newAckSessions(a),
 		wire:         w,
 		log:          newLogger(cfg.EnableLogging, cfg.Logger),
 		connCallback: cfg.ConnCallback,
@@ -287,6 +294,9 @@ func (l *TCPListener) track(nc net.Conn) {
 		nc = tls.Server(nc, l.opts.tls)
 	}
 	c := newAcceptedConn(nc, l.wire, log, l.connOpts)
+	if l.acks != nil {
+		c.eng = ackServedEngine{c}
+	}
 	l.conns[c] = struct{}{}
 	l.wg.Add(1)
 	l.mu.Unlock()
@@ -316,6 +326,15 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 	if cause = l.handshake(nc); cause != nil {
 		return
 	}
+	if l.acks != nil {
+		// tcplistener_ack.go. It returns nil when the listener ended the
+		// connection: Close, a goaway during Shutdown, or a newer
+		// connection of the same session.
+		if cause = l.serveAcked(c, nc); cause == nil {
+			cause = errListenerClosed
+		}
+		return
+	}
 	rd, connCallback, callback := &c.rd, l.connCallback, l.callback
 	timed := l.opts.readTimeout > 0 || l.opts.idleTimeout > 0
 	delivered := false         // a frame was read: the peer speaks our framing
@@ -326,6 +345,11 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 			if l.closing.Load() {
 				cause = errListenerClosed
 				return
+			}
+			if !delivered {
+				if cause = l.helloWithoutAcks(nc, rd); cause != nil {
+					return
+				}
 			}
 			delivered = true
 			partialSince = time.Time{} // the next frame's ReadTimeout starts afresh
@@ -345,6 +369,11 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 		}
 		l.count(c, msgs, nbytes)
 		msgs, nbytes = 0, 0
+		if !delivered {
+			if cause = l.helloWithoutAcks(nc, rd); cause != nil {
+				return
+			}
+		}
 		if err != nil {
 			cause = l.sniffFirst(rd, delivered, err)
 			return
@@ -405,6 +434,7 @@ func (l *TCPListener) handshake(nc net.Conn) error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.handshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
+		l.refuseTLSHello(err) // tcplistener_ack.go
 		return fmt.Errorf("%w: %w", ErrTLSHandshake, err)
 	}
 	return nil
@@ -486,7 +516,7 @@ func (l *TCPListener) settle(c *TCPConn, cause error) (n1, n2 *atomic.Uint64, er
 	case errors.Is(cause, ErrWrongProtocol):
 		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
 		return &l.stats.badInput, &l.stats.wrongProtocol, cause
-	case errors.Is(cause, ErrMessageTooLarge), errors.Is(cause, ErrMalformedHeader):
+	case errors.Is(cause, ErrMessageTooLarge), errors.Is(cause, ErrMalformedHeader), errors.Is(cause, ErrAckProtocol):
 		c.log.Warn("buffstreams: closing connection after bad input", "err", cause)
 		return &l.stats.badInput, nil, cause
 	case cause == errListenerClosed, l.closing.Load():

@@ -57,6 +57,9 @@ type engine interface {
 
 // newEngine returns the engine the connection's settings ask for.
 func newEngine(c *TCPConn) engine {
+	if c.opts.ack != nil {
+		return newAckEngine(c) // writer_ack.go
+	}
 	if c.opts.bufSize > 0 {
 		return newBatchEngine(c)
 	}

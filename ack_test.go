@@ -1,0 +1,213 @@
+package buffstreams
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func unhex(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestAckWireBytes pins the bytes of every message of the protocol, as the
+// README draws them.
+func TestAckWireBytes(t *testing.T) {
+	id := SessionID{0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff}
+	cases := []struct {
+		name string
+		got  []byte
+		want string
+	}{
+		{"hello", appendHello(nil, hello{version: 1, id: id, first: 1, max: 4096, framing: "buffstreams"}),
+			"ffffffff4253414b 01 01 00112233445566778899aabbccddeeff 0000000000000001 00001000 000b 6275666673747265616d73"},
+		{"hello fixed4 resuming", appendHello(nil, hello{version: 1, id: id, first: 0x0102, max: 1 << 20, framing: "fixed4"}),
+			"ffffffff4253414b 01 01 00112233445566778899aabbccddeeff 0000000000000102 00100000 0006 666978656434"},
+		{"accept", appendAccept(nil, 300), "ffffffff4253414b 01 02 000000000000012c"},
+		{"refuse", appendRefuse(nil, reasonFraming, "no"), "ffffffff4253414b 01 03 02 0002 6e6f"},
+		{"ack", appendRecord(nil, typeAck, 7), "10 0000000000000007"},
+		{"goaway", appendRecord(nil, typeGoaway, 7), "12 0000000000000007"},
+		{"rejected", appendRejected(nil, 5, "bad"), "11 0000000000000005 0003 626164"},
+	}
+	for _, c := range cases {
+		if want := unhex(t, c.want); !bytes.Equal(c.got, want) {
+			t.Errorf("%s:\n got % x\nwant % x", c.name, c.got, want)
+		}
+	}
+}
+
+// TestAckMagicIsNoFrame checks the claim of ackMagic's documentation: for
+// which framings a hello can and cannot be read as a first frame.
+func TestAckMagicIsNoFrame(t *testing.T) {
+	h := appendHello(nil, hello{version: 1, first: 1, max: 4096, framing: "fixed1"})
+	never := []Framing{BuffStreamsFraming(255), BuffStreamsFraming(4096), BuffStreamsFraming(1 << 20), BuffStreamsFraming(MaxMessageSizeLimit),
+		Uvarint, Fixed4, Fixed4LE, Fixed4Inclusive, Fixed8, Fixed8LE}
+	for _, f := range never {
+		if _, _, _, err := f.split(h, MaxMessageSizeLimit); err == nil {
+			t.Errorf("%s reads the hello as a frame", f)
+		}
+	}
+	for _, f := range []Framing{Fixed1, Fixed2, Fixed2LE} {
+		if _, _, _, err := f.split(h, f.maxLen()); err != nil {
+			t.Errorf("%s: %v; the documentation says it can read the hello", f, err)
+		}
+	}
+	if !isHello(h) || isHello(h[:9]) || isHello(append([]byte{0}, h...)) {
+		t.Error("isHello")
+	}
+}
+
+func TestParseHello(t *testing.T) {
+	good := appendHello(nil, hello{version: 1, first: 9, max: 4096, framing: "uvarint"})
+	for n := range len(good) {
+		h, size, _, err := parseHello(good[:n])
+		if err != nil {
+			t.Fatalf("prefix of %d bytes: %v", n, err)
+		}
+		if size != 0 && size <= n {
+			t.Fatalf("prefix of %d bytes: complete at %d", n, size)
+		}
+		_ = h
+	}
+	h, size, _, err := parseHello(good)
+	if err != nil || size != len(good) || h.first != 9 || h.max != 4096 || h.framing != "uvarint" {
+		t.Fatalf("parseHello = %+v, %d, %v", h, size, err)
+	}
+	bad := []struct {
+		name   string
+		p      []byte
+		reason byte
+	}{
+		{"plain frame", []byte{0x0b, 0, 0, 0}, reasonNoHello},
+		{"TLS", []byte{0x16, 0x03, 0x01, 0x02}, reasonNoHello},
+		{"version", append(append([]byte(nil), good[:8]...), 2, 1), reasonVersion},
+		{"type", append(append([]byte(nil), good[:8]...), 1, 9), reasonBadHello},
+	}
+	for _, b := range bad {
+		p := append(append([]byte(nil), b.p...), make([]byte, 64)...)
+		if _, _, r, err := parseHello(p); err == nil || r != b.reason {
+			t.Errorf("%s: reason %d, err %v; want reason %d", b.name, r, err, b.reason)
+		}
+	}
+	huge := bytes.Clone(good)
+	huge[38], huge[39] = 0xff, 0xff // a framing name of 65535 bytes
+	if _, _, r, err := parseHello(huge); err == nil || r != reasonBadHello {
+		t.Errorf("giant framing name: reason %d, err %v", r, err)
+	}
+	zero := bytes.Clone(good)
+	copy(zero[26:34], make([]byte, 8))
+	if _, _, _, err := parseHello(zero); !errors.Is(err, ErrAckProtocol) {
+		t.Errorf("first 0: %v", err)
+	}
+}
+
+func TestReadAnswer(t *testing.T) {
+	cases := []struct {
+		name string
+		in   []byte
+		want error
+		d    uint64
+	}{
+		{"accept", appendAccept(nil, 42), nil, 42},
+		{"framing", appendRefuse(nil, reasonFraming, "x"), ErrAckMismatch, 0},
+		{"max", appendRefuse(nil, reasonMax, "x"), ErrAckMismatch, 0},
+		{"acks off", appendRefuse(nil, reasonAcksOff, "x"), ErrAcksOff, 0},
+		{"tls", appendRefuse(nil, reasonTLS, "x"), ErrTLSMismatch, 0},
+		{"busy", appendRefuse(nil, reasonBusy, "x"), ErrAckRefused, 0},
+		{"closed", nil, ErrAcksOff, 0},
+		{"TLS alert", []byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28}, ErrTLSMismatch, 0},
+		{"garbage", []byte("HTTP/1.1 400 Bad Request\r\n"), ErrAckProtocol, 0},
+		{"cut accept", appendAccept(nil, 42)[:12], ErrAckProtocol, 0},
+	}
+	for _, c := range cases {
+		d, err := readAnswer(bytes.NewReader(c.in))
+		if !errors.Is(err, c.want) || (c.want == nil && d != c.d) {
+			t.Errorf("%s: %d, %v; want %d, %v", c.name, d, err, c.d, c.want)
+		}
+	}
+}
+
+func TestReadRecord(t *testing.T) {
+	var in []byte
+	in = appendRecord(in, typeAck, 3)
+	in = appendRejected(in, 4, "nope")
+	in = appendRecord(in, typeGoaway, 4)
+	br := bufio.NewReader(bytes.NewReader(in))
+	want := []struct {
+		typ  byte
+		seq  uint64
+		text string
+	}{{typeAck, 3, ""}, {typeRejected, 4, "nope"}, {typeGoaway, 4, ""}}
+	for _, w := range want {
+		typ, seq, text, err := readRecord(br)
+		if err != nil || typ != w.typ || seq != w.seq || text != w.text {
+			t.Fatalf("readRecord = %#x %d %q %v, want %+v", typ, seq, text, err, w)
+		}
+	}
+	for _, bad := range [][]byte{{0x55, 0, 0, 0, 0, 0, 0, 0, 1}, {typeAck, 0, 0}, appendRejected(nil, 1, "abc")[:12], {typeRejected, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff}} {
+		if _, _, _, err := readRecord(bufio.NewReader(bytes.NewReader(bad))); !errors.Is(err, ErrAckProtocol) {
+			t.Errorf("% x: %v, want ErrAckProtocol", bad, err)
+		}
+	}
+}
+
+func FuzzParseHello(f *testing.F) {
+	f.Add(appendHello(nil, hello{version: 1, first: 1, max: 4096, framing: "buffstreams"}))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 'B', 'S', 'A', 'K', 1, 1})
+	f.Add([]byte("GET / HTTP/1.1\r\n"))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		h, size, _, err := parseHello(p)
+		if err != nil {
+			return
+		}
+		if size > helloFixed+maxFramingName {
+			t.Fatalf("size %d above the largest hello", size)
+		}
+		if size != 0 && size <= len(p) {
+			if h.first == 0 || len(h.framing) == 0 {
+				t.Fatalf("accepted %+v", h)
+			}
+			again := appendHello(nil, h)
+			if !bytes.Equal(again, p[:size]) {
+				t.Fatalf("round trip: % x, want % x", again, p[:size])
+			}
+		}
+	})
+}
+
+func FuzzReadAnswer(f *testing.F) {
+	f.Add(appendAccept(nil, 1))
+	f.Add(appendRefuse(nil, reasonMax, "too big"))
+	f.Add([]byte{0x15, 0x03, 0x03, 0x00, 0x02})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		d, err := readAnswer(bytes.NewReader(p))
+		if err == nil && !bytes.Equal(p[:18], appendAccept(nil, d)) {
+			t.Fatalf("accepted % x as %d", p, d)
+		}
+	})
+}
+
+func FuzzReadRecord(f *testing.F) {
+	f.Add(appendRecord(nil, typeAck, 1))
+	f.Add(appendRejected(nil, 2, "x"))
+	f.Fuzz(func(t *testing.T, p []byte) {
+		br := bufio.NewReader(bytes.NewReader(p))
+		for range 100 {
+			typ, _, text, err := readRecord(br)
+			if err != nil {
+				return
+			}
+			if typ != typeAck && typ != typeGoaway && typ != typeRejected || len(text) > maxReasonText {
+				t.Fatalf("accepted type %#x, text of %d bytes", typ, len(text))
+			}
+		}
+	})
+}

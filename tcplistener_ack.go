@@ -1,0 +1,439 @@
+package buffstreams
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// This file is the listener's side of acknowledged delivery: the hello, the
+// table of sessions, and the read loop that numbers, delivers and
+// acknowledges messages. The protocol's bytes are in ack.go.
+//
+// Lock order: ackSessions.mu is taken alone; a read loop publishes its
+// position in session.delivered atomically.
+
+// ackWriteTimeout bounds the write of an acknowledgement when the
+// listener's WriteTimeout is zero.
+const ackWriteTimeout = 10 * time.Second
+
+// errAckReplies is returned by Write on a connection a listener serves with
+// acknowledged delivery: the way back carries the acknowledgements.
+var errAckReplies = errors.New("buffstreams: a connection with acknowledged delivery carries acknowledgements back, not replies")
+
+// A session is what the listener remembers of one sender.
+type session struct {
+	id        SessionID
+	delivered atomic.Uint64           // the last message handed to the callback
+	owner     atomic.Pointer[TCPConn] // the connection reading for it, or nil
+
+	done  chan struct{} // closed when the owner's read loop lets go; guarded by ackSessions.mu
+	ended time.Time     // when the last owner let go; guarded by ackSessions.mu
+}
+
+// ackSessions is a listener's table of sessions, bounded and expiring.
+type ackSessions struct {
+	o       *ackOptions
+	evicted atomic.Uint64
+
+	mu        sync.Mutex
+	m         map[SessionID]*session // guarded by mu
+	lastSweep time.Time              // guarded by mu
+}
+
+func newAckSessions(o *ackOptions) *ackSessions {
+	if o == nil {
+		return nil
+	}
+	return &ackSessions{o: o, m: make(map[SessionID]*session)}
+}
+
+// attach makes c the owner of the session of h, creating the session if
+// needed, and returns it with the last message delivered for it and the
+// channel to close when c lets go. A previous owner is closed and waited
+// for, up to wait, so that no message is delivered twice.
+func (t *ackSessions) attach(c *TCPConn, h hello, wait time.Duration) (*session, uint64, chan struct{}, byte, error) {
+	t.mu.Lock()
+	s := t.m[h.id]
+	if s == nil {
+		d := h.first - 1
+		if st := t.o.store; st != nil {
+			t.mu.Unlock()
+			v, ok, err := st.Load(h.id)
+			if err != nil {
+				return nil, 0, nil, reasonStore, fmt.Errorf("buffstreams: SessionStore.Load(%v): %w", h.id, err)
+			}
+			if ok {
+				d = v
+			}
+			t.mu.Lock()
+			s = t.m[h.id] // another connection of the session may have won
+		}
+		if s == nil {
+			if !t.room() {
+				t.mu.Unlock()
+				return nil, 0, nil, reasonBusy, fmt.Errorf("%w: all %d sessions have a connection", ErrAckRefused, t.o.maxSessions)
+			}
+			s = &session{id: h.id}
+			s.delivered.Store(d)
+			t.m[h.id] = s
+		}
+	}
+	prev := s.owner.Swap(c)
+	prevDone := s.done
+	done := make(chan struct{})
+	s.done = done
+	t.mu.Unlock()
+	if prev != nil {
+		prev.Close() // its read loop stops before the next message
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		select {
+		case <-prevDone:
+		case <-timer.C:
+			t.detach(s, c, done)
+			return nil, 0, nil, reasonBusy, fmt.Errorf("%w: the session's previous connection is still delivering", ErrAckRefused)
+		}
+	}
+	d := max(s.delivered.Load(), h.first-1)
+	s.delivered.Store(d)
+	return s, d, done, 0, nil
+}
+
+// detach ends c's ownership of s.
+func (t *ackSessions) detach(s *session, c *TCPConn, done chan struct{}) {
+	t.mu.Lock()
+	if s.owner.CompareAndSwap(c, nil) {
+		s.ended = time.Now()
+	}
+	close(done)
+	t.mu.Unlock()
+}
+
+// room makes room for a new session, forgetting those that expired and, if
+// the table is still full, the one whose connection ended longest ago, and
+// reports whether there is room. t.mu is held.
+func (t *ackSessions) room() bool {
+	now := time.Now()
+	if len(t.m) < t.o.maxSessions && now.Sub(t.lastSweep) < t.o.ttl {
+		return true
+	}
+	t.lastSweep = now
+	var oldest *session
+	for id, s := range t.m {
+		if s.owner.Load() != nil {
+			continue
+		}
+		if now.Sub(s.ended) > t.o.ttl {
+			delete(t.m, id)
+			continue
+		}
+		if oldest == nil || s.ended.Before(oldest.ended) {
+			oldest = s
+		}
+	}
+	if len(t.m) < t.o.maxSessions {
+		return true
+	}
+	if oldest == nil {
+		return false
+	}
+	delete(t.m, oldest.id)
+	t.evicted.Add(1)
+	return true
+}
+
+// len returns the number of sessions remembered.
+func (t *ackSessions) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.m)
+}
+
+// Sessions returns the number of sessions of acknowledged delivery the
+// listener remembers, 0 without acknowledged delivery.
+func (l *TCPListener) Sessions() int {
+	if l.acks == nil {
+		return 0
+	}
+	return l.acks.len()
+}
+
+// ackServedEngine is the write engine of a connection a listener serves
+// with acknowledged delivery: it refuses replies, because the way back
+// carries the acknowledgements.
+type ackServedEngine struct{ c *TCPConn }
+
+func (e ackServedEngine) write(msg []byte) error {
+	e.c.failed(msg, errAckReplies)
+	return errAckReplies
+}
+
+func (e ackServedEngine) writeBatch(msgs [][]byte) (int, error) {
+	for _, m := range msgs {
+		e.c.failed(m, errAckReplies)
+	}
+	return 0, errAckReplies
+}
+
+func (ackServedEngine) flush() error { return nil }
+func (ackServedEngine) closing()     {}
+func (ackServedEngine) drain()       {}
+func (ackServedEngine) reopened()    {}
+
+// refuseLinger bounds how long a refusal waits for the dialer to read it.
+const refuseLinger = 200 * time.Millisecond
+
+// refuse writes a refusal on nc, within the write timeout, and ends the
+// stream. Closing a socket with unread bytes resets it, which can destroy
+// the refusal before the dialer reads it, so refuse reads and discards
+// what arrives until the dialer closes, for up to refuseLinger.
+func (l *TCPListener) refuse(nc net.Conn, reason byte, text string) {
+	nc.SetWriteDeadline(time.Now().Add(orDefault(l.connOpts.writeTimeout, ackWriteTimeout)))
+	if _, err := nc.Write(appendRefuse(nil, reason, text)); err != nil {
+		return
+	}
+	linger(nc, refuseLinger)
+}
+
+// linger ends nc for writing and reads and discards what arrives until the
+// peer closes, for up to d, so that closing nc does not reset it and
+// destroy what was last written before the peer reads it.
+func linger(nc net.Conn, d time.Duration) {
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	nc.SetReadDeadline(time.Now().Add(d))
+	var b [4096]byte
+	for range 4096 {
+		if _, err := nc.Read(b[:]); err != nil {
+			return
+		}
+	}
+}
+
+// helloWithoutAcks answers, on a listener without acknowledged delivery,
+// a peer whose first bytes, in rd, are a hello: it refuses it, so that the
+// dialer fails at once with ErrAcksOff, and returns the error to close the
+// connection with. It returns nil if the bytes are not a hello.
+func (l *TCPListener) helloWithoutAcks(nc net.Conn, rd *frameReader) error {
+	if !isHello(rd.buf[:rd.w]) {
+		return nil
+	}
+	l.refuse(nc, reasonAcksOff, "the listener does not have Acks on")
+	return fmt.Errorf("%w: the peer asks for acknowledged delivery; set Acks on the listener", ErrWrongProtocol)
+}
+
+// isHello reports whether p begins with the magic, version and type of a
+// hello, of any version.
+func isHello(p []byte) bool {
+	return len(p) >= 10 && bytes.Equal(p[:8], ackMagic[:]) && p[9] == typeHello
+}
+
+// refuseTLSHello answers, on a TLS listener, a peer whose TLS handshake
+// failed because it sent a hello in plain text, so that the dialer fails
+// with ErrTLSMismatch rather than at its first write.
+func (l *TCPListener) refuseTLSHello(err error) {
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) && rh.Conn != nil && bytes.Equal(rh.RecordHeader[:], ackMagic[:5]) {
+		l.refuse(rh.Conn, reasonTLS, "the listener serves TLS; set TLSConfig on the dialer")
+	}
+}
+
+// ackHello reads a connection's hello and answers it. It returns the
+// session, the last message delivered for it and the channel to close when
+// the read loop lets it go, or why the connection is to be closed.
+func (l *TCPListener) ackHello(c *TCPConn, nc net.Conn) (*session, uint64, chan struct{}, error) {
+	var buf [helloFixed + maxFramingName]byte
+	nc.SetReadDeadline(time.Now().Add(l.opts.handshakeTimeout))
+	got := 0
+	var h hello
+	for {
+		n, rerr := nc.Read(buf[got:])
+		got += n
+		var size int
+		var reason byte
+		var err error
+		h, size, reason, err = parseHello(buf[:got])
+		if err != nil {
+			text := err.Error()
+			if reason == reasonNoHello {
+				what := recognise(buf[:got], l.wire)
+				if what == "" {
+					what = "the peer does not use acknowledged delivery"
+				}
+				err = fmt.Errorf("%w: %s: %w", ErrWrongProtocol, what, err)
+				if got >= 3 && buf[0] == 0x16 && buf[1] == 0x03 {
+					reason, text = reasonNoTLS, "the listener does not serve TLS"
+				} else {
+					text = "the listener has Acks on; set Acks on the dialer"
+				}
+			}
+			l.refuse(nc, reason, text)
+			return nil, 0, nil, err
+		}
+		if size != 0 && got >= size {
+			break
+		}
+		if rerr != nil {
+			return nil, 0, nil, fmt.Errorf("buffstreams: reading the hello: %w", rerr)
+		}
+	}
+	nc.SetReadDeadline(time.Time{})
+	if f := l.wire.framing.String(); h.framing != f {
+		l.refuse(nc, reasonFraming, fmt.Sprintf("the dialer uses the %s framing, the listener %s", h.framing, f))
+		return nil, 0, nil, fmt.Errorf("%w: the dialer uses the %s framing, the listener %s", ErrAckMismatch, h.framing, f)
+	}
+	if int(h.max) != l.wire.max {
+		l.refuse(nc, reasonMax, fmt.Sprintf("the dialer's MaxMessageSize is %d, the listener's %d", h.max, l.wire.max))
+		return nil, 0, nil, fmt.Errorf("%w: the dialer's MaxMessageSize is %d, the listener's %d", ErrAckMismatch, h.max, l.wire.max)
+	}
+	if l.draining.Load() || l.closing.Load() {
+		l.refuse(nc, reasonShutdown, "the listener is shutting down")
+		return nil, 0, nil, fmt.Errorf("%w: the listener is shutting down", ErrAckRefused)
+	}
+	s, d, done, reason, err := l.acks.attach(c, h, l.opts.handshakeTimeout)
+	if err != nil {
+		l.refuse(nc, reason, err.Error())
+		return nil, 0, nil, err
+	}
+	nc.SetWriteDeadline(time.Now().Add(orDefault(l.connOpts.writeTimeout, ackWriteTimeout)))
+	if _, err := nc.Write(appendAccept(nil, d)); err != nil {
+		l.acks.detach(s, c, done)
+		return nil, 0, nil, err
+	}
+	return s, d, done, nil
+}
+
+// goawayLinger bounds how long Shutdown waits for a sender to leave after
+// its goaway.
+const goawayLinger = 500 * time.Millisecond
+
+// goaway tells the sender on nc that the listener is stopping, with the
+// last message delivered, and waits for it to close, up to goawayLinger,
+// discarding what it sent meanwhile: it writes that again elsewhere.
+func goaway(nc net.Conn, send func(byte) error) error {
+	if err := send(typeGoaway); err != nil {
+		return err
+	}
+	linger(nc, goawayLinger)
+	return nil
+}
+
+// serveAcked is the read loop of a connection with acknowledged delivery.
+// It numbers the messages from the one after the last the session
+// delivered, hands each to the callback once, and acknowledges them
+// cumulatively after their callbacks returned: every AckEvery messages or
+// AckBytes bytes, and whenever it has delivered everything that has
+// arrived, before it waits for more. A callback's error is sent back, with
+// the message's number, before the acknowledgement that covers it. During
+// Shutdown it delivers what has arrived, says goaway with its position, and
+// returns. It returns why the connection ended.
+func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) (cause error) {
+	s, seq, done, cause := l.ackHello(c, nc)
+	if cause != nil {
+		return cause
+	}
+	defer l.acks.detach(s, c, done)
+	o := l.acks.o
+	rd, connCallback, callback := &c.rd, l.connCallback, l.callback
+	acked := seq
+	var out []byte // records not yet written
+	pend, pendBytes := 0, 0
+	var msgs, nbytes uint64
+	wt := orDefault(l.connOpts.writeTimeout, ackWriteTimeout)
+	saved := seq // the position the store has
+	save := func() error {
+		if st := o.store; st != nil && seq != saved {
+			if err := st.Save(s.id, seq); err != nil {
+				return fmt.Errorf("buffstreams: SessionStore.Save(%v, %d): %w", s.id, seq, err)
+			}
+			saved = seq
+		}
+		return nil
+	}
+	defer func() {
+		if err := save(); err != nil {
+			c.log.Error("buffstreams: saving the session's position", "err", err)
+		}
+	}()
+	send := func(typ byte) error {
+		if seq != acked || typ == typeGoaway {
+			if err := save(); err != nil {
+				return err
+			}
+			out = appendRecord(out, typ, seq)
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		nc.SetWriteDeadline(time.Now().Add(wt))
+		if _, err := nc.Write(out); err != nil {
+			return fmt.Errorf("buffstreams: writing acknowledgements: %w", err)
+		}
+		out, acked, pend, pendBytes = out[:0], seq, 0, 0
+		return nil
+	}
+	timed := l.opts.readTimeout > 0 || l.opts.idleTimeout > 0
+	var partialSince time.Time
+	for {
+		p, ok, err := rd.frame()
+		if ok {
+			if l.closing.Load() || s.owner.Load() != c {
+				l.count(c, msgs, nbytes)
+				return nil // Close, or a newer connection of the session
+			}
+			var err error
+			if connCallback != nil {
+				err = connCallback(c, p)
+			} else {
+				err = callback(p)
+			}
+			seq++ // after the callback: one that panics is not delivered
+			if err != nil {
+				l.stats.callbackErrors.Add(1)
+				c.log.Error("buffstreams: callback returned an error", "err", err, "seq", seq)
+				out = appendRejected(out, seq, err.Error())
+			}
+			s.delivered.Store(seq)
+			msgs++
+			nbytes += uint64(len(p))
+			pend++
+			pendBytes += len(p)
+			partialSince = time.Time{}
+			if pend >= o.every || pendBytes >= o.bytes {
+				if err := send(typeAck); err != nil {
+					l.count(c, msgs, nbytes)
+					return err
+				}
+			}
+			continue
+		}
+		l.count(c, msgs, nbytes)
+		msgs, nbytes = 0, 0
+		if err != nil {
+			return err
+		}
+		if l.draining.Load() {
+			return goaway(nc, send)
+		}
+		if err := send(typeAck); err != nil {
+			return err
+		}
+		if timed {
+			partialSince = l.setReadDeadline(nc, rd.buffered() > 0, partialSince)
+		}
+		if err := rd.fill(); err != nil {
+			if l.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+				return goaway(nc, send)
+			}
+			return err
+		}
+	}
+}

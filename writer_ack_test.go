@@ -1,0 +1,681 @@
+package buffstreams_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	bs "github.com/buffstreams/buffstreams"
+)
+
+// cutProxy forwards TCP connections to a target and can cut them all at
+// once, as a proxy or a network that fails mid-stream.
+type cutProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	cuts   atomic.Int64
+	wg     sync.WaitGroup
+}
+
+func newCutProxy(t testing.TB, target string) *cutProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &cutProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *cutProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *cutProxy) accept() {
+	defer p.wg.Done()
+	for {
+		a, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", p.target)
+		if err != nil {
+			a.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, a, b)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(a, b)
+		go p.pipe(b, a)
+	}
+}
+
+func (p *cutProxy) pipe(dst, src net.Conn) {
+	defer p.wg.Done()
+	// Hide the connections' types from io.Copy, which would splice
+	// through pipes that stay open until a garbage collection.
+	io.Copy(struct{ io.Writer }{dst}, struct{ io.Reader }{src})
+	dst.Close()
+	src.Close()
+}
+
+// cut closes every connection going through the proxy, discarding what it
+// has not forwarded yet; new connections are still accepted.
+func (p *cutProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		if tc, ok := c.(*net.TCPConn); ok {
+			tc.SetLinger(0) // a reset, as a crashed middlebox gives
+		}
+		c.Close()
+	}
+	p.conns = nil
+	p.cuts.Add(1)
+}
+
+func (p *cutProxy) close() {
+	p.ln.Close()
+	p.cut()
+	p.wg.Wait()
+}
+
+// numbered is a message naming its writer and its number for that writer.
+func numbered(writer, n int) []byte {
+	b := make([]byte, 16, 40)
+	binary.BigEndian.PutUint64(b, uint64(writer))
+	binary.BigEndian.PutUint64(b[8:], uint64(n))
+	return append(b, "some payload bytes"...)
+}
+
+// orderCheck is a listener callback that checks that each writer's
+// messages arrive exactly once and in order.
+type orderCheck struct {
+	mu    sync.Mutex
+	next  map[uint64]uint64
+	total int
+	bad   []string
+}
+
+func newOrderCheck() *orderCheck { return &orderCheck{next: make(map[uint64]uint64)} }
+
+func (o *orderCheck) callback(p []byte) error {
+	w, n := binary.BigEndian.Uint64(p), binary.BigEndian.Uint64(p[8:])
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if n != o.next[w] && len(o.bad) < 10 {
+		o.bad = append(o.bad, fmt.Sprintf("writer %d: got message %d, want %d", w, n, o.next[w]))
+	}
+	o.next[w] = n + 1
+	o.total++
+	return nil
+}
+
+func (o *orderCheck) count() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.total
+}
+
+func ackRetry() *bs.RetryPolicy {
+	return &bs.RetryPolicy{MaxAttempts: 50, InitialBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond, MaxWait: 10 * time.Second}
+}
+
+func TestAckDeliversAndAcknowledges(t *testing.T) {
+	leakCheck(t)
+	for _, mode := range []struct {
+		name string
+		buf  int
+	}{{"default", 0}, {"batching", 64 << 10}} {
+		t.Run(mode.name, func(t *testing.T) {
+			s := newSink()
+			l := listen(t, bs.TCPListenerConfig{Callback: s.callback, Acks: &bs.AckConfig{}})
+			c := dial(t, l, bs.TCPConnConfig{WriteBufferSize: mode.buf, Acks: &bs.AckConfig{}})
+			const n = 1000
+			for i := range n {
+				if _, err := c.Write(payload(i, 100)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := c.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Stats().MessagesAcked; got != n {
+				t.Fatalf("MessagesAcked = %d, want %d", got, n)
+			}
+			if s.len() != n {
+				t.Fatalf("callback got %d messages, want %d", s.len(), n)
+			}
+			if _, err := c.Read(make([]byte, 10)); err == nil {
+				t.Fatal("Read on an acknowledging connection succeeded")
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestAckExactlyOnceAcrossCuts cuts a proxy between the ends many times
+// while several goroutines write numbered messages, and checks that the
+// callback sees every message exactly once, in each writer's order.
+func TestAckExactlyOnceAcrossCuts(t *testing.T) {
+	leakCheck(t)
+	for _, mode := range []struct {
+		name    string
+		buf     int
+		writers int
+	}{{"default-1", 0, 1}, {"default-8", 0, 8}, {"batching-1", 32 << 10, 1}, {"batching-8", 32 << 10, 8}} {
+		t.Run(mode.name, func(t *testing.T) {
+			oc := newOrderCheck()
+			l := listen(t, bs.TCPListenerConfig{Callback: oc.callback, Acks: &bs.AckConfig{}})
+			px := newCutProxy(t, l.Addr().String())
+			var failed atomic.Int64
+			c, err := bs.DialTCP(&bs.TCPConnConfig{
+				Address:         px.addr(),
+				WriteBufferSize: mode.buf,
+				Retry:           ackRetry(),
+				Acks:            &bs.AckConfig{Window: 256 << 10},
+				OnWriteError:    func([]byte, error) { failed.Add(1) },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			const perWriter = 20000
+			total := perWriter * mode.writers
+			done := make(chan struct{})
+			var wg sync.WaitGroup
+			for w := range mode.writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := range perWriter {
+						if _, err := c.Write(numbered(w, i)); err != nil {
+							t.Errorf("writer %d, message %d: %v", w, i, err)
+							return
+						}
+					}
+				}()
+			}
+			go func() { wg.Wait(); close(done) }()
+			// Cut at random points of the stream, decided by progress.
+			const cuts = 12
+			points := make([]int, cuts)
+			for k := range points {
+				points[k] = rand.IntN(total * 9 / 10)
+			}
+			slices.Sort(points)
+			t.Logf("cutting after %v deliveries", points)
+			for _, target := range points {
+				deadline := time.Now().Add(20 * time.Second)
+				for oc.count() < target && time.Now().Before(deadline) {
+					time.Sleep(time.Millisecond)
+				}
+				px.cut()
+			}
+			<-done
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := c.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			oc.mu.Lock()
+			bad := oc.bad
+			oc.mu.Unlock()
+			if len(bad) > 0 {
+				t.Fatalf("order or duplicates: %v", bad)
+			}
+			if got := oc.count(); got != total {
+				t.Fatalf("callback got %d messages, want %d", got, total)
+			}
+			st := c.Stats()
+			if st.MessagesAcked != uint64(total) || failed.Load() != 0 || st.WriteErrors != 0 {
+				t.Fatalf("acked %d, failed %d (%d), want %d and 0", st.MessagesAcked, failed.Load(), st.WriteErrors, total)
+			}
+			if st.Reconnects == 0 {
+				t.Fatal("no reconnects: the cuts did not happen")
+			}
+		})
+	}
+}
+
+// fakeAckListener accepts connections, reads each one's hello and hands the
+// connection to serve, which plays the listener's part by hand, from the
+// protocol's documentation.
+func fakeAckListener(t *testing.T, serve func(nc net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer nc.Close()
+				h := make([]byte, 40)
+				if _, err := io.ReadFull(nc, h); err != nil {
+					return
+				}
+				name := make([]byte, binary.BigEndian.Uint16(h[38:]))
+				if _, err := io.ReadFull(nc, name); err != nil {
+					return
+				}
+				serve(nc)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+var magic = []byte{0xff, 0xff, 0xff, 0xff, 'B', 'S', 'A', 'K'}
+
+// accept returns the answer accepting a session whose listener delivered
+// up to d.
+func acceptAnswer(d uint64) []byte {
+	b := append(append([]byte(nil), magic...), 1, 0x02)
+	return binary.BigEndian.AppendUint64(b, d)
+}
+
+func record(typ byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{typ}, seq)
+}
+
+// neverAcks accepts every session and reads its frames without
+// acknowledging any.
+func neverAcks(nc net.Conn) {
+	nc.Write(acceptAnswer(0))
+	io.Copy(io.Discard, nc)
+}
+
+// TestAckWindowFull checks each SlowConsumer policy against a listener
+// that never acknowledges, and that the window never holds more than its
+// bound.
+func TestAckWindowFull(t *testing.T) {
+	leakCheck(t)
+	addr := fakeAckListener(t, neverAcks)
+	const window = 16 << 10
+	const size = 100
+	frame := size + 3 + 16 // the BuffStreams header of MaxMessageSize 4096, and the window's bookkeeping
+	for _, pol := range []bs.SlowConsumerPolicy{bs.SlowConsumerError, bs.SlowConsumerBlock, bs.SlowConsumerClose} {
+		for _, buf := range []int{0, 4 << 10} {
+			t.Run(fmt.Sprintf("%v/buf=%d", pol, buf), func(t *testing.T) {
+				var failed atomic.Int64
+				c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr, WriteBufferSize: buf, SlowConsumer: pol,
+					WriteTimeout: 50 * time.Millisecond, Acks: &bs.AckConfig{Window: window},
+					OnWriteError: func([]byte, error) { failed.Add(1) }})
+				if err != nil {
+					t.Fatal(err)
+				}
+				accepted := 0
+				var werr error
+				for range 10 * window / size {
+					if _, werr = c.Write(payload(accepted, size)); werr != nil {
+						break
+					}
+					accepted++
+				}
+				if accepted*frame > window || accepted*frame < window-2*frame {
+					t.Fatalf("%d messages of %d bytes accepted into a window of %d", accepted, frame, window)
+				}
+				switch pol {
+				case bs.SlowConsumerError:
+					if !errors.Is(werr, bs.ErrSlowConsumer) || failed.Load() != 1 {
+						t.Fatalf("Write = %v, %d failed; want ErrSlowConsumer, 1", werr, failed.Load())
+					}
+				case bs.SlowConsumerBlock:
+					if !errors.Is(werr, bs.ErrWriteTimeout) || failed.Load() != 1 {
+						t.Fatalf("Write = %v, %d failed; want ErrWriteTimeout, 1", werr, failed.Load())
+					}
+				case bs.SlowConsumerClose:
+					if !errors.Is(werr, bs.ErrSlowConsumer) || failed.Load() != int64(accepted)+1 {
+						t.Fatalf("Write = %v, %d failed; want ErrSlowConsumer, %d", werr, failed.Load(), accepted+1)
+					}
+				}
+				c.Close()
+				if st := c.Stats(); st.MessagesAcked != 0 || failed.Load() != int64(accepted)+1 || st.WriteErrors != uint64(accepted)+1 {
+					t.Fatalf("after Close: acked %d, failed %d, WriteErrors %d; want 0, %d", st.MessagesAcked, failed.Load(), st.WriteErrors, accepted+1)
+				}
+			})
+		}
+	}
+}
+
+// TestAckSyncContext checks that Sync returns when its context ends while
+// messages are unacknowledged.
+func TestAckSyncContext(t *testing.T) {
+	leakCheck(t)
+	addr := fakeAckListener(t, neverAcks)
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr, WriteTimeout: 50 * time.Millisecond, Acks: &bs.AckConfig{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("one"))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := c.Sync(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Sync with a cancelled context = %v", err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := c.Sync(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Sync with a deadline = %v", err)
+	}
+}
+
+// TestAckCloseReportsUnacknowledged checks that Close waits for
+// acknowledgements up to its deadline and then passes exactly the
+// messages never acknowledged to OnWriteError.
+func TestAckCloseReportsUnacknowledged(t *testing.T) {
+	leakCheck(t)
+	addr := fakeAckListener(t, func(nc net.Conn) {
+		nc.Write(acceptAnswer(0))
+		// Read the ten frames of "m0".."m9" (3-byte header, 2 bytes),
+		// acknowledge the first four, then nothing more.
+		io.ReadFull(nc, make([]byte, 10*5))
+		nc.Write(record(0x10, 4))
+		io.Copy(io.Discard, nc)
+	})
+	var mu sync.Mutex
+	var failed []string
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr, WriteTimeout: 100 * time.Millisecond, Acks: &bs.AckConfig{},
+		OnWriteError: func(m []byte, err error) {
+			mu.Lock()
+			failed = append(failed, string(m))
+			mu.Unlock()
+			if !errors.Is(err, net.ErrClosed) {
+				t.Errorf("OnWriteError(%q, %v): want net.ErrClosed", m, err)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if _, err := c.Write(fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "four acknowledged", func() bool { return c.Stats().MessagesAcked == 4 })
+	start := time.Now()
+	c.Close()
+	if d := time.Since(start); d < 100*time.Millisecond || d > 5*time.Second {
+		t.Errorf("Close took %v; want about WriteTimeout", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(failed, " "); got != "m4 m5 m6 m7 m8 m9" {
+		t.Fatalf("OnWriteError got %q", got)
+	}
+}
+
+// TestAckHostileListener checks that acknowledgements of messages never
+// sent, acknowledgements going backwards and unknown records close the
+// connection, without a panic.
+func TestAckHostileListener(t *testing.T) {
+	leakCheck(t)
+	cases := map[string][]byte{
+		"beyond":          record(0x10, 100),
+		"backwards":       append(record(0x10, 2), record(0x10, 1)...),
+		"unknown":         record(0x7e, 1),
+		"rejected beyond": append(record(0x11, 50), 0, 1, 'x'),
+	}
+	for name, recs := range cases {
+		t.Run(name, func(t *testing.T) {
+			closed := make(chan struct{}, 10)
+			addr := fakeAckListener(t, func(nc net.Conn) {
+				nc.Write(acceptAnswer(0))
+				io.ReadFull(nc, make([]byte, 3*5))
+				nc.Write(recs)
+				io.Copy(io.Discard, nc) // returns when the sender closes
+				closed <- struct{}{}
+			})
+			c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr, Acks: &bs.AckConfig{}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			for i := range 3 {
+				c.Write(fmt.Appendf(nil, "m%d", i))
+			}
+			select {
+			case <-closed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the sender kept the connection")
+			}
+		})
+	}
+}
+
+// TestAckWindowMemory fills the window of a connection whose listener
+// never acknowledges and checks that the heap grew by no more than the
+// window's bound and 1 MiB.
+func TestAckWindowMemory(t *testing.T) {
+	leakCheck(t)
+	addr := fakeAckListener(t, neverAcks)
+	const window = 8 << 20
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr, WriteBufferSize: 64 << 10, SlowConsumer: bs.SlowConsumerError,
+		WriteTimeout: 50 * time.Millisecond, Acks: &bs.AckConfig{Window: window}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	p := payload(1, 110)
+	n := 0
+	for range 2 * window / 110 {
+		if _, err := c.Write(p); err != nil {
+			if !errors.Is(err, bs.ErrSlowConsumer) {
+				t.Fatal(err)
+			}
+			break
+		}
+		n++
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grew := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d messages in the window; the heap grew by %d bytes", n, grew)
+	if n == 2*window/110 || grew > window+1<<20 {
+		t.Fatalf("%d messages accepted, heap grew by %d bytes; want a full window within %d bytes", n, grew, window+1<<20)
+	}
+}
+
+// TestAckNoFDLeak dials, cuts and closes many sessions and checks that
+// every socket is closed afterwards.
+func TestAckNoFDLeak(t *testing.T) {
+	leakCheck(t)
+	if openFDs() < 0 {
+		t.Skip("no /proc/self/fd")
+	}
+	oc := newOrderCheck()
+	l := listen(t, bs.TCPListenerConfig{Callback: oc.callback, Acks: &bs.AckConfig{}})
+	px := newCutProxy(t, l.Addr().String())
+	before := openFDs()
+	for i := range 20 {
+		c, err := bs.DialTCP(&bs.TCPConnConfig{Address: px.addr(), Retry: ackRetry(), Acks: &bs.AckConfig{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range 50 {
+			if j == 25 {
+				px.cut()
+			}
+			if _, err := c.Write(numbered(i, j)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err = c.Sync(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	px.cut()
+	eventually(t, "the listener's connections closed", func() bool { return l.Conns() == 0 })
+	eventually(t, "descriptors closed", func() bool { return openFDs() <= before })
+	if got := oc.count(); got != 20*50 {
+		t.Fatalf("%d delivered, want %d", got, 20*50)
+	}
+}
+
+// TestAckReopen checks that a connection closed and reopened keeps its
+// session and numbering: the listener delivers what follows, once.
+func TestAckReopen(t *testing.T) {
+	leakCheck(t)
+	oc := newOrderCheck()
+	l := listen(t, bs.TCPListenerConfig{Callback: oc.callback, Acks: &bs.AckConfig{}})
+	c := dial(t, l, bs.TCPConnConfig{WriteBufferSize: 4096, Acks: &bs.AckConfig{}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for round := range 3 {
+		for i := range 100 {
+			if _, err := c.Write(numbered(0, round*100+i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := c.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if err := c.Reopen(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oc.mu.Lock()
+	defer oc.mu.Unlock()
+	if oc.total != 300 || len(oc.bad) > 0 || l.Sessions() != 1 {
+		t.Fatalf("%d delivered, %v, %d sessions; want 300 in order, 1 session", oc.total, oc.bad, l.Sessions())
+	}
+}
+
+// TestAckRetriesGiveUp stops the listener for good and checks that the
+// messages it never acknowledged, and only those, reach OnWriteError with
+// ErrReconnectFailed once the Retry policy gives up, in both write modes.
+func TestAckRetriesGiveUp(t *testing.T) {
+	leakCheck(t)
+	for _, buf := range []int{0, 4096} {
+		t.Run(fmt.Sprintf("buf=%d", buf), func(t *testing.T) {
+			s := newSink()
+			l := listen(t, bs.TCPListenerConfig{Callback: s.callback, Acks: &bs.AckConfig{}})
+			var mu sync.Mutex
+			var failed []string
+			c := dial(t, l, bs.TCPConnConfig{WriteBufferSize: buf, Acks: &bs.AckConfig{},
+				Retry: &bs.RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxWait: 5 * time.Second},
+				OnWriteError: func(m []byte, err error) {
+					mu.Lock()
+					failed = append(failed, string(m))
+					mu.Unlock()
+					if !errors.Is(err, bs.ErrReconnectFailed) {
+						t.Errorf("OnWriteError(%q, %v): want ErrReconnectFailed", m, err)
+					}
+				}})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for i := range 10 {
+				c.Write(fmt.Appendf(nil, "a%d", i))
+			}
+			if err := c.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			l.Close()
+			for i := range 5 {
+				c.Write(fmt.Appendf(nil, "b%d", i))
+			}
+			eventually(t, "the five reported", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(failed) == 5
+			})
+			mu.Lock()
+			got := strings.Join(failed, " ")
+			mu.Unlock()
+			if got != "b0 b1 b2 b3 b4" || c.Stats().MessagesAcked != 10 || s.len() != 10 {
+				t.Fatalf("failed %q, acked %d, delivered %d", got, c.Stats().MessagesAcked, s.len())
+			}
+		})
+	}
+}
+
+// Acknowledged delivery: the sender learns which messages the listener's
+// callback has had, and Sync waits for it.
+func ExampleAckConfig() {
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{
+		Address:  "127.0.0.1:0",
+		Callback: func(msg []byte) error { return nil },
+		Acks:     &bs.AckConfig{},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer l.Close()
+	l.StartListeningAsync()
+
+	c, err := bs.DialTCP(&bs.TCPConnConfig{
+		Address: l.Addr().String(),
+		Retry:   &bs.RetryPolicy{}, // reconnect and write again what was not delivered
+		Acks:    &bs.AckConfig{},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+	for _, m := range []string{"one", "two", "three"} {
+		c.Write([]byte(m))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Sync(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("acknowledged:", c.Stats().MessagesAcked)
+	// Output: acknowledged: 3
+}
