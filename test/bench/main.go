@@ -221,7 +221,14 @@ func newTransports(opt options) []transport {
 		bs2Transport{},
 		bufioTransport{},
 		protodelimTransport{},
+		ackTransport{},
+		ackTransport{batch: true, bufSize: opt.batchBuf},
 	}
+}
+
+// An optIn transport runs only when -t names it.
+type optIn interface {
+	OptIn() bool
 }
 
 // ceilingName is the transport every other one is compared with in the ratio
@@ -920,7 +927,13 @@ func transportNames(ts []transport) string {
 
 func selectTransports(all []transport, arg string) ([]transport, error) {
 	if strings.TrimSpace(arg) == "" {
-		return all, nil
+		var out []transport
+		for _, t := range all {
+			if o, ok := t.(optIn); !ok || !o.OptIn() {
+				out = append(out, t)
+			}
+		}
+		return out, nil
 	}
 	var out []transport
 	for _, name := range strings.Split(arg, ",") {

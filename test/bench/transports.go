@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -47,11 +48,12 @@ type libServer struct {
 	ln *buffstreams.TCPListener
 }
 
-func listenLib() (*libServer, error) {
+func listenLib(acks *buffstreams.AckConfig) (*libServer, error) {
 	ln, err := buffstreams.ListenTCP(buffstreams.TCPListenerConfig{
 		Address:        "127.0.0.1:0",
 		MaxMessageSize: maxMessageSize,
 		Callback:       func([]byte) error { return nil },
+		Acks:           acks,
 	})
 	if err != nil {
 		return nil, err
@@ -87,10 +89,11 @@ type libClients struct {
 	conns   []*buffstreams.TCPConn
 	payload []byte
 	batch   bool // Flush after the last Write of Send
+	acks    bool // Sync after the last Write of Send
 }
 
 func dialLib(addr string, size, conns int, cfg buffstreams.TCPConnConfig) (*libClients, error) {
-	s := &libClients{payload: payload(size), batch: cfg.WriteBufferSize > 0}
+	s := &libClients{payload: payload(size), batch: cfg.WriteBufferSize > 0, acks: cfg.Acks != nil}
 	cfg.Address = addr
 	cfg.MaxMessageSize = maxMessageSize
 	for range conns {
@@ -116,6 +119,14 @@ func (s *libClients) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error
 			return n, err
 		}
 		n++
+	}
+	if s.acks {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := c.Sync(ctx); err != nil {
+			return n, fmt.Errorf("sync: %w", err)
+		}
+		return n, nil
 	}
 	if s.batch {
 		if err := c.Flush(); err != nil {
@@ -145,7 +156,7 @@ func (syncTransport) Aliases() []string { return []string{"buffstreams"} }
 
 func (syncTransport) SharedWriters() bool { return true }
 
-func (syncTransport) Serve(int) (server, error) { return listenLib() }
+func (syncTransport) Serve(int) (server, error) { return listenLib(nil) }
 
 func (syncTransport) Dial(addr string, size, conns int) (clients, error) {
 	return dialLib(addr, size, conns, buffstreams.TCPConnConfig{})
@@ -164,13 +175,46 @@ type batchTransport struct {
 
 func (batchTransport) Name() string { return "batch" }
 
-func (batchTransport) Serve(int) (server, error) { return listenLib() }
+func (batchTransport) Serve(int) (server, error) { return listenLib(nil) }
 
 func (t batchTransport) Dial(addr string, size, conns int) (clients, error) {
 	return dialLib(addr, size, conns, buffstreams.TCPConnConfig{
 		WriteBufferSize: max(t.bufSize, 16*size),
 		FlushInterval:   t.flushInterval,
 	})
+}
+
+// ackTransport is the library with acknowledged delivery on both ends, in
+// the default mode (bufSize 0: "sync+ack") or in batching mode
+// ("batch+ack"). Its cells count what the listener's callback received, as
+// the others do; the clients also wait, after their last message, until
+// the listener has acknowledged every one. It runs only when -t names it.
+type ackTransport struct {
+	batch   bool
+	bufSize int // WriteBufferSize of batch+ack
+}
+
+func (t ackTransport) Name() string {
+	if t.batch {
+		return "batch+ack"
+	}
+	return "sync+ack"
+}
+
+// OptIn keeps the transport out of the default set.
+func (ackTransport) OptIn() bool { return true }
+
+// SharedWriters: like sync, the default mode is safe to share.
+func (t ackTransport) SharedWriters() bool { return !t.batch }
+
+func (ackTransport) Serve(int) (server, error) { return listenLib(&buffstreams.AckConfig{}) }
+
+func (t ackTransport) Dial(addr string, size, conns int) (clients, error) {
+	cfg := buffstreams.TCPConnConfig{Acks: &buffstreams.AckConfig{}}
+	if t.batch {
+		cfg.WriteBufferSize = max(t.bufSize, 16*size)
+	}
+	return dialLib(addr, size, conns, cfg)
 }
 
 // ---- plain TCP: the machinery shared by transports over a plain net.Conn ----
