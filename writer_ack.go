@@ -57,6 +57,7 @@ type ackEngine struct {
 	lostErr   error             // why the last socket was lost; guarded by mu
 	waiters   []*ackWait        // default-mode Writes waiting for their frame, in order; guarded by mu
 	rejected  map[uint64]string // callback errors of unsettled messages; guarded by mu
+	reporting int               // rejections being passed to OnWriteError; guarded by mu
 	failures  uint64            // messages failed or rejected; guarded by mu
 	lastErr   error             // the latest of those failures; guarded by mu
 	spare     []byte            // the other buffer of win, for compacting while the socket is owned; guarded by mu
@@ -758,8 +759,17 @@ func (e *ackEngine) onAck(gen, seq uint64) error {
 		return errGoaway // a later socket took over; this one is done
 	}
 	run, err := e.settle(seq)
+	if len(run.msgs) == 0 {
+		e.mu.Unlock()
+		return err
+	}
+	e.reporting++
 	e.mu.Unlock()
 	run.report(e.c)
+	e.mu.Lock()
+	e.reporting--
+	e.signal()
+	e.mu.Unlock()
 	return err
 }
 
@@ -805,7 +815,7 @@ func (e *ackEngine) sync(ctx context.Context) error {
 	defer e.mu.Unlock()
 	target, failures := e.last(), e.failures
 	e.kick()
-	for e.acked < target {
+	for e.acked < target || e.reporting > 0 {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("buffstreams: %d of the messages written are not acknowledged yet: %w", target-e.acked, err)
 		}
@@ -877,8 +887,9 @@ func (e *ackEngine) reopened() {
 
 // Sync waits until every message written before it has been acknowledged
 // by the listener, or has failed, with acknowledged delivery (see the
-// package documentation, Acknowledged delivery). It returns nil if none of
-// them failed, the latest failure otherwise, and an error wrapping
+// package documentation, Acknowledged delivery); a message whose callback
+// returned an error has then been passed to OnWriteError. It returns nil if
+// none of them failed, the latest failure otherwise, and an error wrapping
 // ctx.Err() if ctx ends first. Without acknowledged delivery it is Flush.
 func (c *TCPConn) Sync(ctx context.Context) error {
 	if e, ok := c.eng.(*ackEngine); ok {
