@@ -8,6 +8,7 @@
 //	       [-tls] [-tls-ca FILE] [-tls-server-name NAME]
 //	       [-batch] [-buffer 256KiB] [-flush-interval 0] [-write-timeout 0]
 //	       [-retries 0] [-retry-wait 0] [-echo] [-reply-wait 5s]
+//	       [-ack] [-ack-wait 10s]
 //
 // Flags:
 //
@@ -60,7 +61,22 @@
 //	          one dial per Write after a failure
 //	-retry-wait
 //	          the longest one reconnect may take, dials and back-offs
-//	          together; 0 means the library's default (30 s)
+//	          together; 0 means the library's default (30 s). Once a
+//	          reconnect has failed (buffstreams.ErrReconnectFailed, from
+//	          Write or Flush or given to OnWriteError), the server is taken
+//	          to be gone: the connection stops sending at once and closes,
+//	          so the client exits 1 within -retry-wait of losing its server
+//	-ack      acknowledged delivery (TCPConnConfig.Acks, with the default
+//	          AckConfig); the server must run with -ack too, with the same
+//	          framing, -max and TLS, or the dial fails at once with an error
+//	          naming the difference and the client exits 1 without sending.
+//	          Each connection keeps what the server has not acknowledged and
+//	          writes it again after a reconnect (with -retries). Not with
+//	          -echo: the way back carries the acknowledgements
+//	-ack-wait with -ack, how long a connection waits (TCPConn.Sync) for the
+//	          acknowledgement of everything it wrote once it has sent its
+//	          share; what is still unacknowledged then waits in Close, for
+//	          up to -write-timeout (10 s if 0), and fails after that
 //	-echo     expect the server (run with -echo) to send every message
 //	          back: each connection reads the replies in a goroutine, and
 //	          the final line reports their round-trip times. Each Note then
@@ -75,33 +91,41 @@
 // library dials again, with -retries as the policy says); after 10 failures
 // in a row, with a growing pause between them, the connection gives up, and
 // at once if the framing cannot carry the Note (ErrDelimiterInPayload),
-// which no retry can change. A progress line goes to stderr every second,
+// which no retry can change, or if a reconnect failed
+// (ErrReconnectFailed). A dial that fails because the server's settings
+// differ (ErrAcksOff, ErrAckMismatch, ErrTLSMismatch) stops every
+// connection at once. A progress line goes to stderr every second,
 // with the dial errors and the library's logs. On SIGINT or SIGTERM the
 // connections stop sending, flush and close; if they have not within a
 // second, they are closed under them, and a second signal kills the
 // process. At the end it prints one line on stdout:
 //
-//	sent=N written=W failed=F bytes=B errors=E reconnects=R elapsed=S rate=X
+//	sent=N written=W failed=F acked=A bytes=B errors=E reconnects=R elapsed=S rate=X
 //
 // and with -echo the same line ends with
 //
 //	replies=K rtt_p50=D rtt_p99=D
 //
-// N is the number of messages given to Write. Each of them is either in W,
-// the messages whose whole frame reached the kernel (ConnStats
-// .MessagesWritten, summed over the connections), or in F, the messages
-// passed to the OnWriteError hook, so W + F = N; the client checks it and
-// reports a mismatch on stderr. A message in W may still be lost if the
-// server dies before reading it: TCP does not tell. B is the payload bytes
-// of W; E is ConnStats.WriteErrors, which equals F (it is the field the
-// line had before F); R the successful reconnects; S the seconds from the
+// N is the number of messages given to Write. Each of them is either in W
+// or in F, the messages passed to the OnWriteError hook, so W + F = N; the
+// client checks it and reports a mismatch on stderr. A is
+// ConnStats.MessagesAcked, summed over the connections: the messages the
+// server's callback has had, which it acknowledged (0 without -ack).
+// Without -ack, W is the messages whose whole frame reached the kernel
+// (ConnStats.MessagesWritten); such a message may still be lost if the
+// server dies before reading it, since TCP does not tell. With -ack, W is
+// A: a message counts as written once acknowledged, and one never
+// acknowledged is in F. B is the payload bytes of W; E is
+// ConnStats.WriteErrors, which equals F (it is the field the line had
+// before F); R the successful reconnects; S the seconds from the
 // start until every connection was done (flushed, and with -echo answered)
 // and X = W/S messages per second. K is the number of replies received, and
 // D round-trip times (a Go duration, to within 2%) at the 50th and 99th
 // percentiles, from the Write of a message to the arrival of its reply.
 //
 // It exits 0 if all went well: some message was written (or it was
-// interrupted with -n 0), no message failed (F = 0), W + F = N, and with
+// interrupted with -n 0), no message failed (F = 0), W + F = N, every
+// connection was dialed and sent its share (unless interrupted), and with
 // -echo every written message was answered, unless it was interrupted.
 // It exits 1 otherwise, and 2 if the flags are wrong.
 package main
@@ -159,14 +183,18 @@ func main() {
 	flag.DurationVar(&cfg.retryWait, "retry-wait", 0, "longest time one reconnect may take with -retries (0: the library's 30 s)")
 	flag.BoolVar(&cfg.echo, "echo", false, "expect a reply to every message and report round-trip times")
 	flag.DurationVar(&cfg.replyWait, "reply-wait", 5*time.Second, "with -echo, how long to wait for missing replies after sending")
+	flag.BoolVar(&cfg.ack, "ack", false, "acknowledged delivery: the server (run with -ack) acknowledges what its callback had")
+	flag.DurationVar(&cfg.ackWait, "ack-wait", 10*time.Second, "with -ack, how long to wait for acknowledgements after sending")
 	flag.Parse()
 	switch {
 	case flag.NArg() > 0:
 		usage(fmt.Errorf("unexpected arguments %q", flag.Args()))
 	case cfg.n < 0 || cfg.conns < 1 || cfg.rate < 0:
 		usage(errors.New("-n and -rate must not be negative, and -conns must be at least 1"))
-	case cfg.buffer < 1 || cfg.flushInterval < 0 || cfg.writeTimeout < 0 || cfg.retries < 0 || cfg.retryWait < 0 || cfg.replyWait < 0:
+	case cfg.buffer < 1 || cfg.flushInterval < 0 || cfg.writeTimeout < 0 || cfg.retries < 0 || cfg.retryWait < 0 || cfg.replyWait < 0 || cfg.ackWait < 0:
 		usage(errors.New("-buffer must be positive, and -retries and the durations must not be negative"))
+	case cfg.ack && cfg.echo:
+		usage(errors.New("-ack and -echo do not go together: with acknowledged delivery the way back carries the acknowledgements"))
 	}
 	// -framing delim takes its delimiter, escaped, from -delim.
 	if strings.EqualFold(cfg.framing, "delim") {
@@ -205,6 +233,8 @@ type config struct {
 	retryWait           time.Duration
 	echo                bool
 	replyWait           time.Duration
+	ack                 bool
+	ackWait             time.Duration
 }
 
 // tlsConfig returns the TLS configuration the flags ask for, or nil for
@@ -266,6 +296,10 @@ type sender struct {
 	start   time.Time
 	tickets atomic.Int64 // messages claimed so far, for pacing
 	conns   []atomic.Pointer[buffstreams.TCPConn]
+	sizes   []atomic.Int64     // the payload size of each connection's Notes
+	abort   context.CancelFunc // stops every connection, after a mismatch
+
+	connErrors atomic.Uint64 // connections that ended with an error
 
 	attempted  atomic.Uint64 // messages given to Write
 	failed     atomic.Uint64 // messages passed to OnWriteError
@@ -277,8 +311,12 @@ type sender struct {
 // run sends the messages and prints the final line. It reports whether the
 // exit status should be 0.
 func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	sigCtx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// ctx ends on a signal, or when a dial finds that the server's settings
+	// differ, which no other connection can change.
+	ctx, abort := context.WithCancel(sigCtx)
+	defer abort()
 	s := &sender{
 		cfg:     cfg,
 		framing: framing,
@@ -286,6 +324,8 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 		log:     slog.New(slog.NewTextHandler(os.Stderr, nil)),
 		start:   time.Now(),
 		conns:   make([]atomic.Pointer[buffstreams.TCPConn], cfg.conns),
+		sizes:   make([]atomic.Int64, cfg.conns),
+		abort:   abort,
 	}
 	if cfg.retries > 0 {
 		s.retry = &buffstreams.RetryPolicy{MaxAttempts: cfg.retries, MaxWait: cfg.retryWait}
@@ -304,6 +344,7 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 		}
 		wg.Go(func() {
 			if err := s.send(ctx, i, quota); err != nil {
+				s.connErrors.Add(1)
 				fmt.Fprintf(os.Stderr, "client: connection %d: %v\n", i, err)
 			}
 		})
@@ -314,7 +355,7 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var force <-chan time.Time
-	interrupted := ctx.Done()
+	interrupted := sigCtx.Done()
 	var prev uint64
 	for waiting := true; waiting; {
 		select {
@@ -335,8 +376,8 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 			}
 		case <-tick.C:
 			st := s.stats()
-			fmt.Fprintf(os.Stderr, "progress sent=%d written=%d rate=%d/s failed=%d reconnects=%d",
-				s.attempted.Load(), st.MessagesWritten, st.MessagesWritten-prev, s.failed.Load(), st.Reconnects)
+			fmt.Fprintf(os.Stderr, "progress sent=%d written=%d rate=%d/s failed=%d acked=%d reconnects=%d",
+				s.attempted.Load(), st.MessagesWritten, st.MessagesWritten-prev, s.failed.Load(), st.MessagesAcked, st.Reconnects)
 			if cfg.echo {
 				fmt.Fprintf(os.Stderr, " replies=%d", s.replies.Load())
 			}
@@ -345,15 +386,21 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 		}
 	}
 	elapsed := time.Since(s.start)
-	wasInterrupted := ctx.Err() != nil
+	wasInterrupted := sigCtx.Err() != nil
 
 	// Every connection is closed: the counters are final.
 	st := s.stats()
 	sent, failed := s.attempted.Load(), s.failed.Load()
-	line := fmt.Sprintf("sent=%d written=%d failed=%d bytes=%d errors=%d reconnects=%d elapsed=%.3f rate=%.0f",
-		sent, st.MessagesWritten, failed, st.BytesWritten, st.WriteErrors, st.Reconnects,
+	line := fmt.Sprintf("sent=%d written=%d failed=%d acked=%d bytes=%d errors=%d reconnects=%d elapsed=%.3f rate=%.0f",
+		sent, st.MessagesWritten, failed, st.MessagesAcked, st.BytesWritten, st.WriteErrors, st.Reconnects,
 		elapsed.Seconds(), float64(st.MessagesWritten)/elapsed.Seconds())
 	ok := st.MessagesWritten > 0 || (cfg.n == 0 && wasInterrupted)
+	if n := s.connErrors.Load(); n > 0 {
+		ok = false
+	} else if cfg.n > 0 && sent < uint64(cfg.n) && !wasInterrupted {
+		fmt.Fprintf(os.Stderr, "client: %d of %d messages were not sent\n", uint64(cfg.n)-sent, cfg.n)
+		ok = false
+	}
 	if cfg.echo {
 		replies := s.replies.Load()
 		line += fmt.Sprintf(" replies=%d rtt_p50=%v rtt_p99=%v", replies, s.rtt.quantile(0.50), s.rtt.quantile(0.99))
@@ -378,24 +425,56 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 	return ok
 }
 
-// stats adds up the counters of the connections dialed so far.
+// stats adds up the counters of the connections dialed so far. With -ack,
+// MessagesWritten and BytesWritten count the acknowledged messages: every
+// connection sends Notes of one size, so their bytes follow from their
+// number.
 func (s *sender) stats() buffstreams.ConnStats {
 	var sum buffstreams.ConnStats
 	for i := range s.conns {
 		if c := s.conns[i].Load(); c != nil {
 			st := c.Stats()
+			if s.cfg.ack {
+				st.MessagesWritten = st.MessagesAcked
+				st.BytesWritten = st.MessagesAcked * uint64(s.sizes[i].Load())
+			}
 			sum.MessagesWritten += st.MessagesWritten
 			sum.BytesWritten += st.BytesWritten
 			sum.WriteErrors += st.WriteErrors
+			sum.MessagesAcked += st.MessagesAcked
 			sum.Reconnects += st.Reconnects
 		}
 	}
 	return sum
 }
 
+// serverGone reports whether err, from Write, Flush or OnWriteError, says
+// that the connection will not reach its server again: a reconnect failed
+// within the Retry policy's limits, or found settings that differ.
+func serverGone(err error) bool {
+	return errors.Is(err, buffstreams.ErrReconnectFailed) || mismatch(err)
+}
+
+// mismatch reports whether err says that the server's settings differ from
+// the client's, which no retry can change.
+func mismatch(err error) bool {
+	return errors.Is(err, buffstreams.ErrAcksOff) || errors.Is(err, buffstreams.ErrAckMismatch) || errors.Is(err, buffstreams.ErrTLSMismatch)
+}
+
 // send dials connection i and writes quota messages on it (0: until ctx is
-// done), then flushes, waits for the replies with -echo, and closes it.
+// done), then flushes, waits for the replies with -echo or the
+// acknowledgements with -ack, and closes it. If the server is gone for good
+// it stops sending at once and closes.
 func (s *sender) send(ctx context.Context, i, quota int) error {
+	// gone holds the first error that says the server is gone for good,
+	// from OnWriteError (which runs on the library's goroutines) or from
+	// Write and Flush.
+	var gone atomic.Pointer[error]
+	giveUp := func(err error) {
+		if serverGone(err) {
+			gone.CompareAndSwap(nil, &err)
+		}
+	}
 	cc := &buffstreams.TCPConnConfig{
 		Address:        s.cfg.addr,
 		MaxMessageSize: s.cfg.max,
@@ -404,14 +483,23 @@ func (s *sender) send(ctx context.Context, i, quota int) error {
 		TLSConfig:      s.tls,
 		Retry:          s.retry,
 		WriteTimeout:   s.cfg.writeTimeout,
-		OnWriteError:   func([]byte, error) { s.failed.Add(1) },
+		OnWriteError: func(_ []byte, err error) {
+			s.failed.Add(1)
+			giveUp(err)
+		},
 	}
 	if s.cfg.batch {
 		cc.WriteBufferSize = int(s.cfg.buffer)
 		cc.FlushInterval = s.cfg.flushInterval
 	}
+	if s.cfg.ack {
+		cc.Acks = &buffstreams.AckConfig{}
+	}
 	conn, err := buffstreams.DialTCPContext(ctx, cc)
 	if err != nil {
+		if mismatch(err) {
+			s.abort()
+		}
 		return err
 	}
 	s.conns[i].Store(conn)
@@ -420,10 +508,19 @@ func (s *sender) send(ctx context.Context, i, quota int) error {
 		r = newReplyReader(s, conn)
 		go r.run()
 	}
-	err = s.stream(ctx, conn, i, quota)
-	// A failure of Flush needs no report: every message it concerns went
-	// to OnWriteError.
-	conn.Flush()
+	err = s.stream(ctx, conn, i, quota, giveUp, func() bool { return gone.Load() != nil })
+	// Once the server is gone, Flush and Sync could only start another
+	// round of dials: Close fails what is left at once.
+	if gone.Load() == nil {
+		// A failure of Flush or Sync needs no report beyond the reason to
+		// stop: every message it concerns went to OnWriteError.
+		giveUp(conn.Flush())
+		if s.cfg.ack && gone.Load() == nil {
+			sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ackWait)
+			giveUp(conn.Sync(sctx))
+			cancel()
+		}
+	}
 	if r != nil {
 		r.await(ctx)
 	}
@@ -431,16 +528,22 @@ func (s *sender) send(ctx context.Context, i, quota int) error {
 	if r != nil {
 		r.close()
 	}
+	if p := gone.Load(); p != nil && err == nil {
+		err = fmt.Errorf("the server is gone: %w", *p)
+	}
 	return err
 }
 
-// stream writes quota messages on conn (0: until ctx is done).
-func (s *sender) stream(ctx context.Context, conn *buffstreams.TCPConn, i, quota int) error {
+// stream writes quota messages on conn (0: until ctx is done). It stops
+// early once gone reports that the server is gone for good, and passes
+// Write's errors to giveUp, which decides that.
+func (s *sender) stream(ctx context.Context, conn *buffstreams.TCPConn, i, quota int, giveUp func(error), gone func() bool) error {
 	note := newNote(s.cfg.size, i)
 	payload, err := proto.Marshal(note)
 	if err != nil {
 		return err
 	}
+	s.sizes[i].Store(int64(len(payload)))
 	if len(payload) > conn.MaxMessageSize() {
 		return fmt.Errorf("a %d-byte Note exceeds the maximum message size of %d", len(payload), conn.MaxMessageSize())
 	}
@@ -455,6 +558,9 @@ func (s *sender) stream(ctx context.Context, conn *buffstreams.TCPConn, i, quota
 			return nil
 		default:
 		}
+		if gone() {
+			return nil
+		}
 		if s.cfg.echo {
 			note.Date = time.Now().UnixNano()
 			if payload, err = (proto.MarshalOptions{}).MarshalAppend(payload[:0], note); err != nil {
@@ -463,6 +569,10 @@ func (s *sender) stream(ctx context.Context, conn *buffstreams.TCPConn, i, quota
 		}
 		s.attempted.Add(1)
 		if _, err := conn.Write(payload); err != nil {
+			giveUp(err)
+			if gone() {
+				return nil
+			}
 			if errors.Is(err, buffstreams.ErrDelimiterInPayload) {
 				return fmt.Errorf("framing %s cannot carry this Note (delimited framings are for text; try -delim '\\x00'): %w", s.framing, err)
 			}

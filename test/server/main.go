@@ -7,7 +7,7 @@
 //	server [-addr :5031] [-framing buffstreams] [-delim '\n'] [-max 4096] [-n 0]
 //	       [-decode=true] [-v] [-echo] [-tls-cert FILE -tls-key FILE]
 //	       [-grace 3s] [-read-timeout 0] [-idle-timeout 0] [-write-timeout 0]
-//	       [-max-conns 0]
+//	       [-max-conns 0] [-ack]
 //
 // Flags:
 //
@@ -48,6 +48,15 @@
 //	-read-timeout, -idle-timeout, -write-timeout, -max-conns
 //	          the TCPListenerConfig settings of the same names; 0 means no
 //	          limit
+//	-ack      acknowledged delivery (TCPListenerConfig.Acks, with the
+//	          default AckConfig): every connection must open with the hello
+//	          of a client run with -ack, which learns what the callback has
+//	          had; a client without it, or with another framing, -max or
+//	          TLS, is refused at its first bytes and counted as
+//	          wrong-protocol. On SIGINT, SIGTERM or -n, Shutdown acknowledges
+//	          what was delivered and tells each client to go, so the server
+//	          need not wait for -grace. Not with -echo: the way back carries
+//	          the acknowledgements
 //
 // Once bound, it prints "listening on ADDR" on stdout, ADDR being the bound
 // address. While running it prints a progress line on stderr at most once a
@@ -59,7 +68,8 @@
 // reports them (causes with no connection are left out): eof (the client
 // closed between messages), bad-input (an oversized, malformed or
 // truncated frame), wrong-protocol (the client speaks TLS, HTTP or another
-// framing), panic, refused (-max-conns), tls (a failed handshake), timeout
+// framing, or acknowledged delivery at one end only), panic, refused
+// (-max-conns, or a session -ack cannot take), tls (a failed handshake), timeout
 // (-read-timeout or -idle-timeout), closed (by the server's shutdown) and
 // other (a failed read, such as a reset).
 //
@@ -117,6 +127,7 @@ type options struct {
 	idleTimeout     time.Duration
 	writeTimeout    time.Duration
 	maxConns        int
+	ack             bool
 }
 
 func main() {
@@ -136,6 +147,7 @@ func main() {
 	flag.DurationVar(&o.idleTimeout, "idle-timeout", 0, "close connections idle this long between frames (0: never)")
 	flag.DurationVar(&o.writeTimeout, "write-timeout", 0, "bound on each reply write with -echo (0: no limit)")
 	flag.IntVar(&o.maxConns, "max-conns", 0, "most connections served at once (0: no limit)")
+	flag.BoolVar(&o.ack, "ack", false, "acknowledged delivery: acknowledge what the callback had to clients run with -ack")
 	flag.Parse()
 	o.framing = framingName(o.framing, *delim)
 	framing, err := o.check()
@@ -159,6 +171,8 @@ func (o *options) check() (buffstreams.Framing, error) {
 		return nil, errors.New("-tls-cert and -tls-key go together")
 	case o.grace < 0, o.readTimeout < 0, o.idleTimeout < 0, o.writeTimeout < 0, o.maxConns < 0, o.n < 0:
 		return nil, errors.New("durations, -n and -max-conns must not be negative")
+	case o.ack && o.echo:
+		return nil, errors.New("-ack and -echo do not go together: with acknowledged delivery the way back carries the acknowledgements")
 	}
 	return buffstreams.ParseFraming(o.framing, o.max)
 }
@@ -188,13 +202,15 @@ func causeOf(err error) int {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, buffstreams.ErrWrongProtocol):
+	case errors.Is(err, buffstreams.ErrWrongProtocol), errors.Is(err, buffstreams.ErrAcksOff),
+		errors.Is(err, buffstreams.ErrAckMismatch), errors.Is(err, buffstreams.ErrTLSMismatch),
+		errors.Is(err, buffstreams.ErrAckProtocol):
 		return 2
 	case errors.Is(err, buffstreams.ErrMessageTooLarge), errors.Is(err, buffstreams.ErrMalformedHeader), errors.Is(err, io.ErrUnexpectedEOF):
 		return 1
 	case errors.Is(err, buffstreams.ErrCallbackPanic):
 		return 3
-	case errors.Is(err, buffstreams.ErrTooManyConnections):
+	case errors.Is(err, buffstreams.ErrTooManyConnections), errors.Is(err, buffstreams.ErrAckRefused):
 		return 4
 	case errors.Is(err, buffstreams.ErrTLSHandshake):
 		return 5
@@ -284,6 +300,10 @@ func run(o options, framing buffstreams.Framing) error {
 	}
 
 	var ends endCounts
+	var acks *buffstreams.AckConfig
+	if o.ack {
+		acks = &buffstreams.AckConfig{}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ln, err := buffstreams.ListenTCPContext(ctx, buffstreams.TCPListenerConfig{
@@ -299,6 +319,7 @@ func run(o options, framing buffstreams.Framing) error {
 		WriteTimeout:   o.writeTimeout,
 		MaxConns:       o.maxConns,
 		OnConnEnd:      func(_ *buffstreams.TCPConn, err error) { ends.add(err) },
+		Acks:           acks,
 	})
 	if err != nil {
 		return err
