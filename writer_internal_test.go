@@ -282,8 +282,8 @@ func engineAtACut(t *testing.T, f Framing, bufSize, limit int) {
 	}
 	for g := range writers {
 		for i := range perWriter {
-			p := string(msg(g, i))
-			if d, e := delivered[p], failed[p]; d+e != 1 {
+			p := msg(g, i)
+			if d, e := delivered[string(p)], failed[string(p)]; d+e != 1 {
 				t.Fatalf("message %d.%d: delivered %d times, reported failed %d times", g, i, d, e)
 			}
 		}
