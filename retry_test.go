@@ -488,3 +488,46 @@ func retryFirstDialLate(t *testing.T) bool {
 	t.Logf("connected after %d dials", d.n.Load())
 	return true
 }
+
+// TestRetryFailedBatchingFlood writes small messages in batching mode, with
+// a small buffer, as fast as it can while the server goes away for good:
+// the writer learns of it from Write within the policy's MaxWait plus a
+// second, the policy runs one reconnect cycle, not one per buffer, and
+// every message is accounted for once.
+func TestRetryFailedBatchingFlood(t *testing.T) {
+	leakCheck(t)
+	received, hooked := newSeqLog(), newSeqLog()
+	l := listen(t, bs.TCPListenerConfig{Framing: bs.Fixed4, Callback: received.callback})
+	policy := quickGiveUp()
+	c := dial(t, l, bs.TCPConnConfig{Framing: bs.Fixed4, WriteBufferSize: 4 << 10, OnWriteError: hooked.hook, Retry: policy})
+	var given atomic.Int64
+	var closedAt atomic.Int64 // UnixNano when the server was closed
+	stopped := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(20 * time.Second)
+		for i := 0; i < 2_000_000 && time.Now().Before(deadline); i++ {
+			_, err := c.Write(seqMsg(uint32(i), 64))
+			given.Add(1)
+			if errors.Is(err, bs.ErrReconnectFailed) {
+				stopped <- err
+				return
+			}
+		}
+		stopped <- errors.New("the writer never saw ErrReconnectFailed")
+	}()
+	eventually(t, "messages at the server", func() bool { return received.n.Load() > 1000 })
+	closedAt.Store(time.Now().UnixNano())
+	l.Close()
+	if err := <-stopped; !errors.Is(err, bs.ErrReconnectFailed) {
+		t.Fatal(err)
+	}
+	within(t, "the writer's stop", time.Since(time.Unix(0, closedAt.Load())), 0, policy.MaxWait+time.Second)
+	if err := c.Flush(); !errors.Is(err, bs.ErrReconnectFailed) {
+		t.Errorf("Flush: %v, want ErrReconnectFailed", err)
+	}
+	if d := c.Stats().DialFailures; d != uint64(policy.MaxAttempts) {
+		t.Errorf("DialFailures = %d, want %d: one reconnect cycle", d, policy.MaxAttempts)
+	}
+	checkAccounting(t, c, int(given.Load()), hooked, received)
+	t.Logf("%d messages: %d written, %d failed", given.Load(), c.Stats().MessagesWritten, hooked.n.Load())
+}
