@@ -210,7 +210,8 @@ type TCPConnConfig struct {
 	// exponential back-off and jitter, within the policy's limits, and
 	// write again the messages that had not reached the kernel. Nil means
 	// one dial attempt per operation after a failure, as in BuffStreams
-	// 2.0.
+	// 2.0. When the policy gives up, the connection has failed for good
+	// until Reopen (see RetryPolicy and TCPConn.Err).
 	Retry *RetryPolicy
 
 	// TLSConfig, if set, makes the connection use TLS. If its ServerName is

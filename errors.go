@@ -51,7 +51,10 @@ var (
 	ErrSlowConsumer = errors.New("buffstreams: write buffer full: peer is not keeping up")
 
 	// ErrReconnectFailed is returned when a connection could not be dialed
-	// again within the Retry policy's limits. It wraps the last dial error.
+	// again within the Retry policy's limits, and then by every Write,
+	// WriteBatch and Flush until Reopen (see TCPConn.Err); also by DialTCP
+	// when the policy, with RetryFirstDial, gives up on the first dial. It
+	// wraps the last dial error.
 	ErrReconnectFailed = errors.New("buffstreams: reconnect failed")
 
 	// ErrTooManyConnections is the reason a listener closes a connection

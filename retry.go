@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"time"
 )
 
@@ -11,6 +12,11 @@ import (
 // exponential back-off with jitter between attempts, as grpc-go and nats.go
 // do, up to a number of attempts and a total wait. The zero value of every
 // field selects its default.
+//
+// When the policy gives up, the connection has failed for good: Write,
+// WriteBatch and Flush return the error, which matches ErrReconnectFailed
+// and wraps the last dial error, at once and without dialing, until
+// Reopen. TCPConn.Err and TCPConn.Done report it.
 type RetryPolicy struct {
 	// MaxAttempts is the most dials tried for one reconnect. Zero means 10.
 	MaxAttempts int
@@ -33,6 +39,14 @@ type RetryPolicy struct {
 	// that clients that lost the same server do not come back in step. Zero
 	// means 0.2; it is capped at 1.
 	Jitter float64
+
+	// RetryFirstDial makes DialTCP and DialTCPContext retry the first dial
+	// too, with the same back-off and bounds, for a client that may start
+	// before its server; DialTCPContext also stops when its context ends.
+	// If the policy gives up, the error matches ErrReconnectFailed and
+	// wraps the last dial error. False means the first dial is tried once,
+	// and DialTCP fails at once if it fails.
+	RetryFirstDial bool
 }
 
 // retry is a checked RetryPolicy with its defaults filled in.
@@ -41,6 +55,7 @@ type retry struct {
 	maxWait          time.Duration
 	initial, maxBack time.Duration
 	mult, jitter     float64
+	first            bool // RetryFirstDial
 }
 
 func newRetry(p *RetryPolicy) (*retry, error) {
@@ -57,6 +72,7 @@ func newRetry(p *RetryPolicy) (*retry, error) {
 		maxBack:  orDefault(p.MaxBackoff, 5*time.Second),
 		mult:     orDefault(p.Multiplier, 1.6),
 		jitter:   min(orDefault(p.Jitter, 0.2), 1),
+		first:    p.RetryFirstDial,
 	}
 	if r.mult < 1 {
 		return nil, fmt.Errorf("%w: RetryPolicy.Multiplier %v is below 1", ErrInvalidConfig, p.Multiplier)
@@ -93,5 +109,34 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// redial calls dial until it succeeds, waiting r.backoff between attempts.
+// It gives up after r.attempts dials, or when the next wait would end after
+// r.maxWait from the start, with an error that matches ErrReconnectFailed
+// and wraps the last dial error. An error for which final reports true is
+// returned at once, as it is. If ctx ends during a wait, redial returns
+// what stopped returns, given the last dial error. A nil r dials once.
+func (r *retry) redial(ctx context.Context, dial func(attempt int) (net.Conn, error), final func(error) bool, stopped func(error) error) (net.Conn, error) {
+	var deadline time.Time
+	if r != nil {
+		deadline = time.Now().Add(r.maxWait)
+	}
+	for attempt := 1; ; attempt++ {
+		nc, err := dial(attempt)
+		if err == nil {
+			return nc, nil
+		}
+		if r == nil || final(err) {
+			return nil, err
+		}
+		wait := r.backoff(attempt)
+		if attempt >= r.attempts || time.Now().Add(wait).After(deadline) {
+			return nil, fmt.Errorf("%w after %d attempts: %w", ErrReconnectFailed, attempt, err)
+		}
+		if !sleep(ctx, wait) {
+			return nil, stopped(err)
+		}
 	}
 }

@@ -46,7 +46,8 @@ var errClosed = fmt.Errorf("buffstreams: connection is closed: %w", net.ErrClose
 // the package documentation under Batching; what becomes of a message that
 // cannot be written, under Accounting. When a write or a read fails, the
 // connection is closed, and a dialed connection dials again: on the next
-// operation, or at once with a Retry policy.
+// operation, or at once with a Retry policy. Once a Retry policy gives up,
+// the connection has failed for good until Reopen: see Err and Done.
 type TCPConn struct {
 	wire   wire
 	log    *slog.Logger
@@ -63,11 +64,18 @@ type TCPConn struct {
 	// read without.
 	closed atomic.Bool
 
-	// mu guards nc, dialCtx and cancelDial.
+	// failure is the error with which the Retry policy gave up: the
+	// connection has failed for good. It is set with mu held, by the
+	// reconnect that gave up, and cleared by Reopen; it is read without.
+	failure atomic.Pointer[error]
+
+	// mu guards nc, dialCtx, cancelDial, done and ended.
 	mu         sync.Mutex
 	nc         net.Conn           // nil after a failure, until the next dial
 	dialCtx    context.Context    // bounds dials; cancelled by Close
 	cancelDial context.CancelFunc // cancels dialCtx
+	done       chan struct{}      // returned by Done; made by its first call
+	ended      bool               // done is closed (or closedChan)
 
 	dmu sync.Mutex // serializes dials
 
@@ -120,9 +128,10 @@ func DialTCP(cfg *TCPConnConfig) (*TCPConn, error) {
 	return DialTCPContext(context.Background(), cfg)
 }
 
-// DialTCPContext is DialTCP with a context that bounds the first dial. The
-// context is not kept: later reconnects are bounded by DialTimeout and the
-// Retry policy.
+// DialTCPContext is DialTCP with a context that bounds the first dial, and
+// its retries when the Retry policy has RetryFirstDial set. The context is
+// not kept: later reconnects are bounded by DialTimeout and the Retry
+// policy.
 func DialTCPContext(ctx context.Context, cfg *TCPConnConfig) (*TCPConn, error) {
 	if cfg == nil || cfg.Address == "" {
 		return nil, fmt.Errorf("%w: TCPConnConfig.Address is required", ErrInvalidConfig)
@@ -132,7 +141,7 @@ func DialTCPContext(ctx context.Context, cfg *TCPConnConfig) (*TCPConn, error) {
 		return nil, err
 	}
 	c.dialed = true
-	nc, err := c.dial(ctx)
+	nc, err := c.firstDial(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -263,6 +272,26 @@ func (c *TCPConn) dial(ctx context.Context) (net.Conn, error) {
 	return nc, nil
 }
 
+// firstDial makes DialTCPContext's connection: one dial, or, with
+// RetryFirstDial, as many as the Retry policy allows within ctx.
+func (c *TCPConn) firstDial(ctx context.Context) (net.Conn, error) {
+	r := c.opts.retry
+	if r == nil || !r.first {
+		return c.dial(ctx)
+	}
+	return r.redial(ctx, func(attempt int) (net.Conn, error) {
+		nc, err := c.dial(ctx)
+		if err != nil {
+			c.log.Warn("buffstreams: dial failed", "attempt", attempt, "err", err)
+		}
+		return nc, err
+	}, func(err error) bool {
+		return permanent(err) || ctx.Err() != nil
+	}, func(err error) error {
+		return fmt.Errorf("buffstreams: dial %s: %w; the last attempt: %w", c.opts.addr, ctx.Err(), err)
+	})
+}
+
 // conn returns the live connection, dialing again if a failure closed it.
 func (c *TCPConn) conn() (net.Conn, error) {
 	c.mu.Lock()
@@ -276,11 +305,15 @@ func (c *TCPConn) conn() (net.Conn, error) {
 	case !c.dialed:
 		return nil, errClosed
 	}
+	if p := c.failure.Load(); p != nil {
+		return nil, *p
+	}
 	return c.reconnect()
 }
 
 // reconnect dials until it succeeds or the Retry policy gives up; without a
-// policy it dials once.
+// policy it dials once. When the policy gives up, the connection has failed
+// for good (see giveUp), and later calls return that error without dialing.
 func (c *TCPConn) reconnect() (net.Conn, error) {
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
@@ -290,34 +323,102 @@ func (c *TCPConn) reconnect() (net.Conn, error) {
 	if nc != nil { // another goroutine dialed meanwhile
 		return nc, nil
 	}
-	r := c.opts.retry
-	var deadline time.Time
-	if r != nil {
-		deadline = time.Now().Add(r.maxWait)
+	if p := c.failure.Load(); p != nil { // another goroutine gave up meanwhile
+		return nil, *p
 	}
-	for attempt := 1; ; attempt++ {
+	r := c.opts.retry
+	nc, err := r.redial(ctx, func(attempt int) (net.Conn, error) {
 		nc, err := c.dialOrClosed(ctx)
-		if err == nil {
+		switch {
+		case err == nil:
 			c.stats.reconnects.Add(1)
 			c.log.Info("buffstreams: reconnected", "attempt", attempt)
-			return nc, nil
+		case err != errClosed:
+			c.stats.dialFailures.Add(1)
+			c.log.Warn("buffstreams: reconnect failed", "attempt", attempt, "err", err)
 		}
-		if err == errClosed {
-			return nil, err
-		}
-		c.stats.dialFailures.Add(1)
-		c.log.Warn("buffstreams: reconnect failed", "attempt", attempt, "err", err)
-		if r == nil || permanent(err) {
-			return nil, err
-		}
-		wait := r.backoff(attempt)
-		if attempt >= r.attempts || time.Now().Add(wait).After(deadline) {
-			return nil, fmt.Errorf("%w after %d attempts: %w", ErrReconnectFailed, attempt, err)
-		}
-		if !sleep(ctx, wait) {
-			return nil, errClosed
-		}
+		return nc, err
+	}, func(err error) bool {
+		return err == errClosed || permanent(err)
+	}, func(error) error {
+		return errClosed
+	})
+	if r != nil && errors.Is(err, ErrReconnectFailed) {
+		return nil, c.giveUp(err)
 	}
+	return nc, err
+}
+
+// giveUp puts the connection in its failed state with err, the error with
+// which the Retry policy gave up, and returns err; or errClosed if Close was
+// called meanwhile.
+func (c *TCPConn) giveUp(err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed.Load() {
+		return errClosed
+	}
+	c.failure.Store(&err)
+	c.endDone()
+	c.log.Error("buffstreams: the connection failed for good", "err", err)
+	return err
+}
+
+// closedChan is the channel Done returns for a connection that failed or
+// was closed before Done was first called.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
+// endDone closes the channel Done returns. c.mu is held.
+func (c *TCPConn) endDone() {
+	if c.ended {
+		return
+	}
+	c.ended = true
+	if c.done == nil {
+		c.done = closedChan
+	} else {
+		close(c.done)
+	}
+}
+
+// Err returns nil while the connection is usable, which includes while it
+// is down between a failure and the next dial. Once its Retry policy has
+// given up, Err returns the error it gave up with, which matches
+// ErrReconnectFailed and wraps the last dial error; Write, WriteBatch and
+// Flush then return that error at once, without dialing. After Close, Err
+// returns an error matching net.ErrClosed. Reopen makes Err nil again.
+func (c *TCPConn) Err() error {
+	if c.closed.Load() {
+		return errClosed
+	}
+	return c.terminal()
+}
+
+// Done returns a channel that is closed when the connection becomes
+// unusable: when its Retry policy gives up, or when it is closed; Err then
+// says which. Until then, successive calls return the same channel. Reopen
+// makes the connection usable again: later calls to Done return a new
+// channel, and the old one stays closed. The channel of a connection
+// without a Retry policy is closed only by Close.
+func (c *TCPConn) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+	}
+	return c.done
+}
+
+// terminal returns the error with which the Retry policy gave up, or nil.
+func (c *TCPConn) terminal() error {
+	if p := c.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // dialOrClosed dials and makes the new connection current, unless Close is
@@ -463,8 +564,11 @@ func (c *TCPConn) next() ([]byte, error) {
 }
 
 // Reopen closes the current connection, if any, and dials the address again.
-// It works whatever state the connection is in: after a failed Write, and
-// after Close, which it undoes. Messages still buffered in batching mode are
+// It works whatever state the connection is in: after a failed Write, after
+// its Retry policy gave up, and after Close; it undoes the last two, so that
+// Err returns nil and Done a new channel, even if its own dial fails (the
+// next operation then dials again, as after any failure). Reopen dials once,
+// whatever the Retry policy. Messages still buffered in batching mode are
 // written on the new connection. A Close during Reopen wins: Reopen then
 // returns an error matching net.ErrClosed. Reopen is for dialed connections
 // only.
@@ -486,6 +590,10 @@ func (c *TCPConn) Reopen() error {
 		c.nc = nil
 	}
 	c.closed.Store(false)
+	c.failure.Store(nil)
+	if c.ended {
+		c.done, c.ended = nil, false
+	}
 	if c.cancelDial != nil {
 		c.cancelDial()
 	}
@@ -513,6 +621,7 @@ func (c *TCPConn) Close() error {
 	}
 	c.eng.closing() // before closed: a flusher must not fail what it can still write
 	c.closed.Store(true)
+	c.endDone()
 	if c.cancelDial != nil {
 		c.cancelDial()
 	}

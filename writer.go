@@ -73,9 +73,15 @@ func newEngine(c *TCPConn) engine {
 //
 // What Write promises when it returns, in each write mode, is stated in the
 // package documentation under Batching; a message it cannot send is
-// reported as described under Accounting. On error Write returns 0.
+// reported as described under Accounting. On error Write returns 0. Once
+// the Retry policy has given up, Write fails at once with its error (see
+// Err).
 func (c *TCPConn) Write(data []byte) (int, error) {
 	if err := c.admit(data); err != nil {
+		c.failed(data, err)
+		return 0, err
+	}
+	if err := c.terminal(); err != nil {
 		c.failed(data, err)
 		return 0, err
 	}
@@ -88,8 +94,16 @@ func (c *TCPConn) Write(data []byte) (int, error) {
 // WriteBatch sends msgs in order as separate messages, sharing system
 // calls, and returns how many were written (in batching mode, accepted).
 // Messages refused by the checks of Write are passed to OnWriteError and
-// skipped; the others are written. The error is the first one met.
+// skipped; the others are written. The error is the first one met. Once
+// the Retry policy has given up, WriteBatch fails every message at once with
+// its error (see Err).
 func (c *TCPConn) WriteBatch(msgs [][]byte) (int, error) {
+	if err := c.terminal(); err != nil {
+		for _, m := range msgs {
+			c.failed(m, err)
+		}
+		return 0, err
+	}
 	var firstErr error
 	valid := msgs
 	for i, m := range msgs {
@@ -119,8 +133,16 @@ func (c *TCPConn) WriteBatch(msgs [][]byte) (int, error) {
 
 // Flush waits for the messages accepted before it to be written or to
 // fail; see the package documentation, Batching. In the default mode it
-// returns nil at once.
-func (c *TCPConn) Flush() error { return c.eng.flush() }
+// returns nil at once. Once the Retry policy has given up, Flush returns
+// its error (see Err), after the messages still buffered have failed with
+// it, which they do at once, without dialing.
+func (c *TCPConn) Flush() error {
+	err := c.eng.flush()
+	if t := c.terminal(); t != nil {
+		return t
+	}
+	return err
+}
 
 // admit checks that msg can be sent at all.
 func (c *TCPConn) admit(msg []byte) error {

@@ -162,6 +162,12 @@ func (e *batchEngine) makeRoom(n int) error {
 		if c.closed.Load() {
 			break
 		}
+		if err := c.terminal(); err != nil {
+			// The Retry policy gave up while this Write waited: what is
+			// buffered fails at once, and so does the message.
+			e.mu.Unlock()
+			return err
+		}
 		if !e.owned {
 			// Full, and nobody is writing. Under the other policies
 			// Write must not block on the socket, so the flusher does it.
