@@ -57,8 +57,9 @@
 //	          buffstreams.RetryPolicy{MaxAttempts: retries, MaxWait:
 //	          retry-wait}: a failed write dials again with back-off and
 //	          writes again the frames that had not reached the kernel, so
-//	          sending carries on across a server restart. 0 means no policy:
-//	          one dial per Write after a failure
+//	          sending carries on across a server restart. The first dial
+//	          retries too, so the client may start before its server. 0
+//	          means no policy: one dial, and one per Write after a failure
 //	-retry-wait
 //	          the longest one reconnect may take, dials and back-offs
 //	          together; 0 means the library's default (30 s). Once a
@@ -328,7 +329,7 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 		abort:   abort,
 	}
 	if cfg.retries > 0 {
-		s.retry = &buffstreams.RetryPolicy{MaxAttempts: cfg.retries, MaxWait: cfg.retryWait}
+		s.retry = &buffstreams.RetryPolicy{MaxAttempts: cfg.retries, MaxWait: cfg.retryWait, RetryFirstDial: true}
 	}
 	var wg sync.WaitGroup
 	for i := range cfg.conns {
