@@ -743,3 +743,16 @@ func BenchmarkAcks(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLockUnlock measures one uncontended sync.Mutex Lock and Unlock:
+// the least a Write that is safe for concurrent use pays per message, and
+// what a bufio.Writer, which is not, does not pay. It is the machine's
+// figure, to set beside WriteBatching and Bufio4Byte.
+func BenchmarkLockUnlock(b *testing.B) {
+	var mu sync.Mutex
+	for b.Loop() {
+		mu.Lock()
+		//lint:ignore SA2001 an empty critical section is what is measured
+		mu.Unlock()
+	}
+}
