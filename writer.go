@@ -144,6 +144,24 @@ func (c *TCPConn) Flush() error {
 	return err
 }
 
+// writeEach writes msgs one at a time with write, for engines whose Write
+// already shares system calls, and returns how many were written, with the
+// first error met.
+func writeEach(write func([]byte) error, msgs [][]byte) (int, error) {
+	n := 0
+	var first error
+	for _, m := range msgs {
+		if err := write(m); err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		n++
+	}
+	return n, first
+}
+
 // admit checks that msg can be sent at all.
 func (c *TCPConn) admit(msg []byte) error {
 	if len(msg) > c.wire.max {

@@ -117,20 +117,7 @@ func (e *ackEngine) write(msg []byte) error {
 	return e.await(seq)
 }
 
-func (e *ackEngine) writeBatch(msgs [][]byte) (int, error) {
-	n := 0
-	var first error
-	for _, m := range msgs {
-		if err := e.write(m); err != nil {
-			if first == nil {
-				first = err
-			}
-			continue
-		}
-		n++
-	}
-	return n, first
-}
+func (e *ackEngine) writeBatch(msgs [][]byte) (int, error) { return writeEach(e.write, msgs) }
 
 // add appends the frame of msg to the window, applying the SlowConsumer
 // policy when it is full, and returns its sequence number. e.mu is held;

@@ -76,20 +76,7 @@ func (e *batchEngine) write(msg []byte) error {
 	return err
 }
 
-func (e *batchEngine) writeBatch(msgs [][]byte) (int, error) {
-	n := 0
-	var first error
-	for _, m := range msgs {
-		if err := e.write(m); err != nil {
-			if first == nil {
-				first = err
-			}
-			continue
-		}
-		n++
-	}
-	return n, first
-}
+func (e *batchEngine) writeBatch(msgs [][]byte) (int, error) { return writeEach(e.write, msgs) }
 
 func (e *batchEngine) flush() error {
 	e.mu.Lock()

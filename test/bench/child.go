@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"time"
 )
 
 // A childProc is this program re-executed with an environment variable
@@ -48,4 +49,24 @@ func startChildProc(env, role string, buffered int) (*childProc, error) {
 		}
 	}()
 	return c, nil
+}
+
+// finish closes the child's stdin, waits up to 10 seconds for its output to
+// end, killing it if it does not, and then for the process. It reports
+// whether it had to kill it, and the error of the wait.
+func (c *childProc) finish() (killed bool, err error) {
+	c.in.Close()
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	for drained := false; !drained; {
+		select {
+		case _, ok := <-c.lines:
+			drained = !ok
+		case <-t.C:
+			c.cmd.Process.Kill()
+			killed = true
+			t.Reset(time.Hour)
+		}
+	}
+	return killed, c.cmd.Wait()
 }

@@ -227,21 +227,7 @@ func (c *idleChild) settle(ctx context.Context, n int) error {
 // and waits for it and for the goroutine reading its output.
 func (c *idleChild) stop() error {
 	c.send("quit")
-	c.in.Close()
-	t := time.NewTimer(10 * time.Second)
-	defer t.Stop()
-	var killed bool
-	for drained := false; !drained; {
-		select {
-		case _, ok := <-c.lines:
-			drained = !ok
-		case <-t.C:
-			c.cmd.Process.Kill()
-			killed = true
-			t.Reset(time.Hour)
-		}
-	}
-	err := c.cmd.Wait()
+	killed, err := c.finish()
 	if killed {
 		return errors.New("the idle-memory child did not exit within 10 s of quit and was killed")
 	}

@@ -160,21 +160,7 @@ func (c *childEnd) Close() error {
 	if c.address != "" { // it serves
 		_, err = c.ask("close", "closed", 10*time.Second)
 	}
-	c.in.Close()
-	t := time.NewTimer(10 * time.Second)
-	defer t.Stop()
-	killed := false
-	for drained := false; !drained; {
-		select {
-		case _, ok := <-c.lines:
-			drained = !ok
-		case <-t.C:
-			c.cmd.Process.Kill()
-			killed = true
-			t.Reset(time.Hour)
-		}
-	}
-	werr := c.cmd.Wait()
+	killed, werr := c.finish()
 	switch {
 	case killed:
 		return errors.Join(err, errors.New("the receiver process did not exit within 10 s and was killed"))
