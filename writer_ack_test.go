@@ -186,8 +186,30 @@ func TestAckExactlyOnceAcrossCuts(t *testing.T) {
 	}{{"default-1", 0, 1}, {"default-8", 0, 8}, {"batching-1", 32 << 10, 1}, {"batching-8", 32 << 10, 8}} {
 		t.Run(mode.name, func(t *testing.T) {
 			oc := newOrderCheck()
-			l := listen(t, bs.TCPListenerConfig{Callback: oc.callback, Acks: &bs.AckConfig{}})
-			px := newCutProxy(t, l.Addr().String())
+			// Cut at random points of the stream: the callback cuts the
+			// proxy when the count of deliveries reaches each point, so
+			// that even a writer far faster than the cuts meets them all.
+			const cuts = 12
+			total := 20000 * mode.writers
+			points := make([]int, cuts)
+			for k := range points {
+				points[k] = 1 + rand.IntN(total*9/10)
+			}
+			slices.Sort(points)
+			t.Logf("cutting after %v deliveries", points)
+			var px *cutProxy
+			var cutMu sync.Mutex // guards next
+			next := 0
+			l := listen(t, bs.TCPListenerConfig{Acks: &bs.AckConfig{}, Callback: func(p []byte) error {
+				err := oc.callback(p)
+				cutMu.Lock()
+				for n := oc.count(); next < cuts && n >= points[next]; next++ {
+					px.cut()
+				}
+				cutMu.Unlock()
+				return err
+			}})
+			px = newCutProxy(t, l.Addr().String())
 			var failed atomic.Int64
 			c, err := bs.DialTCP(&bs.TCPConnConfig{
 				Address:         px.addr(),
@@ -201,7 +223,6 @@ func TestAckExactlyOnceAcrossCuts(t *testing.T) {
 			}
 			defer c.Close()
 			const perWriter = 20000
-			total := perWriter * mode.writers
 			done := make(chan struct{})
 			var wg sync.WaitGroup
 			for w := range mode.writers {
@@ -217,21 +238,6 @@ func TestAckExactlyOnceAcrossCuts(t *testing.T) {
 				}()
 			}
 			go func() { wg.Wait(); close(done) }()
-			// Cut at random points of the stream, decided by progress.
-			const cuts = 12
-			points := make([]int, cuts)
-			for k := range points {
-				points[k] = rand.IntN(total * 9 / 10)
-			}
-			slices.Sort(points)
-			t.Logf("cutting after %v deliveries", points)
-			for _, target := range points {
-				deadline := time.Now().Add(20 * time.Second)
-				for oc.count() < target && time.Now().Before(deadline) {
-					time.Sleep(time.Millisecond)
-				}
-				px.cut()
-			}
 			<-done
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
@@ -251,8 +257,8 @@ func TestAckExactlyOnceAcrossCuts(t *testing.T) {
 			if st.MessagesAcked != uint64(total) || failed.Load() != 0 || st.WriteErrors != 0 {
 				t.Fatalf("acked %d, failed %d (%d), want %d and 0", st.MessagesAcked, failed.Load(), st.WriteErrors, total)
 			}
-			if st.Reconnects == 0 {
-				t.Fatal("no reconnects: the cuts did not happen")
+			if px.cuts.Load() != cuts || st.Reconnects == 0 {
+				t.Fatalf("%d cuts, %d reconnects: want %d cuts and reconnects after them", px.cuts.Load(), st.Reconnects, cuts)
 			}
 		})
 	}
