@@ -1,7 +1,6 @@
 package interop
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -91,32 +90,7 @@ func TestPythonAckSender(t *testing.T) {
 func TestPythonAckListener(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := ackPeer(t, ctx, "listener")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(out)
-	fail := func(format string, args ...any) {
-		t.Helper()
-		cancel()
-		for lines.Scan() {
-		}
-		werr := cmd.Wait()
-		t.Fatalf("%s\npython listener: %v\nstderr: %s", fmt.Sprintf(format, args...), werr, stderr.Bytes())
-	}
-	var port int
-	if !lines.Scan() {
-		fail("the python listener printed no port")
-	}
-	if _, err := fmt.Sscanf(lines.Text(), "port %d", &port); err != nil {
-		fail("first line %q is not \"port N\"", lines.Text())
-	}
+	port, fail, finish := startServer(t, ackPeer(t, ctx, "listener"), cancel, "python listener")
 	var failed atomic.Int64
 	c, err := buffstreams.DialTCP(&buffstreams.TCPConnConfig{
 		Address:        net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
@@ -149,12 +123,9 @@ func TestPythonAckListener(t *testing.T) {
 	if st.MessagesAcked != count || failed.Load() != 0 || st.Reconnects != 1 {
 		fail("acked %d, failed %d, reconnects %d; want %d, 0, 1", st.MessagesAcked, failed.Load(), st.Reconnects, count)
 	}
-	var last string
-	for lines.Scan() {
-		last = lines.Text()
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("python listener: %v\nstderr: %s", err, stderr.Bytes())
+	last, err := finish()
+	if err != nil {
+		t.Fatal(err)
 	}
 	if want := fmt.Sprintf("received %d", count); last != want {
 		t.Fatalf("the listener's last line is %q, want %q", last, want)

@@ -371,34 +371,7 @@ func fromGo(t *testing.T, p peer, f framing) {
 	defer cancel()
 	start := time.Now()
 
-	cmd := p.command(ctx, "server", f)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(out)
-	// fail stops the server and reports what it said.
-	fail := func(format string, args ...any) {
-		t.Helper()
-		cancel()
-		for lines.Scan() {
-		}
-		werr := cmd.Wait()
-		t.Fatalf("%s\n%s server: %v\nstderr: %s", fmt.Sprintf(format, args...), p.name, werr, stderr.Bytes())
-	}
-
-	var port int
-	if !lines.Scan() {
-		fail("the %s server printed no port", p.name)
-	}
-	if _, err := fmt.Sscanf(lines.Text(), "port %d", &port); err != nil {
-		fail("the %s server's first line %q is not \"port N\"", p.name, lines.Text())
-	}
+	port, fail, finish := startServer(t, p.command(ctx, "server", f), cancel, p.name+" server")
 
 	c, err := buffstreams.DialTCP(&buffstreams.TCPConnConfig{
 		Address:        net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
@@ -423,12 +396,9 @@ func fromGo(t *testing.T, p peer, f framing) {
 		fail("close: %v", err)
 	}
 
-	var last string
-	for lines.Scan() {
-		last = lines.Text()
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("%s server: %v (%v)\nstderr: %s", p.name, err, ctx.Err(), stderr.Bytes())
+	last, err := finish()
+	if err != nil {
+		t.Fatalf("%v (%v)", err, ctx.Err())
 	}
 	if want := fmt.Sprintf("received %d", count); last != want {
 		t.Fatalf("%s server's last line is %q, want %q", p.name, last, want)
@@ -440,4 +410,49 @@ func fromGo(t *testing.T, p peer, f framing) {
 func lastLine(out []byte) string {
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// startServer starts cmd, a peer that listens and prints "port N" first,
+// and returns that port, a fail function that ends cmd (through cancel,
+// which ends the context it runs under) and fails the test with what it
+// printed on stderr, and a finish function that reads the rest of its
+// output and waits for it, returning its last line and, if it failed, an
+// error with its stderr. name names the peer in messages.
+func startServer(t *testing.T, cmd *exec.Cmd, cancel context.CancelFunc, name string) (port int, fail func(string, ...any), finish func() (string, error)) {
+	t.Helper()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(out)
+	fail = func(format string, args ...any) {
+		t.Helper()
+		cancel()
+		for lines.Scan() {
+		}
+		werr := cmd.Wait()
+		t.Fatalf("%s\n%s: %v\nstderr: %s", fmt.Sprintf(format, args...), name, werr, stderr.Bytes())
+	}
+	finish = func() (string, error) {
+		var last string
+		for lines.Scan() {
+			last = lines.Text()
+		}
+		if err := cmd.Wait(); err != nil {
+			return last, fmt.Errorf("%s: %w\nstderr: %s", name, err, stderr.Bytes())
+		}
+		return last, nil
+	}
+	if !lines.Scan() {
+		fail("the %s printed no port", name)
+	}
+	if _, err := fmt.Sscanf(lines.Text(), "port %d", &port); err != nil {
+		fail("the %s's first line %q is not \"port N\"", name, lines.Text())
+	}
+	return port, fail, finish
 }
