@@ -105,9 +105,9 @@
 // A Write that returns an error has already passed its message to
 // OnWriteError. The reason matches one of [ErrMessageTooLarge] or
 // [ErrDelimiterInPayload] (refused before anything was sent),
-// [ErrSlowConsumer], [ErrWriteTimeout], [ErrReconnectFailed] (the Retry
-// policy gave up), [net.ErrClosed] (the connection was closed first), or is
-// the network error itself. OnWriteError is called without locks held,
+// [ErrSlowConsumer], [ErrWriteTimeout], [ErrPeerClosed],
+// [ErrReconnectFailed] (the Retry policy gave up), [net.ErrClosed] (the
+// connection was closed first), or is the network error itself. OnWriteError is called without locks held,
 // from the goroutine that found the failure: the Write itself, another
 // Write, the flusher or Close. It must not block for long.
 //
@@ -124,6 +124,14 @@
 // its frame, not once the peer's application has read it: frames in the
 // kernels' buffers when a peer dies are lost without an error on this side,
 // because TCP does not tell the sender which they were.
+//
+// A dialed connection that nobody reads watches its socket for the peer's
+// end, at no cost per message. Once the peer has closed or reset it, the
+// next write fails with [ErrPeerClosed] instead of going into the dead
+// socket (with a Retry policy it is written on a new connection instead),
+// Close returns ErrPeerClosed if no write did, and ConnStats.PeerCloses
+// counts it. The first Read or Messages ends the watch: a reader learns of
+// the peer's end itself.
 //
 // # Acknowledged delivery
 //

@@ -88,6 +88,18 @@ var (
 	// MaxMessageSize or another protocol version. The text names which.
 	ErrAckMismatch = errors.New("buffstreams: acknowledged delivery: the peers' settings differ")
 
+	// ErrPeerClosed is returned by the first Write, WriteBatch or Flush
+	// of a dialed connection after its peer closed or reset the socket, and
+	// by Close, when nobody reads the connection (see TCPConn): messages
+	// written shortly before may not have reached the peer's application,
+	// and TCP does not say which. The message of that Write is not written
+	// into the dead socket. With a Retry policy the connection dials again
+	// and writes it instead of failing, and ConnStats.PeerCloses counts the
+	// event. When the peer had sent bytes that name another protocol (a TLS
+	// server answering a plain client), the error also wraps
+	// ErrWrongProtocol and says which.
+	ErrPeerClosed = errors.New("buffstreams: the peer closed the connection")
+
 	// ErrAcksOff is returned by DialTCP, and by reconnects, when one end
 	// has acknowledged delivery on (AckConfig) and the other does not.
 	ErrAcksOff = errors.New("buffstreams: acknowledged delivery is on at one end only")

@@ -251,9 +251,9 @@ func (m *Manager) CloseWriter(address string) error {
 	return c.Close()
 }
 
-// Close closes every listener and connection of the Manager and forgets
-// them; opens in progress fail and close what they opened. It returns the
-// errors of closing the connections, joined. It must not be called from a
+// Close closes every connection and then every listener of the Manager,
+// and forgets them; opens in progress fail and close what they opened. It
+// returns the errors of closing the connections, joined. It must not be called from a
 // listener's callback.
 func (m *Manager) Close() error {
 	var ls []*TCPListener
@@ -272,12 +272,15 @@ func (m *Manager) Close() error {
 	clear(m.listeners) // openers in progress see their reservation gone
 	clear(m.writers)
 	m.mu.Unlock()
+	// Writers first: what they still buffer may be bound for one of the
+	// Manager's own listeners, which reads it until the writer is closed;
+	// and a writer closed after its peer reports the peer gone.
 	var errs []error
-	for _, l := range ls {
-		l.Close()
-	}
 	for _, c := range ws {
 		errs = append(errs, c.Close())
+	}
+	for _, l := range ls {
+		l.Close()
 	}
 	return errors.Join(errs...)
 }

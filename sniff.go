@@ -50,6 +50,18 @@ var httpOpenings = [][]byte{
 
 // recognise names the protocol or framing p looks like, or returns "".
 func recognise(p []byte, w wire) string {
+	if what := recogniseProtocol(p); what != "" {
+		return what
+	}
+	if f, alt := likeliest(p, w.framing); f != nil {
+		return mismatch(f, alt, w)
+	}
+	return ""
+}
+
+// recogniseProtocol names the protocol other than ours whose opening p is,
+// or returns "".
+func recogniseProtocol(p []byte) string {
 	// A TLS record: handshake (22), version 3.x.
 	if len(p) >= 3 && p[0] == 0x16 && p[1] == 0x03 && p[2] <= 0x04 {
 		return "the peer speaks TLS; set TLSConfig on this side, or turn TLS off on the peer"
@@ -66,9 +78,6 @@ func recognise(p []byte, w wire) string {
 	}
 	if bytes.HasPrefix(p, []byte("SSH-")) {
 		return "the peer speaks SSH"
-	}
-	if f, alt := likeliest(p, w.framing); f != nil {
-		return mismatch(f, alt, w)
 	}
 	return ""
 }

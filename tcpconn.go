@@ -69,13 +69,16 @@ type TCPConn struct {
 	// reconnect that gave up, and cleared by Reopen; it is read without.
 	failure atomic.Pointer[error]
 
-	// mu guards nc, dialCtx, cancelDial, done and ended.
+	// mu guards nc, dialCtx, cancelDial, done, ended and reading, and
+	// the changes of watch.
 	mu         sync.Mutex
-	nc         net.Conn           // nil after a failure, until the next dial
-	dialCtx    context.Context    // bounds dials; cancelled by Close
-	cancelDial context.CancelFunc // cancels dialCtx
-	done       chan struct{}      // returned by Done; made by its first call
-	ended      bool               // done is closed (or closedChan)
+	nc         net.Conn                  // nil after a failure, until the next dial
+	reading    atomic.Bool               // Read or Messages was called: no peer watch; set with mu held
+	watch      atomic.Pointer[peerWatch] // the watch of nc, if any; see peerwatch.go
+	dialCtx    context.Context           // bounds dials; cancelled by Close
+	cancelDial context.CancelFunc        // cancels dialCtx
+	done       chan struct{}             // returned by Done; made by its first call
+	ended      bool                      // done is closed (or closedChan)
 
 	dmu sync.Mutex // serializes dials
 
@@ -107,7 +110,7 @@ type connCounters struct {
 	msgsOut, bytesOut, msgsFailed atomic.Uint64
 	msgsIn, bytesIn               atomic.Uint64
 	reconnects, dialFailures      atomic.Uint64
-	acked                         atomic.Uint64
+	acked, peerCloses             atomic.Uint64
 }
 
 // ConnStats is a snapshot of a connection's counters.
@@ -120,6 +123,7 @@ type ConnStats struct {
 	Reconnects      uint64 // successful dials after a failure or by Reopen
 	DialFailures    uint64 // failed dials after the first connection
 	MessagesAcked   uint64 // messages the listener acknowledged (acknowledged delivery only)
+	PeerCloses      uint64 // times the peer was found to have closed or reset a dialed connection nobody reads (see ErrPeerClosed)
 }
 
 // DialTCP dials cfg.Address and returns a connection that writes and reads
@@ -146,6 +150,7 @@ func DialTCPContext(ctx context.Context, cfg *TCPConnConfig) (*TCPConn, error) {
 		return nil, err
 	}
 	c.nc = nc
+	c.startWatch(nc)
 	c.dialCtx, c.cancelDial = context.WithCancel(context.Background())
 	c.rd = newFrameReader(nc, c.wire)
 	return c, nil
@@ -437,6 +442,7 @@ func (c *TCPConn) dialOrClosed(ctx context.Context) (net.Conn, error) {
 		return nil, err
 	}
 	c.nc = nc
+	c.startWatch(nc)
 	return nc, nil
 }
 
@@ -546,6 +552,7 @@ func (c *TCPConn) Messages() iter.Seq2[[]byte, error] {
 
 // next reads the next message, dialing again if needed. c.rmu is held.
 func (c *TCPConn) next() ([]byte, error) {
+	c.stopWatch()
 	nc, err := c.conn()
 	if err != nil {
 		return nil, err
@@ -589,6 +596,7 @@ func (c *TCPConn) Reopen() error {
 		c.nc.Close()
 		c.nc = nil
 	}
+	c.watch.Store(nil) // the old socket's end is Reopen's doing, or moot
 	c.closed.Store(false)
 	c.failure.Store(nil)
 	if c.ended {
@@ -611,8 +619,11 @@ func (c *TCPConn) Reopen() error {
 // Close closes the connection. In batching mode it first writes what is
 // buffered (see the package documentation, Batching). Writes and Reads in
 // progress, and a dial in progress, then return errors; later ones return
-// errors matching net.ErrClosed until Reopen is called. Closing a closed
-// connection does nothing and returns nil.
+// errors matching net.ErrClosed until Reopen is called. Close returns an
+// error matching ErrPeerClosed if the peer of a dialed connection nobody
+// reads had closed or reset it and no write reported that (see the package
+// documentation, Accounting). Closing a closed connection does nothing and
+// returns nil.
 func (c *TCPConn) Close() error {
 	c.mu.Lock()
 	if c.closed.Load() {
@@ -630,13 +641,14 @@ func (c *TCPConn) Close() error {
 	c.mu.Lock()
 	nc := c.nc
 	c.mu.Unlock()
+	gone := c.untoldPeerEnd()
 	if nc == nil {
-		return nil
+		return gone
 	}
 	if err := nc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
-	return nil
+	return gone
 }
 
 // LocalAddr returns the local address of the current connection, or nil if
@@ -686,6 +698,7 @@ func (c *TCPConn) Stats() ConnStats {
 		Reconnects:      c.stats.reconnects.Load(),
 		DialFailures:    c.stats.dialFailures.Load(),
 		MessagesAcked:   c.stats.acked.Load(),
+		PeerCloses:      c.stats.peerCloses.Load(),
 	}
 }
 

@@ -239,14 +239,18 @@ func (s *sender) transmit(segs [][]byte, spans []span) (int, error) {
 		if err != nil {
 			return off, err
 		}
-		n, err := s.writeTo(nc, segs, off)
-		if err == nil {
-			return total, nil
+		n := 0
+		if err = c.peerGone(nc, !s.draining.Load()); err == nil {
+			n, err = s.writeTo(nc, segs, off)
+			if err == nil {
+				return total, nil
+			}
+			err = wrapWrite(err)
 		}
 		if k := whole(spans, off+n); k > 0 {
 			off = spans[k-1].end
 		}
-		err = c.fail(nc, wrapWrite(err))
+		err = c.fail(nc, err)
 		r := c.opts.retry
 		if r == nil || c.closed.Load() || s.draining.Load() {
 			return off, err

@@ -525,12 +525,15 @@ func (s *sender) send(ctx context.Context, i, quota int) error {
 	if r != nil {
 		r.await(ctx)
 	}
-	conn.Close()
+	cerr := conn.Close() // reports a server that closed the connection unseen
 	if r != nil {
 		r.close()
 	}
 	if p := gone.Load(); p != nil && err == nil {
 		err = fmt.Errorf("the server is gone: %w", *p)
+	}
+	if cerr != nil && err == nil {
+		err = fmt.Errorf("closing: %w", cerr)
 	}
 	return err
 }

@@ -1,0 +1,352 @@
+//go:build unix
+
+package buffstreams_test
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	bs "github.com/buffstreams/buffstreams"
+)
+
+// peerServer is a plain TCP listener whose accepted connections the test
+// closes, resets or reads as it needs.
+type peerServer struct {
+	ln    net.Listener
+	conns chan *net.TCPConn
+}
+
+func newPeerServer(t *testing.T) *peerServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &peerServer{ln: ln, conns: make(chan *net.TCPConn, 8)}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.conns <- nc.(*net.TCPConn)
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		close(s.conns)
+		for nc := range s.conns {
+			nc.Close()
+		}
+	})
+	return s
+}
+
+// next returns the next accepted connection.
+func (s *peerServer) next(t *testing.T) *net.TCPConn {
+	t.Helper()
+	select {
+	case nc := <-s.conns:
+		t.Cleanup(func() { nc.Close() })
+		return nc
+	case <-time.After(10 * time.Second):
+		t.Fatal("no connection accepted within 10 s")
+		return nil
+	}
+}
+
+// readFrames reads n messages of the default framing from nc and returns
+// them.
+func readFrames(t *testing.T, nc net.Conn, n int) []string {
+	t.Helper()
+	r, err := bs.NewConn(nc, &bs.TCPConnConfig{ReadTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	b := make([]byte, r.MaxMessageSize())
+	for range n {
+		k, err := r.Read(b)
+		if err != nil {
+			t.Fatalf("reading a message: %v", err)
+		}
+		got = append(got, string(b[:k]))
+	}
+	return got
+}
+
+// peerCloses waits until c has found its peer gone n times in all.
+func peerCloses(t *testing.T, c *bs.TCPConn, n uint64) {
+	t.Helper()
+	eventually(t, "the peer's end noticed", func() bool { return c.Stats().PeerCloses >= n })
+	if got := c.Stats().PeerCloses; got != n {
+		t.Fatalf("PeerCloses = %d, want %d", got, n)
+	}
+}
+
+// endPeer ends the server side of a connection: with a FIN, or a reset.
+func endPeer(t *testing.T, nc *net.TCPConn, reset bool) {
+	t.Helper()
+	if reset {
+		if err := nc.SetLinger(0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestPeerWatchNextWriteFails checks that a dialed connection nobody reads
+// notices that its idle peer closed or reset it, so that the next Write
+// fails at once with ErrPeerClosed, its message passed to OnWriteError and
+// not written into the dead socket, and the Write after that dials again.
+func TestPeerWatchNextWriteFails(t *testing.T) {
+	for _, reset := range []bool{false, true} {
+		for _, batch := range []bool{false, true} {
+			name := map[bool]string{false: "close", true: "reset"}[reset] + map[bool]string{false: "/sync", true: "/batch"}[batch]
+			t.Run(name, func(t *testing.T) {
+				leakCheck(t)
+				s := newPeerServer(t)
+				hooked := newSeqLog()
+				cfg := bs.TCPConnConfig{Address: s.ln.Addr().String(), OnWriteError: hooked.hook}
+				if batch {
+					cfg.WriteBufferSize = 4096
+				}
+				c := dialAddr(t, cfg.Address, cfg)
+				endPeer(t, s.next(t), reset)
+				peerCloses(t, c, 1)
+
+				_, err := c.Write(seqMsg(1, 16))
+				if batch {
+					if err != nil {
+						t.Fatalf("batching Write = %v, want nil (the flusher writes)", err)
+					}
+					err = c.Flush()
+				}
+				if !errors.Is(err, bs.ErrPeerClosed) {
+					t.Fatalf("first Write after the peer left: %v, want ErrPeerClosed", err)
+				}
+				seen, errs := hooked.snapshot()
+				if seen[1] != 1 || len(errs) != 1 || !errors.Is(errs[0], bs.ErrPeerClosed) {
+					t.Fatalf("OnWriteError got %v %v, want message 1 with ErrPeerClosed", seen, errs)
+				}
+				if st := c.Stats(); st.MessagesWritten != 0 || st.WriteErrors != 1 {
+					t.Fatalf("stats %+v, want 0 written and 1 error", st)
+				}
+
+				// The next Write dials again and is delivered.
+				if _, err := c.Write([]byte("after")); err != nil {
+					t.Fatalf("second Write: %v", err)
+				}
+				if err := c.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				if got := readFrames(t, s.next(t), 1); got[0] != "after" {
+					t.Fatalf("the new connection carried %q", got)
+				}
+				if err := c.Close(); err != nil {
+					t.Fatalf("Close with the new peer there: %v", err)
+				}
+			})
+		}
+	}
+}
+
+// TestPeerWatchRetryWritesOnNewConnection checks that with a Retry policy
+// the Write after the peer left is written on a new connection instead of
+// failing, and counted in PeerCloses.
+func TestPeerWatchRetryWritesOnNewConnection(t *testing.T) {
+	leakCheck(t)
+	s := newPeerServer(t)
+	hooked := newSeqLog()
+	cfg := bs.TCPConnConfig{
+		Address:      s.ln.Addr().String(),
+		OnWriteError: hooked.hook,
+		Retry:        &bs.RetryPolicy{MaxAttempts: 3, InitialBackoff: time.Millisecond},
+	}
+	c := dialAddr(t, cfg.Address, cfg)
+	first := s.next(t)
+	if _, err := c.Write([]byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	if got := readFrames(t, first, 1); got[0] != "one" {
+		t.Fatalf("got %q", got)
+	}
+	endPeer(t, first, false)
+	peerCloses(t, c, 1)
+	if _, err := c.Write([]byte("two")); err != nil {
+		t.Fatalf("Write after the peer left, with a Retry policy: %v", err)
+	}
+	if got := readFrames(t, s.next(t), 1); got[0] != "two" {
+		t.Fatalf("the new connection carried %q", got)
+	}
+	st := c.Stats()
+	if st.Reconnects != 1 || st.MessagesWritten != 2 || st.WriteErrors != 0 || st.PeerCloses != 1 {
+		t.Fatalf("stats %+v, want 1 reconnect, 2 written, no errors, 1 peer close", st)
+	}
+	if seen, _ := hooked.snapshot(); len(seen) != 0 {
+		t.Fatalf("OnWriteError got %v", seen)
+	}
+}
+
+// TestPeerWatchClose checks that Close reports a peer that had left
+// unreported, and only then.
+func TestPeerWatchClose(t *testing.T) {
+	t.Run("untold", func(t *testing.T) {
+		leakCheck(t)
+		s := newPeerServer(t)
+		c := dialAddr(t, s.ln.Addr().String(), bs.TCPConnConfig{})
+		endPeer(t, s.next(t), false)
+		peerCloses(t, c, 1)
+		if err := c.Close(); !errors.Is(err, bs.ErrPeerClosed) {
+			t.Fatalf("Close after the peer left = %v, want ErrPeerClosed", err)
+		}
+	})
+	t.Run("told by Write", func(t *testing.T) {
+		leakCheck(t)
+		s := newPeerServer(t)
+		c := dialAddr(t, s.ln.Addr().String(), bs.TCPConnConfig{})
+		endPeer(t, s.next(t), true)
+		peerCloses(t, c, 1)
+		if _, err := c.Write([]byte("x")); !errors.Is(err, bs.ErrPeerClosed) {
+			t.Fatalf("Write = %v, want ErrPeerClosed", err)
+		}
+		if err := c.Close(); err != nil {
+			t.Fatalf("Close after Write reported the peer gone = %v, want nil", err)
+		}
+	})
+	t.Run("peer there", func(t *testing.T) {
+		leakCheck(t)
+		s := newPeerServer(t)
+		c := dialAddr(t, s.ln.Addr().String(), bs.TCPConnConfig{})
+		nc := s.next(t)
+		// Bytes the client never reads do not make the peer gone.
+		if _, err := nc.Write([]byte{0, 0, 0, 0}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		readFrames(t, nc, 1)
+		if err := c.Close(); err != nil {
+			t.Fatalf("Close with the peer there = %v", err)
+		}
+		if n := c.Stats().PeerCloses; n != 0 {
+			t.Fatalf("PeerCloses = %d", n)
+		}
+	})
+}
+
+// TestPeerWatchNamesTLS checks that a plain client at a TLS listener learns
+// of it: the listener answers its first bytes with a TLS alert and closes,
+// and the next Write says so, naming TLS, instead of writing into the
+// dead socket.
+func TestPeerWatchNamesTLS(t *testing.T) {
+	s := newPeerServer(t)
+	c := dialAddr(t, s.ln.Addr().String(), bs.TCPConnConfig{})
+	nc := s.next(t)
+	// What a TLS server sends a client whose first bytes are not a TLS
+	// handshake: an alert record, then its FIN, after reading the bytes.
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	readFrames(t, nc, 1)
+	if _, err := nc.Write([]byte{0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x0a}); err != nil {
+		t.Fatal(err)
+	}
+	endPeer(t, nc, false)
+	peerCloses(t, c, 1)
+	_, err := c.Write([]byte("again"))
+	if !errors.Is(err, bs.ErrPeerClosed) || !errors.Is(err, bs.ErrWrongProtocol) {
+		t.Fatalf("Write after a TLS answer = %v, want ErrPeerClosed and ErrWrongProtocol", err)
+	}
+	t.Log(err)
+}
+
+// TestPeerWatchTLSListener runs a plain client against the library's own
+// TLS listener: the client must not go on writing into closed connections
+// without an error.
+func TestPeerWatchTLSListener(t *testing.T) {
+	srv, _ := apiTLS(t)
+	l := listen(t, bs.TCPListenerConfig{TLSConfig: srv, Callback: func([]byte) error { return nil }})
+	c := dial(t, l, bs.TCPConnConfig{})
+	if _, err := c.Write([]byte("not TLS")); err != nil {
+		t.Fatal(err)
+	}
+	peerCloses(t, c, 1)
+	_, err := c.Write([]byte("again"))
+	if !errors.Is(err, bs.ErrPeerClosed) {
+		t.Fatalf("Write after the TLS listener closed = %v, want ErrPeerClosed", err)
+	}
+	t.Log(err)
+}
+
+// TestPeerWatchGivesWayToRead checks that a Read on a watched connection is
+// not held up by the watch, and that once a connection is read the reader,
+// not the watch, learns of the peer's end.
+func TestPeerWatchGivesWayToRead(t *testing.T) {
+	leakCheck(t)
+	s := newPeerServer(t)
+	c := dialAddr(t, s.ln.Addr().String(), bs.TCPConnConfig{})
+	nc := s.next(t)
+	read := make(chan error, 1)
+	go func() {
+		b := make([]byte, 64)
+		for {
+			if _, err := c.Read(b); err != nil {
+				read <- err
+				return
+			}
+		}
+	}()
+	waitBlocked(t, "(*TCPConn).Read", "IO wait")
+	w, err := bs.NewConn(nc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write([]byte("abcde")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the reply read", func() bool { return c.Stats().MessagesRead == 1 })
+	endPeer(t, nc, false)
+	select {
+	case err := <-read:
+		if !errors.Is(err, io.EOF) {
+			t.Fatalf("Read after the peer closed = %v, want io.EOF", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Read still blocked 10 s after the peer closed")
+	}
+	if n := c.Stats().PeerCloses; n != 0 {
+		t.Fatalf("PeerCloses = %d on a connection being read, want 0", n)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+}
+
+// TestPeerWatchAckListener checks that a plain dialer at a listener with
+// acknowledged delivery is told, from the listener's refusal, to turn Acks
+// on, at its next Write.
+func TestPeerWatchAckListener(t *testing.T) {
+	l := listen(t, bs.TCPListenerConfig{Acks: &bs.AckConfig{}, Callback: func([]byte) error { return nil }})
+	c := dial(t, l, bs.TCPConnConfig{})
+	if _, err := c.Write([]byte("no hello")); err != nil {
+		t.Fatal(err)
+	}
+	peerCloses(t, c, 1)
+	_, err := c.Write([]byte("again"))
+	if !errors.Is(err, bs.ErrPeerClosed) || !errors.Is(err, bs.ErrAcksOff) {
+		t.Fatalf("Write after the refusal = %v, want ErrPeerClosed and ErrAcksOff", err)
+	}
+	t.Log(err)
+}

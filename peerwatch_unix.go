@@ -1,0 +1,57 @@
+//go:build unix
+
+package buffstreams
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"os"
+	"syscall"
+)
+
+// watchable returns the socket beneath nc (beneath TLS too), or nil if nc
+// is not a socket.
+func watchable(nc net.Conn) syscall.RawConn {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// peekLen is how many unread bytes probePeer looks at, to name the
+// protocol of a peer that answered and left, or to find a refusal.
+const peekLen = 16
+
+// probePeer looks at the socket fd without taking bytes from it. It returns
+// settled false while the peer is there, and otherwise why it left. A
+// socket with unread bytes is there unless they are a refusal of
+// acknowledged delivery, or the peer has also shut the socket, which only
+// some systems tell (shutByPeer).
+func probePeer(fd uintptr) (why error, settled bool) {
+	var p [peekLen]byte
+	for {
+		n, _, err := syscall.Recvfrom(int(fd), p[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return nil, false
+		case err != nil:
+			return peerError(os.NewSyscallError("recv", err), nil), true
+		case n == 0:
+			return peerError(io.EOF, nil), true
+		case refusal(p[:n]) || shutByPeer(fd):
+			return peerError(io.EOF, p[:n]), true
+		}
+		return nil, false
+	}
+}
