@@ -31,6 +31,9 @@ import (
 
 // TestMain fails the run if any goroutine of the package outlives the tests.
 func TestMain(m *testing.M) {
+	if record := os.Getenv(ackChildRecordEnv); record != "" {
+		os.Exit(ackChild(record)) // a listener process of TestAckAtLeastOnceAcrossKill
+	}
 	code := m.Run()
 	if left := waitCensus(nil, 10*time.Second); len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "%d goroutines of the package outlived the tests:\n%s\n",

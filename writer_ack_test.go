@@ -1,13 +1,19 @@
 package buffstreams_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -684,4 +690,322 @@ func ExampleAckConfig() {
 	}
 	fmt.Println("acknowledged:", c.Stats().MessagesAcked)
 	// Output: acknowledged: 3
+}
+
+// Environment variables of the listener processes that
+// TestAckAtLeastOnceAcrossKill starts: the file to record each delivered
+// message in, and the address to listen on.
+const (
+	ackChildRecordEnv = "BUFFSTREAMS_ACK_CHILD"
+	ackChildAddrEnv   = "BUFFSTREAMS_ACK_CHILD_ADDR"
+)
+
+// ackChild is the body of a listener process of
+// TestAckAtLeastOnceAcrossKill, run by TestMain instead of the tests. It
+// listens with acknowledged delivery and no SessionStore on the address in
+// ackChildAddrEnv (127.0.0.1:0 if empty), prints the address it listens on,
+// and appends the 8-byte number that opens each message to the file named
+// record, in one unbuffered write, before the callback returns: since the
+// listener acknowledges only after the callback, every message it
+// acknowledged is in the file. It runs until it is killed or its standard
+// input ends, and returns the process's exit status.
+func ackChild(record string) int {
+	f, err := os.OpenFile(record, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer f.Close()
+	addr := os.Getenv(ackChildAddrEnv)
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{Address: addr, Acks: &bs.AckConfig{}, Callback: func(p []byte) error {
+		if len(p) < 8 {
+			return fmt.Errorf("a message of %d bytes has no number", len(p))
+		}
+		_, err := f.Write(p[:8])
+		return err
+	}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer l.Close()
+	if err := l.StartListeningAsync(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	fmt.Println(l.Addr())
+	io.Copy(io.Discard, os.Stdin) // until the parent closes it, or dies
+	return 0
+}
+
+// ackChildProc is a listener process started by startAckChild.
+type ackChildProc struct {
+	addr   string
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stderr bytes.Buffer // written by the process; read once stop or end returned
+	once   sync.Once
+	err    error // Wait's
+}
+
+// startAckChild starts a listener process (see ackChild) that records
+// into the file record and listens on addr, and returns once it listens.
+// The process is killed when the test ends, if neither stop nor end was
+// called.
+func startAckChild(t *testing.T, record, addr string) *ackChildProc {
+	t.Helper()
+	p := &ackChildProc{cmd: exec.Command(os.Args[0], "-test.run=^TestAckAtLeastOnceAcrossKill$")}
+	p.cmd.Env = append(os.Environ(), ackChildRecordEnv+"="+record, ackChildAddrEnv+"="+addr,
+		"GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0") // the race detector's exit waits 1 s by default
+	p.cmd.Stderr = &p.stderr
+	var err error
+	if p.stdin, err = p.cmd.StdinPipe(); err != nil { // closed by end, Wait, or when this process dies
+		t.Fatal(err)
+	}
+	out, err := p.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() && p.stderr.Len() > 0 {
+			t.Logf("the listener process at %s wrote:\n%s", p.addr, p.stderr.String())
+		}
+	})
+	line := make(chan string, 1)
+	go func() {
+		s, _ := bufio.NewReader(out).ReadString('\n')
+		line <- strings.TrimSpace(s)
+	}()
+	var got string
+	select {
+	case got = <-line:
+	case <-time.After(30 * time.Second):
+		p.cmd.Process.Kill()
+		got = <-line // the pipe ends with the process
+	}
+	if got == "" {
+		p.stop()
+		t.Fatalf("the listener process did not say where it listens; its standard error:\n%s", p.stderr.String())
+	}
+	p.addr = got
+	return p
+}
+
+// stop kills the process with SIGKILL, where there are signals, and waits
+// for it. It may be called more than once, and after end.
+func (p *ackChildProc) stop() {
+	p.once.Do(func() {
+		p.cmd.Process.Kill()
+		p.err = p.cmd.Wait()
+	})
+}
+
+// end closes the process's standard input, which makes it close its
+// listener and exit, and returns how it exited: an error if it failed,
+// the race detector found a race in it, or it was still running after
+// 10 s and was killed.
+func (p *ackChildProc) end() error {
+	p.once.Do(func() {
+		p.stdin.Close()
+		timer := time.AfterFunc(10*time.Second, func() { p.cmd.Process.Kill() })
+		p.err = p.cmd.Wait()
+		timer.Stop()
+	})
+	return p.err
+}
+
+// complained reports whether the process wrote of a race or a panic to
+// its standard error, which the test logs when it fails. stop or end has
+// returned.
+func (p *ackChildProc) complained() bool {
+	s := p.stderr.String()
+	return strings.Contains(s, "DATA RACE") || strings.Contains(s, "panic:")
+}
+
+// readAckRecord returns the message numbers recorded in the file name, in
+// the order the listener process delivered them.
+func readAckRecord(t *testing.T, name string) []uint64 {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		t.Fatal(err)
+	}
+	if len(b)%8 != 0 {
+		t.Fatalf("%s holds %d bytes, not whole 8-byte numbers", filepath.Base(name), len(b))
+	}
+	ids := make([]uint64, 0, len(b)/8)
+	for i := 0; i < len(b); i += 8 {
+		ids = append(ids, binary.BigEndian.Uint64(b[i:]))
+	}
+	return ids
+}
+
+// TestAckAtLeastOnceAcrossKill writes numbered messages with acknowledged
+// delivery to a listener in another process, kills that process with
+// SIGKILL mid-stream, starts a new one on the same port that knows nothing
+// of the session, and checks that every message was delivered at least
+// once across the two processes: the duplicates, counted, are messages the
+// first process delivered but had not yet acknowledged, and no more than
+// the replay window holds.
+func TestAckAtLeastOnceAcrossKill(t *testing.T) {
+	switch runtime.GOOS {
+	case "js", "wasip1", "ios":
+		t.Skipf("no child processes on %s", runtime.GOOS)
+	}
+	leakCheck(t)
+	for _, mode := range []struct {
+		name string
+		buf  int
+	}{{"default", 0}, {"batching", 32 << 10}} {
+		t.Run(mode.name, func(t *testing.T) {
+			const (
+				n      = 20000
+				size   = 32 // the number and padding
+				window = 64 << 10
+			)
+			// Open the runtime's poller, once per process, before counting
+			// descriptors.
+			if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+				ln.Close()
+			}
+			fds := openFDs()
+			dir := t.TempDir()
+			rec1, rec2 := filepath.Join(dir, "first"), filepath.Join(dir, "second")
+			first := startAckChild(t, rec1, "127.0.0.1:0")
+
+			var mu sync.Mutex
+			var failed []error
+			c, err := bs.DialTCP(&bs.TCPConnConfig{
+				Address:         first.addr,
+				WriteBufferSize: mode.buf,
+				Retry:           &bs.RetryPolicy{MaxAttempts: 2000, InitialBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond, MaxWait: 30 * time.Second},
+				Acks:            &bs.AckConfig{Window: window},
+				OnWriteError: func(_ []byte, err error) {
+					mu.Lock()
+					failed = append(failed, err)
+					mu.Unlock()
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The writer stops at two thirds until the first process is
+			// dead, so that the kill falls mid-stream however slowly this
+			// goroutine notices the third.
+			killed, quit, wrote := make(chan struct{}), make(chan struct{}), make(chan struct{})
+			var werr error // set before wrote is closed
+			go func() {
+				defer close(wrote)
+				werr = func() error {
+					msg := make([]byte, size)
+					for i := range n {
+						if i == 2*n/3 {
+							select {
+							case <-killed:
+							case <-quit:
+								return errors.New("the test ended first")
+							}
+						}
+						binary.BigEndian.PutUint64(msg, uint64(i))
+						if _, err := c.Write(msg); err != nil {
+							return fmt.Errorf("message %d: %w", i, err)
+						}
+					}
+					return nil
+				}()
+			}()
+			t.Cleanup(func() {
+				close(quit)
+				c.Close()
+				<-wrote
+			})
+
+			eventually(t, "a third of the messages recorded by the first listener", func() bool {
+				fi, err := os.Stat(rec1)
+				return err == nil && fi.Size() >= 8*n/3
+			})
+			first.stop()
+			close(killed)
+			second := startAckChild(t, rec2, first.addr)
+			select {
+			case <-wrote:
+			case <-time.After(60 * time.Second):
+				t.Fatal("the writer did not finish within 60 s")
+			}
+			if werr != nil {
+				t.Fatal(werr)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := c.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Err(); err != nil {
+				t.Fatalf("the connection failed: %v", err)
+			}
+			st := c.Stats()
+			if err := c.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if err := second.end(); err != nil {
+				t.Errorf("the second listener process: %v", err)
+			}
+			for k, p := range []*ackChildProc{first, second} {
+				if p.complained() {
+					t.Errorf("listener process %d reported a race or a panic", k+1)
+				}
+			}
+			mu.Lock()
+			if len(failed) > 0 {
+				t.Errorf("OnWriteError got %d messages; the first with %v", len(failed), failed[0])
+			}
+			mu.Unlock()
+			if st.MessagesAcked != n || st.WriteErrors != 0 || st.Reconnects == 0 {
+				t.Errorf("acked %d, write errors %d, reconnects %d; want %d, 0, at least 1", st.MessagesAcked, st.WriteErrors, st.Reconnects, n)
+			}
+
+			// Each process delivers a session's messages once and in
+			// order while it lives: its record counts up by one.
+			ids1, ids2 := readAckRecord(t, rec1), readAckRecord(t, rec2)
+			for k, ids := range [][]uint64{ids1, ids2} {
+				for i := 1; i < len(ids); i++ {
+					if ids[i] != ids[i-1]+1 {
+						t.Fatalf("listener process %d recorded message %d after %d", k+1, ids[i], ids[i-1])
+					}
+				}
+			}
+			seen := make([]int, n)
+			for _, ids := range [][]uint64{ids1, ids2} {
+				for _, id := range ids {
+					if id >= n {
+						t.Fatalf("message %d recorded; only %d were written", id, n)
+					}
+					seen[id]++
+				}
+			}
+			if i := slices.Index(seen, 0); i >= 0 {
+				t.Fatalf("message %d never delivered (first listener: %d records, second: %d)", i, len(ids1), len(ids2))
+			}
+			if len(ids2) == 0 || ids2[len(ids2)-1] != n-1 {
+				t.Fatalf("the second listener did not deliver the end of the stream")
+			}
+			// With every message delivered and each process's record
+			// free of repeats, a duplicate is a message both recorded:
+			// one the first delivered but had not acknowledged when it
+			// died, all of which the window held at once.
+			dups := len(ids1) + len(ids2) - n
+			t.Logf("first listener: %d records, second: %d, from message %d; %d duplicates", len(ids1), len(ids2), ids2[0], dups)
+			if most := window / (size + 16); dups > most {
+				t.Fatalf("%d duplicates; the replay window holds at most %d messages", dups, most)
+			}
+			eventually(t, "descriptors closed", func() bool { return openFDs() <= fds })
+		})
+	}
 }
