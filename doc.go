@@ -162,8 +162,11 @@
 // wrapping [ErrRejected] and the callback's error text. A full window
 // (AckConfig.Window bytes unacknowledged) makes Write follow the
 // SlowConsumer policy, in both modes. In batching mode the window is the
-// write buffer: WriteBufferSize only selects the mode, and FlushInterval
-// has no effect.
+// write buffer: the Write that finds WriteBufferSize bytes (or half the
+// window, if less) not yet written writes them itself, and a pump goroutine
+// writes what is left once Writes pause, within 50 µs while they keep
+// coming, or at once for a Flush, a Sync or Close. FlushInterval has no
+// effect.
 //
 // Read and Messages return an error on a dialed connection with
 // acknowledgements, and Write on a connection a listener serves with them:

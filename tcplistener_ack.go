@@ -17,7 +17,8 @@ import (
 // acknowledges messages. The protocol's bytes are in ack.go.
 //
 // Lock order: ackSessions.mu is taken alone; a read loop publishes its
-// position in session.delivered atomically.
+// position in session.delivered atomically, with each acknowledgement and
+// when it ends.
 
 // ackWriteTimeout bounds the write of an acknowledgement when the
 // listener's WriteTimeout is zero.
@@ -341,6 +342,11 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) (cause error) {
 		return cause
 	}
 	defer l.acks.detach(s, c, done)
+	// The session's position is published when the loop ends, before
+	// detach lets a newer connection of the session read it, and with
+	// each acknowledgement; not per message, as an atomic store costs as
+	// much as the rest of a message's work.
+	defer func() { s.delivered.Store(seq) }()
 	o := l.acks.o
 	rd, connCallback, callback := &c.rd, l.connCallback, l.callback
 	acked := seq
@@ -365,6 +371,7 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) (cause error) {
 	}()
 	send := func(typ byte) error {
 		if seq != acked || typ == typeGoaway {
+			s.delivered.Store(seq)
 			if err := save(); err != nil {
 				return err
 			}
@@ -401,7 +408,6 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) (cause error) {
 				c.log.Error("buffstreams: callback returned an error", "err", err, "seq", seq)
 				out = appendRejected(out, seq, err.Error())
 			}
-			s.delivered.Store(seq)
 			msgs++
 			nbytes += uint64(len(p))
 			pend++

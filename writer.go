@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -183,6 +185,22 @@ func (c *TCPConn) failed(msg []byte, err error) {
 func (c *TCPConn) wrote(msgs int, payload uint64) {
 	c.stats.msgsOut.Add(uint64(msgs))
 	c.stats.bytesOut.Add(payload)
+}
+
+// lockBehind takes mu, the lock of an engine's buffer, for a goroutine
+// that is not a Write (a flusher, a pump, a reader of acknowledgements),
+// without queueing on it. A goroutine blocked in Lock makes every Unlock of
+// a busy writer wake it, and the contended lock's cache line then bounces
+// between the two on every message; instead this tries the lock and yields
+// between tries, and only blocks after many.
+func lockBehind(mu *sync.Mutex) {
+	for range 100 {
+		if mu.TryLock() {
+			return
+		}
+		runtime.Gosched()
+	}
+	mu.Lock()
 }
 
 // A span is where one frame lies in a run of frames: its payload starts at

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 )
@@ -65,6 +66,9 @@ type ackEngine struct {
 	moved     int               // how far win's offsets moved since the owner took it; guarded by mu
 	broken    bool              // a write on nc failed: its reader takes the last records, then drops it; guarded by mu
 	sleepers  int               // goroutines in waitCond; guarded by mu
+	pausing   bool              // the pump leaves the window to busy writers for busyPause; guarded by mu
+	pauseEnd  *time.Timer       // ends a pause; made by the first
+	flushAt   int               // batching mode: unsent bytes from which a Write writes the window itself
 
 	wg sync.WaitGroup // the pump and the readers
 }
@@ -87,6 +91,7 @@ func newAckEngine(c *TCPConn) *ackEngine {
 		wait: c.opts.bufSize == 0,
 		tlen: len(c.wire.framing.trailer()),
 	}
+	e.flushAt = min(c.opts.bufSize, e.o.window/2)
 	e.cond.L = &e.mu
 	return e
 }
@@ -110,7 +115,14 @@ func (e *ackEngine) write(msg []byte) error {
 		return err // add unlocked e.mu and reported msg
 	}
 	if !e.wait {
-		e.kick()
+		if !e.owned && e.nc != nil && !e.broken && len(e.win)-e.sent >= e.flushAt {
+			// A write buffer's worth is waiting: write it here, as bufio
+			// does, while the frames are in this processor's cache,
+			// rather than have the pump copy them from another.
+			e.push()
+		} else {
+			e.kick()
+		}
 		e.mu.Unlock()
 		return nil
 	}
@@ -277,10 +289,75 @@ func (e *ackEngine) pump() {
 			e.idle = false
 			continue
 		}
+		if !e.wait && e.nc != nil && e.sleepers == 0 && !e.draining && e.writersBusy() {
+			e.pause()
+			continue
+		}
 		e.push()
+	}
+	if e.pauseEnd != nil {
+		e.pauseEnd.Stop()
 	}
 	e.running = false
 	e.signal()
+}
+
+// relock takes e.mu again for the pump, or a reader of acknowledgements,
+// that let go of it. In batching mode Writes hold it briefly for every
+// message, and it is taken behind them without queueing (lockBehind); in
+// the default mode each Write waits for the socket anyway, and a plain
+// Lock measured no worse.
+func (e *ackEngine) relock() {
+	if e.wait {
+		e.mu.Lock()
+	} else {
+		lockBehind(&e.mu)
+	}
+}
+
+// writersBusy reports whether Writes added frames to the window while the
+// pump yielded its processor once. e.mu is held, and released while
+// yielding.
+func (e *ackEngine) writersBusy() bool {
+	seen := e.last()
+	e.mu.Unlock()
+	runtime.Gosched()
+	lockBehind(&e.mu)
+	return e.last() != seen
+}
+
+// pause leaves the window, for busyPause, to Writes that are adding frames
+// to it in batching mode: the one that finds a write buffer's worth unsent
+// writes it, and the pump writes what is left after the pause. A Flush, a
+// Sync or Close ends the pause (hurry). e.mu is held, and released while
+// waiting.
+func (e *ackEngine) pause() {
+	e.pausing = true
+	if e.pauseEnd == nil {
+		e.pauseEnd = time.AfterFunc(busyPause, e.endPause)
+	} else {
+		e.pauseEnd.Reset(busyPause)
+	}
+	for e.pausing && !e.stop {
+		e.cond.Wait()
+	}
+	e.pausing = false
+}
+
+// endPause ends the pump's pause when its time is up.
+func (e *ackEngine) endPause() {
+	e.mu.Lock()
+	e.hurry()
+	e.mu.Unlock()
+}
+
+// hurry ends the pump's pause, if it is in one, for a goroutine that waits
+// for the window to be written. e.mu is held.
+func (e *ackEngine) hurry() {
+	if e.pausing {
+		e.pausing = false
+		e.cond.Broadcast()
+	}
 }
 
 // push, as the owner of the socket, writes what the socket has not had of
@@ -316,7 +393,7 @@ func (e *ackEngine) push() {
 		}
 		nc.SetReadDeadline(time.Now().Add(ackDrainWait))
 	}
-	e.mu.Lock()
+	e.relock()
 	e.owned = false
 	e.spareBusy = false
 	if e.gen == gen {
@@ -740,7 +817,7 @@ func readRecord(br *bufio.Reader) (typ byte, seq uint64, text string, err error)
 
 // onAck applies an acknowledgement read on the socket of generation gen.
 func (e *ackEngine) onAck(gen, seq uint64) error {
-	e.mu.Lock()
+	e.relock()
 	if e.gen != gen {
 		e.mu.Unlock()
 		return errGoaway // a later socket took over; this one is done
@@ -783,6 +860,7 @@ func (e *ackEngine) flush() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	target, failures := e.last(), e.failures
+	e.hurry()
 	e.kick()
 	for e.wrote < target && e.acked < target && !e.stop {
 		e.waitCond()
@@ -801,6 +879,7 @@ func (e *ackEngine) sync(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	target, failures := e.last(), e.failures
+	e.hurry()
 	e.kick()
 	for e.acked < target || e.reporting > 0 {
 		if err := ctx.Err(); err != nil {
@@ -839,6 +918,7 @@ func (e *ackEngine) drain() {
 	if nc := e.nc; nc != nil {
 		nc.SetWriteDeadline(e.until)
 	}
+	e.hurry()
 	e.kick()
 	for e.sk < len(e.spans) && (e.nc != nil || e.owned) && time.Now().Before(e.until) {
 		e.waitCond()

@@ -335,19 +335,8 @@ func (e *batchEngine) writersBusy() bool {
 }
 
 // lockBehindWriters takes e.mu for the flusher, or for a goroutine that
-// wrote the buffer, without queueing on it. A goroutine blocked in Lock
-// makes every Unlock of a busy writer wake it, and the contended lock's
-// cache line then bounces between the two on every message; instead this
-// tries the lock and yields between tries, and only blocks after many.
-func (e *batchEngine) lockBehindWriters() {
-	for range 100 {
-		if e.mu.TryLock() {
-			return
-		}
-		runtime.Gosched()
-	}
-	e.mu.Lock()
-}
+// wrote the buffer, without queueing on it (see lockBehind).
+func (e *batchEngine) lockBehindWriters() { lockBehind(&e.mu) }
 
 // take makes the caller the owner of the socket and hands it buf, its
 // spans and its payload bytes, leaving the spare pair in their place.
