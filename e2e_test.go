@@ -279,7 +279,13 @@ func e2eRestart(t *testing.T, server, client string) {
 	if got := srv2.listening(ctx, t); got != addr {
 		t.Fatalf("server 2 listens on %s, want %s", got, addr)
 	}
-	cli.wait(ctx, t)
+	// Every message is written or failed, none fails, yet the client
+	// exits 1: the server closed connections under it, and without
+	// acknowledgements it cannot know what was lost. It says so.
+	cli.exit(ctx, t, 1)
+	if !strings.Contains(cli.stderr.String(), "what was written just before may be lost") {
+		t.Errorf("the client did not report the server's closes:\n%s", e2eTail(cli.stderr.String(), 2000))
+	}
 	c := e2eFinal(t, cli, "sent=")
 	sent, written, failed := e2eUint(t, c, "sent"), e2eUint(t, c, "written"), e2eUint(t, c, "failed")
 	if sent != n || written+failed != sent || failed != 0 {

@@ -97,7 +97,10 @@ var (
 	// and writes it instead of failing, and ConnStats.PeerCloses counts the
 	// event. When the peer had sent bytes that name another protocol (a TLS
 	// server answering a plain client), the error also wraps
-	// ErrWrongProtocol and says which.
+	// ErrWrongProtocol and says which, and when they are the refusal of a
+	// listener with acknowledged delivery, ErrAcksOff; a Retry policy then
+	// gives up at once, with ErrReconnectFailed wrapping the error, since
+	// every new connection would end the same way.
 	ErrPeerClosed = errors.New("buffstreams: the peer closed the connection")
 
 	// ErrAcksOff is returned by DialTCP, and by reconnects, when one end

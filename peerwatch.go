@@ -128,13 +128,12 @@ func (c *TCPConn) peerGone(nc net.Conn, tell bool) error {
 	return *p
 }
 
-// untoldPeerEnd returns, for Close, why the peer of the last socket left,
-// unless a Write or Flush already returned it or a Read watches the
-// connection. If the watch has not found the peer gone, it looks at the
-// socket once more itself: the peer's end may have arrived while the
+// untoldPeerEnd returns, for Close, why the peer of w's socket, the last
+// one, left, unless a Write or Flush already returned it or a Read watches
+// the connection. If the watch has not found the peer gone, it looks at
+// the socket once more itself: the peer's end may have arrived while the
 // watching goroutine waits to run.
-func (c *TCPConn) untoldPeerEnd() error {
-	w := c.watch.Load()
+func (c *TCPConn) untoldPeerEnd(w *peerWatch) error {
 	if w == nil || w.stop.Load() || w.told.Load() {
 		return nil
 	}

@@ -350,3 +350,33 @@ func TestPeerWatchAckListener(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestPeerWatchRetryGivesUpOnMismatch checks that a Retry policy does not
+// dial again after the peer's answer named a mismatch (here, a listener
+// with acknowledged delivery refusing a dialer without): every connection
+// would lose a message. The connection fails for good instead.
+func TestPeerWatchRetryGivesUpOnMismatch(t *testing.T) {
+	l := listen(t, bs.TCPListenerConfig{Acks: &bs.AckConfig{}, Callback: func([]byte) error { return nil }})
+	hooked := newSeqLog()
+	c := dial(t, l, bs.TCPConnConfig{OnWriteError: hooked.hook, Retry: &bs.RetryPolicy{MaxAttempts: 50, InitialBackoff: time.Millisecond}})
+	if _, err := c.Write(seqMsg(1, 16)); err != nil {
+		t.Fatal(err)
+	}
+	peerCloses(t, c, 1)
+	_, err := c.Write(seqMsg(2, 16))
+	if !errors.Is(err, bs.ErrReconnectFailed) || !errors.Is(err, bs.ErrAcksOff) {
+		t.Fatalf("Write after the refusal, with a Retry policy = %v, want ErrReconnectFailed and ErrAcksOff", err)
+	}
+	if !errors.Is(c.Err(), bs.ErrReconnectFailed) {
+		t.Fatalf("Err() = %v, want ErrReconnectFailed", c.Err())
+	}
+	if _, err := c.Write(seqMsg(3, 16)); !errors.Is(err, bs.ErrReconnectFailed) {
+		t.Fatalf("Write on the failed connection = %v", err)
+	}
+	if st := c.Stats(); st.Reconnects != 0 || st.WriteErrors != 2 {
+		t.Fatalf("stats %+v, want no reconnect and 2 write errors", st)
+	}
+	if seen, _ := hooked.snapshot(); seen[2] != 1 || seen[3] != 1 {
+		t.Fatalf("OnWriteError got %v, want messages 2 and 3", seen)
+	}
+}

@@ -641,11 +641,19 @@ func (c *TCPConn) Close() error {
 	c.mu.Lock()
 	nc := c.nc
 	c.mu.Unlock()
-	gone := c.untoldPeerEnd()
-	if nc == nil {
-		return gone
+	w := c.watch.Load()
+	gone := c.untoldPeerEnd(w)
+	var err error
+	if nc != nil {
+		err = nc.Close()
 	}
-	if err := nc.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+	if w != nil && gone == nil {
+		// The watch ends with the socket, and may have found the peer
+		// gone meanwhile.
+		<-w.done
+		gone = c.untoldPeerEnd(w)
+	}
+	if err != nil && !errors.Is(err, net.ErrClosed) {
 		return err
 	}
 	return gone

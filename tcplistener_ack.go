@@ -265,9 +265,11 @@ func (l *TCPListener) ackHello(c *TCPConn, nc net.Conn) (*session, uint64, chan 
 		if err != nil {
 			text := err.Error()
 			if reason == reasonNoHello {
-				what := recognise(buf[:got], l.wire)
+				// Another protocol, or most likely a dialer with Acks off:
+				// a guess at another framing would mislead.
+				what := recogniseProtocol(buf[:got])
 				if what == "" {
-					what = "the peer does not use acknowledged delivery"
+					what = "the peer does not use acknowledged delivery (Acks is off on the dialer)"
 				}
 				err = fmt.Errorf("%w: %s: %w", ErrWrongProtocol, what, err)
 				if got >= 3 && buf[0] == 0x16 && buf[1] == 0x03 {

@@ -74,17 +74,30 @@ func TestAckMismatchFailsDial(t *testing.T) {
 }
 
 // TestAckListenerRefusesPlainDialer checks that a listener with acks closes
-// a peer that sends frames without a hello, counting it, and delivers
+// a peer that sends frames without a hello, counting it, naming the cause
+// (acks off on the dialer, not a guess at another framing), and delivers
 // nothing.
 func TestAckListenerRefusesPlainDialer(t *testing.T) {
 	leakCheck(t)
 	s := newSink()
-	l := listen(t, bs.TCPListenerConfig{Callback: s.callback, Acks: &bs.AckConfig{}})
+	ended := make(chan error, 1)
+	l := listen(t, bs.TCPListenerConfig{Callback: s.callback, Acks: &bs.AckConfig{},
+		OnConnEnd: func(_ *bs.TCPConn, err error) { ended <- err }})
 	c := dial(t, l, bs.TCPConnConfig{})
-	c.Write([]byte("hello"))
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
 	eventually(t, "the plain peer counted", func() bool { return l.Stats().WrongProtocol == 1 })
 	if s.len() != 0 {
 		t.Fatalf("the callback got %d messages", s.len())
+	}
+	select {
+	case err := <-ended:
+		if !errors.Is(err, bs.ErrWrongProtocol) || !strings.Contains(err.Error(), "Acks is off on the dialer") || strings.Contains(err.Error(), "MaxMessageSize") {
+			t.Fatalf("the connection ended with %v, want ErrWrongProtocol naming acks off on the dialer", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnConnEnd not called within 10 s")
 	}
 }
 

@@ -273,6 +273,12 @@ func (s *sender) transmit(segs [][]byte, spans []span) (int, error) {
 		if r == nil || c.closed.Load() || s.draining.Load() {
 			return off, err
 		}
+		if errors.Is(err, ErrPeerClosed) && (errors.Is(err, ErrWrongProtocol) || permanent(err)) {
+			// The peer answered in another protocol, or refused a dialer
+			// without Acks: dialing again would lose a message on every
+			// connection.
+			return off, c.giveUp(fmt.Errorf("%w: the peer cannot take these messages: %w", ErrReconnectFailed, err))
+		}
 		attempts++
 		if attempts == 1 {
 			began = time.Now()

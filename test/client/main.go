@@ -127,8 +127,10 @@
 // It exits 0 if all went well: some message was written (or it was
 // interrupted with -n 0), no message failed (F = 0), W + F = N, every
 // connection was dialed and sent its share (unless interrupted), and with
-// -echo every written message was answered, unless it was interrupted.
-// It exits 1 otherwise, and 2 if the flags are wrong.
+// -echo every written message was answered, unless it was interrupted,
+// and, without -ack, no connection ended under the client while it was
+// sending (ConnStats.PeerCloses or Reconnects: what was written just before
+// may be lost). It exits 1 otherwise, and 2 if the flags are wrong.
 package main
 
 import (
@@ -423,6 +425,13 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 		fmt.Fprintf(os.Stderr, "client: %s could not be written\n", plural(failed, "message", "messages"))
 		ok = false
 	}
+	if n := max(st.Reconnects, st.PeerCloses); n > 0 && !cfg.ack {
+		// A connection ended under the client: the server closed it
+		// (PeerCloses) or a write failed and the library dialed again.
+		// Without acknowledgements nobody knows what the server had read.
+		fmt.Fprintf(os.Stderr, "client: the connection to the server ended %s while this client was sending; what was written just before may be lost (run both ends with -ack to know)\n", plural(n, "time", "times"))
+		ok = false
+	}
 	return ok
 }
 
@@ -444,6 +453,7 @@ func (s *sender) stats() buffstreams.ConnStats {
 			sum.WriteErrors += st.WriteErrors
 			sum.MessagesAcked += st.MessagesAcked
 			sum.Reconnects += st.Reconnects
+			sum.PeerCloses += st.PeerCloses
 		}
 	}
 	return sum
