@@ -147,13 +147,13 @@ func TestReadRecord(t *testing.T) {
 		text string
 	}{{typeAck, 3, ""}, {typeRejected, 4, "nope"}, {typeGoaway, 4, ""}}
 	for _, w := range want {
-		typ, seq, text, err := readRecord(br)
+		typ, seq, text, err := readRecord(br, new(recordBuf))
 		if err != nil || typ != w.typ || seq != w.seq || text != w.text {
 			t.Fatalf("readRecord = %#x %d %q %v, want %+v", typ, seq, text, err, w)
 		}
 	}
 	for _, bad := range [][]byte{{0x55, 0, 0, 0, 0, 0, 0, 0, 1}, {typeAck, 0, 0}, appendRejected(nil, 1, "abc")[:12], {typeRejected, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0xff}} {
-		if _, _, _, err := readRecord(bufio.NewReader(bytes.NewReader(bad))); !errors.Is(err, ErrAckProtocol) {
+		if _, _, _, err := readRecord(bufio.NewReader(bytes.NewReader(bad)), new(recordBuf)); !errors.Is(err, ErrAckProtocol) {
 			t.Errorf("% x: %v, want ErrAckProtocol", bad, err)
 		}
 	}
@@ -201,7 +201,7 @@ func FuzzReadRecord(f *testing.F) {
 	f.Fuzz(func(t *testing.T, p []byte) {
 		br := bufio.NewReader(bytes.NewReader(p))
 		for range 100 {
-			typ, _, text, err := readRecord(br)
+			typ, _, text, err := readRecord(br, new(recordBuf))
 			if err != nil {
 				return
 			}

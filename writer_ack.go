@@ -753,12 +753,13 @@ func (e *ackEngine) connected(nc net.Conn, delivered uint64) error {
 func (e *ackEngine) read(nc net.Conn, gen uint64) {
 	defer e.wg.Done()
 	br := bufio.NewReaderSize(nc, 256)
+	rec := new(recordBuf) // one per socket, not per record: it escapes
 	var err error
 	for err == nil {
 		var typ byte
 		var seq uint64
 		var text string
-		if typ, seq, text, err = readRecord(br); err != nil {
+		if typ, seq, text, err = readRecord(br, rec); err != nil {
 			break
 		}
 		switch typ {
@@ -783,10 +784,12 @@ func (e *ackEngine) read(nc net.Conn, gen uint64) {
 	e.mu.Unlock()
 }
 
-// readRecord reads one record of the listener: an ack, a goaway, or a
-// rejection with its text.
-func readRecord(br *bufio.Reader) (typ byte, seq uint64, text string, err error) {
-	var rec [ackRecordLen + 2]byte
+// A recordBuf holds a record of the listener as it is read.
+type recordBuf [ackRecordLen + 2]byte
+
+// readRecord reads one record of the listener into rec: an ack, a goaway,
+// or a rejection with its text.
+func readRecord(br *bufio.Reader, rec *recordBuf) (typ byte, seq uint64, text string, err error) {
 	if _, err = io.ReadFull(br, rec[:ackRecordLen]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			err = fmt.Errorf("%w: a record was cut short", ErrAckProtocol)
