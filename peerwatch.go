@@ -23,7 +23,8 @@ import (
 // it.
 //
 // The goroutine waits in the runtime's poller, as a parked Read does, and
-// costs nothing per message: a write checks one atomic pointer. It exists
+// costs nothing per message: a system call's worth of frames checks two
+// atomic pointers before it is written. It exists
 // only while nobody reads the connection: the first Read or Messages stops
 // it for good, since a reader learns of the peer's end itself. Acknowledged
 // delivery has its own reader and no watch; accepted and wrapped
