@@ -36,6 +36,11 @@ type session struct {
 
 	done  chan struct{} // closed when the owner's read loop lets go; guarded by ackSessions.mu
 	ended time.Time     // when the last owner let go; guarded by ackSessions.mu
+
+	// relay holds the done channels of connections that gave up waiting
+	// for the read loop still delivering; that loop's detach closes them.
+	// Guarded by ackSessions.mu.
+	relay []chan struct{}
 }
 
 // ackSessions is a listener's table of sessions, bounded and expiring.
@@ -93,12 +98,17 @@ func (t *ackSessions) attach(c *TCPConn, h hello, wait time.Duration) (*session,
 	t.mu.Unlock()
 	if prev != nil {
 		prev.Close() // its read loop stops before the next message
+	}
+	// Wait for the read loop that delivered last, even with no owner: a
+	// connection that gave up waiting for it left, and it may still be in
+	// its callback.
+	if prevDone != nil {
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		select {
 		case <-prevDone:
 		case <-timer.C:
-			t.detach(s, c, done)
+			t.abandon(s, c, done, prevDone)
 			return nil, 0, nil, reasonBusy, fmt.Errorf("%w: the session's previous connection is still delivering", ErrAckRefused)
 		}
 	}
@@ -107,12 +117,35 @@ func (t *ackSessions) attach(c *TCPConn, h hello, wait time.Duration) (*session,
 	return s, d, done, 0, nil
 }
 
-// detach ends c's ownership of s.
+// abandon ends c's claim on s when the read loop before it, which closes
+// prevDone, did not let go in time. c's own done channel is then closed
+// only with prevDone, so that the next connection of the session waits
+// for the loop that still delivers, and reads its final position.
+func (t *ackSessions) abandon(s *session, c *TCPConn, done, prevDone chan struct{}) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.owner.CompareAndSwap(c, nil) {
+		s.ended = time.Now()
+	}
+	select {
+	case <-prevDone:
+		close(done)
+	default:
+		s.relay = append(s.relay, done)
+	}
+}
+
+// detach ends c's ownership of s, and closes the done channels of the
+// connections that gave up waiting for it.
 func (t *ackSessions) detach(s *session, c *TCPConn, done chan struct{}) {
 	t.mu.Lock()
 	if s.owner.CompareAndSwap(c, nil) {
 		s.ended = time.Now()
 	}
+	for _, r := range s.relay {
+		close(r)
+	}
+	s.relay = nil
 	close(done)
 	t.mu.Unlock()
 }

@@ -1,0 +1,133 @@
+package buffstreams
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestAckPositionAfterRefusedTakeover checks the position a session's new
+// connection resumes from when an earlier newcomer of the session was
+// refused because the first connection's callback was still running. The
+// first connection delivered messages 1 to 4 without acknowledging them
+// (they arrived together with message 5, whose callback blocks); the
+// second connection waits HandshakeTimeout for it and is refused, and the
+// third one finds no owner, but must still wait for the first connection
+// (and be refused too), not resume from a position that lags: the sender
+// would replay 1 to 4 and the callback get them twice. Once the callback
+// returns, a new connection resumes after message 5.
+func TestAckPositionAfterRefusedTakeover(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var mu sync.Mutex
+	count := map[string]int{}
+	cb := func(p []byte) error {
+		mu.Lock()
+		count[string(p)]++
+		mu.Unlock()
+		if string(p) == "5" {
+			close(entered)
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		return nil
+	}
+	l, err := ListenTCP(TCPListenerConfig{Address: "127.0.0.1:0", Callback: cb,
+		Acks: &AckConfig{AckEvery: 1000}, HandshakeTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	if err := l.StartListeningAsync(); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := newWire(0, nil)
+	id := newSessionID()
+	open := func() (net.Conn, uint64, error) {
+		nc, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		h := appendHello(nil, hello{version: ackVersion, id: id, first: 1, max: uint32(w.max), framing: w.framing.String()})
+		if _, err := nc.Write(h); err != nil {
+			t.Fatal(err)
+		}
+		d, err := readAnswer(nc)
+		return nc, d, err
+	}
+	frames := func(from, to int) []byte {
+		var b []byte
+		for i := from; i <= to; i++ {
+			b, _ = appendFrame(w.framing, b, nil, fmt.Appendf(nil, "%d", i))
+		}
+		return b
+	}
+
+	c1, d, err := open()
+	if err != nil || d != 0 {
+		t.Fatalf("first hello: %d %v", d, err)
+	}
+	if _, err := c1.Write(frames(1, 5)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback of message 5 was not called")
+	}
+	if _, _, err := open(); !errors.Is(err, ErrAckRefused) {
+		t.Fatalf("second hello while the first connection delivers: %v, want ErrAckRefused", err)
+	}
+	// While the first connection is still in a callback, every newcomer
+	// is refused, not only the one that closed it: none may resume from a
+	// position the first one has not published.
+	if _, _, err := open(); !errors.Is(err, ErrAckRefused) {
+		t.Fatalf("third hello while the first connection delivers: %v, want ErrAckRefused", err)
+	}
+	once.Do(func() { close(release) })
+	var c4 net.Conn
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c4, d, err = open()
+		if err == nil || !errors.Is(err, ErrAckRefused) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("hello after the first connection let go: %v", err)
+	}
+	if d != 5 {
+		t.Fatalf("the session resumes after message %d, want 5: the first connection delivered 1 to 5", d)
+	}
+	// The sender replays from d+1: message 6, which is delivered once.
+	if _, err := c4.Write(frames(6, 6)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c4)
+	rec := new(recordBuf)
+	for {
+		typ, seq, _, err := readRecord(br, rec)
+		if err != nil {
+			t.Fatalf("reading the new connection's acks: %v", err)
+		}
+		if typ == typeAck && seq >= 6 {
+			break
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i <= 6; i++ {
+		if n := count[fmt.Sprint(i)]; n != 1 {
+			t.Errorf("message %d delivered %d times", i, n)
+		}
+	}
+}
