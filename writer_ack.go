@@ -68,7 +68,7 @@ type ackEngine struct {
 	sleepers  int               // goroutines in waitCond; guarded by mu
 	pausing   bool              // the pump leaves the window to busy writers for busyPause; guarded by mu
 	pauseEnd  *time.Timer       // ends a pause; made by the first
-	flushAt   int               // batching mode: unsent bytes from which a Write writes the window itself
+	flushAt   int               // batching mode with SlowConsumerBlock: unsent bytes from which a Write writes the window itself; 0 for never
 
 	wg sync.WaitGroup // the pump and the readers
 }
@@ -91,7 +91,11 @@ func newAckEngine(c *TCPConn) *ackEngine {
 		wait: c.opts.bufSize == 0,
 		tlen: len(c.wire.framing.trailer()),
 	}
-	e.flushAt = min(c.opts.bufSize, e.o.window/2)
+	if c.opts.slow == SlowConsumerBlock {
+		// Under the other policies a Write must not wait for the socket,
+		// so the pump writes everything.
+		e.flushAt = min(c.opts.bufSize, e.o.window/2)
+	}
 	e.cond.L = &e.mu
 	return e
 }
@@ -115,7 +119,7 @@ func (e *ackEngine) write(msg []byte) error {
 		return err // add unlocked e.mu and reported msg
 	}
 	if !e.wait {
-		if !e.owned && e.nc != nil && !e.broken && len(e.win)-e.sent >= e.flushAt {
+		if e.flushAt > 0 && !e.owned && e.nc != nil && !e.broken && len(e.win)-e.sent >= e.flushAt {
 			// A write buffer's worth is waiting: write it here, as bufio
 			// does, while the frames are in this processor's cache,
 			// rather than have the pump copy them from another.
@@ -289,7 +293,7 @@ func (e *ackEngine) pump() {
 			e.idle = false
 			continue
 		}
-		if !e.wait && e.nc != nil && e.sleepers == 0 && !e.draining && e.writersBusy() {
+		if e.flushAt > 0 && e.nc != nil && e.sleepers == 0 && !e.draining && e.writersBusy() {
 			e.pause()
 			continue
 		}

@@ -1052,3 +1052,56 @@ func TestAckAllocs(t *testing.T) {
 		})
 	}
 }
+
+// TestAckBatchSlowConsumerErrorNeverBlocks checks that in batching mode
+// with acknowledged delivery and SlowConsumerError, a Write never blocks
+// on the socket: a listener that stops reading makes the window fill and
+// Write return ErrSlowConsumer. The Write that finds WriteBufferSize bytes
+// unsent must leave the socket to the pump under this policy, as the
+// plain batching engine does.
+func TestAckBatchSlowConsumerErrorNeverBlocks(t *testing.T) {
+	release := make(chan struct{})
+	l := listen(t, bs.TCPListenerConfig{Acks: &bs.AckConfig{}, Callback: func([]byte) error {
+		select {
+		case <-release:
+		case <-time.After(60 * time.Second):
+		}
+		return nil
+	}})
+	c := dial(t, l, bs.TCPConnConfig{
+		WriteBufferSize: 64 << 10,
+		SlowConsumer:    bs.SlowConsumerError,
+		Acks:            &bs.AckConfig{Window: 16 << 20},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			nc, err := d.DialContext(ctx, network, addr)
+			if err == nil {
+				nc.(*net.TCPConn).SetWriteBuffer(16 << 10)
+			}
+			return nc, err
+		},
+	})
+	done := make(chan error, 1)
+	go func() {
+		msg := make([]byte, 1024)
+		for range 64 << 10 { // four times the window
+			if _, err := c.Write(msg); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, bs.ErrSlowConsumer) {
+			t.Fatalf("Write = %v, want ErrSlowConsumer", err)
+		}
+	case <-time.After(20 * time.Second):
+		close(release)
+		c.Close()
+		<-done
+		t.Fatal("a Write blocked on the socket for 20 s under SlowConsumerError")
+	}
+	close(release)
+}
