@@ -131,7 +131,11 @@
 // socket (with a Retry policy it is written on a new connection instead),
 // Close returns ErrPeerClosed if no write did, and ConnStats.PeerCloses
 // counts it. The first Read or Messages ends the watch: a reader learns of
-// the peer's end itself.
+// the peer's end itself. A peer that shut down only its sending side
+// (half-close) counts as gone. A connection of another type from a
+// DialContext, or a TLS connection whose handshake it left to the first
+// write, is not watched. A watched connection is not garbage-collected
+// before Close.
 //
 // # Acknowledged delivery
 //
@@ -162,11 +166,12 @@
 // wrapping [ErrRejected] and the callback's error text. A full window
 // (AckConfig.Window bytes unacknowledged) makes Write follow the
 // SlowConsumer policy, in both modes. In batching mode the window is the
-// write buffer: the Write that finds WriteBufferSize bytes (or half the
-// window, if less) not yet written writes them itself, and a pump goroutine
-// writes what is left once Writes pause, within 50 µs while they keep
-// coming, or at once for a Flush, a Sync or Close. FlushInterval has no
-// effect.
+// write buffer: with SlowConsumerBlock, the Write that finds
+// WriteBufferSize bytes (or half the window, if less) not yet written
+// writes them itself, and a pump goroutine writes what is left once Writes
+// pause, within 50 µs while they keep coming, or at once for a Flush, a
+// Sync or Close; under the other policies the pump writes everything.
+// FlushInterval has no effect.
 //
 // Read and Messages return an error on a dialed connection with
 // acknowledgements, and Write on a connection a listener serves with them:

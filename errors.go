@@ -89,7 +89,8 @@ var (
 	ErrAckMismatch = errors.New("buffstreams: acknowledged delivery: the peers' settings differ")
 
 	// ErrPeerClosed is returned by the first Write, WriteBatch or Flush
-	// of a dialed connection after its peer closed or reset the socket, and
+	// of a dialed connection after its peer closed or reset the socket (a
+	// peer that shut down only its sending side counts), and
 	// by Close, when nobody reads the connection (see TCPConn): messages
 	// written shortly before may not have reached the peer's application,
 	// and TCP does not say which. The message of that Write is not written

@@ -38,8 +38,8 @@ type peerWatch struct {
 	stop atomic.Bool     // set before a Read makes the goroutine return
 
 	// gone is why the peer left, once the watch or Close found it; it is
-	// set once. told is set once a write has failed with it, outside
-	// Close.
+	// set once. told is set once a write outside Close has failed, with it
+	// or with an error of the socket.
 	gone atomic.Pointer[error]
 	told atomic.Bool
 }
@@ -127,6 +127,15 @@ func (c *TCPConn) peerGone(nc net.Conn, tell bool) error {
 		w.told.Store(true)
 	}
 	return *p
+}
+
+// writeFailed records that a write on nc failed and returned its error:
+// that reported whatever end of the peer the watch finds, and Close need
+// not report it again.
+func (c *TCPConn) writeFailed(nc net.Conn) {
+	if w := c.watch.Load(); w != nil && w.nc == nc {
+		w.told.Store(true)
+	}
 }
 
 // untoldPeerEnd returns, for Close, why the peer of w's socket, the last

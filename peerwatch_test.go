@@ -3,6 +3,8 @@
 package buffstreams_test
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -127,12 +129,17 @@ func TestPeerWatchNextWriteFails(t *testing.T) {
 
 				_, err := c.Write(seqMsg(1, 16))
 				if batch {
+					// The flusher fails the message: Flush returns the
+					// failure only if it came after Flush began, and
+					// OnWriteError has it either way.
 					if err != nil {
 						t.Fatalf("batching Write = %v, want nil (the flusher writes)", err)
 					}
-					err = c.Flush()
-				}
-				if !errors.Is(err, bs.ErrPeerClosed) {
+					if err := c.Flush(); err != nil && !errors.Is(err, bs.ErrPeerClosed) {
+						t.Fatalf("Flush = %v, want nil or ErrPeerClosed", err)
+					}
+					eventually(t, "the message failed", func() bool { seen, _ := hooked.snapshot(); return len(seen) > 0 })
+				} else if !errors.Is(err, bs.ErrPeerClosed) {
 					t.Fatalf("first Write after the peer left: %v, want ErrPeerClosed", err)
 				}
 				seen, errs := hooked.snapshot()
@@ -379,4 +386,60 @@ func TestPeerWatchRetryGivesUpOnMismatch(t *testing.T) {
 	if seen, _ := hooked.snapshot(); seen[2] != 1 || seen[3] != 1 {
 		t.Fatalf("OnWriteError got %v, want messages 2 and 3", seen)
 	}
+}
+
+// TestPeerWatchLazyTLSFromDialContext dials through a DialContext that
+// returns a *tls.Conn whose handshake has not run yet (tls.Client without
+// Handshake), as a proxy dialer may. The first Write runs the handshake,
+// which reads the server's flight from the socket. The watch parks in
+// RawConn.Read on that socket and holds its read lock while the server's
+// bytes sit unread, so the handshake must not wait behind it.
+func TestPeerWatchLazyTLSFromDialContext(t *testing.T) {
+	srv, cli := apiTLS(t)
+	got := make(chan struct{}, 1)
+	l := listen(t, bs.TCPListenerConfig{TLSConfig: srv, Callback: func([]byte) error {
+		select {
+		case got <- struct{}{}:
+		default:
+		}
+		return nil
+	}})
+	cfg := bs.TCPConnConfig{
+		Address: l.Addr().String(),
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var d net.Dialer
+			nc, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			c := cli.Clone()
+			c.ServerName = "127.0.0.1"
+			return tls.Client(nc, c), nil // handshake on first use
+		},
+	}
+	c, err := bs.DialTCP(&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := c.Write([]byte("hello"))
+		wrote <- err
+	}()
+	select {
+	case err := <-wrote:
+		if err != nil {
+			t.Fatalf("Write: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		c.Close() // unblocks the Write
+		<-wrote
+		t.Fatal("Write (running the TLS handshake) still blocked after 5 s: the watch holds the socket's read lock")
+	}
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the listener did not get the message")
+	}
+	c.Close()
 }

@@ -10,14 +10,25 @@ import (
 	"syscall"
 )
 
-// watchable returns the socket beneath nc (beneath TLS too), or nil if nc
-// is not a socket.
+// watchable returns the socket of nc, a TCP or Unix socket or a TLS
+// connection over one, or nil. The watch holds the socket's read lock
+// while it waits, so it watches only connections that never read during a
+// write: not a TLS connection whose handshake a DialContext left to the
+// first Write, nor a wrapper of unknown type.
 func watchable(nc net.Conn) syscall.RawConn {
 	if tc, ok := nc.(*tls.Conn); ok {
+		if !tc.ConnectionState().HandshakeComplete {
+			return nil
+		}
 		nc = tc.NetConn()
 	}
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
+	var sc syscall.Conn
+	switch s := nc.(type) {
+	case *net.TCPConn:
+		sc = s
+	case *net.UnixConn:
+		sc = s
+	default:
 		return nil
 	}
 	rc, err := sc.SyscallConn()

@@ -263,6 +263,9 @@ func (s *sender) transmit(segs [][]byte, spans []span) (int, error) {
 			if err == nil {
 				return total, nil
 			}
+			if !s.draining.Load() {
+				c.writeFailed(nc) // its error reports the peer's end, if that was it
+			}
 			err = wrapWrite(err)
 		}
 		if k := whole(spans, off+n); k > 0 {

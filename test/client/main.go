@@ -129,8 +129,10 @@
 // connection was dialed and sent its share (unless interrupted), and with
 // -echo every written message was answered, unless it was interrupted,
 // and, without -ack, no connection ended under the client while it was
-// sending (ConnStats.PeerCloses or Reconnects: what was written just before
-// may be lost). It exits 1 otherwise, and 2 if the flags are wrong.
+// sending (ConnStats.Reconnects: what was written just before may be lost)
+// and none was reset or refused by the server before Close (a clean close
+// after the last message is fine: the server had read everything). It
+// exits 1 otherwise, and 2 if the flags are wrong.
 package main
 
 import (
@@ -425,10 +427,10 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 		fmt.Fprintf(os.Stderr, "client: %s could not be written\n", plural(failed, "message", "messages"))
 		ok = false
 	}
-	if n := max(st.Reconnects, st.PeerCloses); n > 0 && !cfg.ack {
-		// A connection ended under the client: the server closed it
-		// (PeerCloses) or a write failed and the library dialed again.
-		// Without acknowledgements nobody knows what the server had read.
+	if n := st.Reconnects; n > 0 && !cfg.ack {
+		// A connection ended under the client and it dialed again: the
+		// server closed it, or a write failed. Without acknowledgements
+		// nobody knows what the server had read.
 		fmt.Fprintf(os.Stderr, "client: the connection to the server ended %s while this client was sending; what was written just before may be lost (run both ends with -ack to know)\n", plural(n, "time", "times"))
 		ok = false
 	}
@@ -542,7 +544,13 @@ func (s *sender) send(ctx context.Context, i, quota int) error {
 	if p := gone.Load(); p != nil && err == nil {
 		err = fmt.Errorf("the server is gone: %w", *p)
 	}
-	if cerr != nil && err == nil {
+	switch {
+	case cerr == nil || err != nil:
+	case errors.Is(cerr, buffstreams.ErrPeerClosed) && !errors.Is(cerr, syscall.ECONNRESET) && !errors.Is(cerr, buffstreams.ErrWrongProtocol) && !errors.Is(cerr, buffstreams.ErrAcksOff):
+		// A clean close after the last message: the server had read
+		// everything, or its close would have been a reset.
+		fmt.Fprintf(os.Stderr, "client: connection %d: the server closed it after the last message\n", i)
+	default:
 		err = fmt.Errorf("closing: %w", cerr)
 	}
 	return err
