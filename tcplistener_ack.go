@@ -161,7 +161,7 @@ func (t *ackSessions) room() bool {
 	t.lastSweep = now
 	var oldest *session
 	for id, s := range t.m {
-		if s.owner.Load() != nil {
+		if s.owner.Load() != nil || s.delivering() {
 			continue
 		}
 		if now.Sub(s.ended) > t.o.ttl {
@@ -181,6 +181,23 @@ func (t *ackSessions) room() bool {
 	delete(t.m, oldest.id)
 	t.evicted.Add(1)
 	return true
+}
+
+// delivering reports whether a read loop of s may still be in its
+// callback although s has no owner: a newcomer closed it and then gave up
+// waiting for it. Forgetting s then would let the session resume from the
+// sender's window, and deliver again what that loop delivered.
+// ackSessions.mu is held.
+func (s *session) delivering() bool {
+	if s.done == nil {
+		return false
+	}
+	select {
+	case <-s.done:
+		return false
+	default:
+		return true
+	}
 }
 
 // len returns the number of sessions remembered.

@@ -48,35 +48,14 @@ func TestAckPositionAfterRefusedTakeover(t *testing.T) {
 	if err := l.StartListeningAsync(); err != nil {
 		t.Fatal(err)
 	}
-	w, _ := newWire(0, nil)
 	id := newSessionID()
-	open := func() (net.Conn, uint64, error) {
-		nc, err := net.Dial("tcp", l.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { nc.Close() })
-		nc.SetDeadline(time.Now().Add(10 * time.Second))
-		h := appendHello(nil, hello{version: ackVersion, id: id, first: 1, max: uint32(w.max), framing: w.framing.String()})
-		if _, err := nc.Write(h); err != nil {
-			t.Fatal(err)
-		}
-		d, err := readAnswer(nc)
-		return nc, d, err
-	}
-	frames := func(from, to int) []byte {
-		var b []byte
-		for i := from; i <= to; i++ {
-			b, _ = appendFrame(w.framing, b, nil, fmt.Appendf(nil, "%d", i))
-		}
-		return b
-	}
+	open := func() (net.Conn, uint64, error) { return sayHello(t, l, id) }
 
 	c1, d, err := open()
 	if err != nil || d != 0 {
 		t.Fatalf("first hello: %d %v", d, err)
 	}
-	if _, err := c1.Write(frames(1, 5)); err != nil {
+	if _, err := c1.Write(numbered(1, 5)); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -109,7 +88,7 @@ func TestAckPositionAfterRefusedTakeover(t *testing.T) {
 		t.Fatalf("the session resumes after message %d, want 5: the first connection delivered 1 to 5", d)
 	}
 	// The sender replays from d+1: message 6, which is delivered once.
-	if _, err := c4.Write(frames(6, 6)); err != nil {
+	if _, err := c4.Write(numbered(6, 6)); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(c4)
@@ -128,6 +107,101 @@ func TestAckPositionAfterRefusedTakeover(t *testing.T) {
 	for i := 1; i <= 6; i++ {
 		if n := count[fmt.Sprint(i)]; n != 1 {
 			t.Errorf("message %d delivered %d times", i, n)
+		}
+	}
+}
+
+// sayHello opens a connection to l and says the hello of session id, from
+// message 1 with the default framing, and returns the connection with the
+// last message the listener says it delivered, or its refusal.
+func sayHello(t *testing.T, l *TCPListener, id SessionID) (net.Conn, uint64, error) {
+	t.Helper()
+	w, _ := newWire(0, nil)
+	nc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	h := appendHello(nil, hello{version: ackVersion, id: id, first: 1, max: uint32(w.max), framing: w.framing.String()})
+	if _, err := nc.Write(h); err != nil {
+		t.Fatal(err)
+	}
+	d, err := readAnswer(nc)
+	return nc, d, err
+}
+
+// numbered returns the frames, in the default framing, of the messages
+// "from" to "to", each its number in decimal.
+func numbered(from, to int) []byte {
+	w, _ := newWire(0, nil)
+	var b []byte
+	for i := from; i <= to; i++ {
+		b, _ = appendFrame(w.framing, b, nil, fmt.Appendf(nil, "%d", i))
+	}
+	return b
+}
+
+// TestAckSessionKeptWhileDelivering checks that a full session table does
+// not forget a session whose read loop is still in a callback after a
+// newcomer of the session closed it and gave up waiting: forgotten, the
+// session would resume from the sender's window and deliver again what
+// that loop delivered. A new session is refused until the loop lets go.
+func TestAckSessionKeptWhileDelivering(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	l, err := ListenTCP(TCPListenerConfig{Address: "127.0.0.1:0",
+		Callback: func(p []byte) error {
+			if string(p) == "2" {
+				close(entered)
+				select {
+				case <-release:
+				case <-time.After(20 * time.Second):
+				}
+			}
+			return nil
+		},
+		Acks: &AckConfig{MaxSessions: 1}, HandshakeTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	if err := l.StartListeningAsync(); err != nil {
+		t.Fatal(err)
+	}
+	a := newSessionID()
+	c1, _, err := sayHello(t, l, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c1.Write(numbered(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback of message 2 was not called")
+	}
+	if _, _, err := sayHello(t, l, a); !errors.Is(err, ErrAckRefused) {
+		t.Fatalf("a newcomer of the session while its loop delivers: %v, want ErrAckRefused", err)
+	}
+	// Session a has no owner now, but its loop is still in the callback.
+	if _, _, err := sayHello(t, l, newSessionID()); !errors.Is(err, ErrAckRefused) {
+		t.Fatalf("a new session with the table full and session a still delivering: %v, want ErrAckRefused", err)
+	}
+	once.Do(func() { close(release) })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, d, err := sayHello(t, l, a)
+		if err == nil {
+			if d != 2 {
+				t.Fatalf("session a resumes after message %d, want 2", d)
+			}
+			return
+		}
+		if !errors.Is(err, ErrAckRefused) || time.Now().After(deadline) {
+			t.Fatalf("session a after its loop let go: %v", err)
 		}
 	}
 }
