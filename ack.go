@@ -45,8 +45,8 @@ type AckConfig struct {
 
 	// MaxSessions (listener) bounds the sessions the listener remembers.
 	// When it is reached, a new session evicts the one whose connection
-	// ended longest ago; if every session has a connection, the new one is
-	// refused. Zero means 10000.
+	// ended longest ago; if every session has a connection (or a read loop
+	// still in its callback), the new one is refused. Zero means 10000.
 	MaxSessions int
 
 	// SessionTTL (listener) is how long the listener remembers a session
