@@ -253,8 +253,8 @@ func (m *Manager) CloseWriter(address string) error {
 
 // Close closes every connection and then every listener of the Manager,
 // and forgets them; opens in progress fail and close what they opened. It
-// returns the errors of closing the connections, joined. It must not be called from a
-// listener's callback.
+// returns the errors of closing the connections, joined. It must not be
+// called from a listener's callback.
 func (m *Manager) Close() error {
 	var ls []*TCPListener
 	var ws []*TCPConn
