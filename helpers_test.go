@@ -1062,3 +1062,46 @@ func (l *logBuf) String() string {
 }
 
 func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+// A background writer streams messages on a connection at a steady pace,
+// as a well-behaved client does beside a test's misbehaving ones.
+type background struct {
+	stop chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+	sent atomic.Int64 // messages written
+}
+
+// streamInBackground writes msg(i) on c, for i from 0, until n messages, a
+// minute, or end, pausing 1 ms after every pace messages so that the
+// listener's other connections get their turn. A failed Write fails the
+// test. end runs at the test's cleanup too.
+func streamInBackground(t testing.TB, c *bs.TCPConn, n, pace int, msg func(i int) []byte) *background {
+	b := &background{stop: make(chan struct{})}
+	b.wg.Go(func() {
+		deadline := time.Now().Add(time.Minute)
+		for i := 0; i < n && time.Now().Before(deadline); i++ {
+			select {
+			case <-b.stop:
+				return
+			default:
+			}
+			if _, err := c.Write(msg(i)); err != nil {
+				t.Error(err)
+				return
+			}
+			b.sent.Add(1)
+			if i%pace == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	})
+	t.Cleanup(b.end)
+	return b
+}
+
+// end stops the writer and waits for it.
+func (b *background) end() {
+	b.once.Do(func() { close(b.stop) })
+	b.wg.Wait()
+}

@@ -202,27 +202,7 @@ func TestBadInput(t *testing.T) {
 			}})
 			c := dial(t, l, bs.TCPConnConfig{Framing: fr.f})
 			msg := append([]byte{'g'}, make([]byte, 99)...)
-			stop := make(chan struct{})
-			var sent atomic.Uint64
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				deadline := time.Now().Add(60 * time.Second)
-				for i := 0; i < 5_000_000 && time.Now().Before(deadline); i++ {
-					select {
-					case <-stop:
-						return
-					default:
-					}
-					if _, err := c.Write(msg); err != nil {
-						t.Error(err)
-						return
-					}
-					sent.Add(1)
-					if i%64 == 0 {
-						time.Sleep(time.Millisecond)
-					}
-				}
-			})
+			bg := streamInBackground(t, c, 5_000_000, 64, func(int) []byte { return msg })
 
 			var before runtime.MemStats
 			runtime.ReadMemStats(&before)
@@ -248,9 +228,8 @@ func TestBadInput(t *testing.T) {
 			// The good connection is still up and delivering.
 			mark := good.Load()
 			eventually(t, "good messages after the hostile ones", func() bool { return good.Load() > mark+100 })
-			close(stop)
-			wg.Wait()
-			eventually(t, "every good message", func() bool { return good.Load() == sent.Load() })
+			bg.end()
+			eventually(t, "every good message", func() bool { return good.Load() == uint64(bg.sent.Load()) })
 			if st := l.Stats(); st.BadInput < uint64(len(hostile(fr.name))-2) || st.Active != 1 {
 				t.Errorf("stats %+v: want bad input counted and only the good connection active", st)
 			}
@@ -1431,35 +1410,8 @@ func TestClientDiesMidFrame(t *testing.T) {
 		return nil
 	}})
 	c := dial(t, l, bs.TCPConnConfig{Framing: bs.Fixed4})
-	stop := make(chan struct{})
-	var sent atomic.Int64
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		msg := append([]byte{'g'}, make([]byte, 63)...)
-		for i := 0; i < 1_000_000; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := c.Write(msg); err != nil {
-				t.Error(err)
-				return
-			}
-			sent.Add(1)
-			if i%32 == 0 {
-				time.Sleep(time.Millisecond)
-			}
-		}
-	})
-	defer func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		wg.Wait()
-	}()
+	msg := append([]byte{'g'}, make([]byte, 63)...)
+	bg := streamInBackground(t, c, 1_000_000, 32, func(int) []byte { return msg })
 	for i, tc := range []struct {
 		name  string
 		bytes []byte
@@ -1488,9 +1440,8 @@ func TestClientDiesMidFrame(t *testing.T) {
 	}
 	mark := good.Load()
 	eventually(t, "good messages after the dead clients", func() bool { return good.Load() > mark+50 })
-	close(stop)
-	wg.Wait()
-	eventually(t, "every good message", func() bool { return good.Load() == sent.Load() })
+	bg.end()
+	eventually(t, "every good message", func() bool { return good.Load() == bg.sent.Load() })
 	if st := l.Stats(); st.BadInput != 3 || st.Active != 1 || st.Panics != 0 {
 		t.Fatalf("stats %+v: want the three clean truncations counted as bad input", st)
 	}
@@ -1667,27 +1618,7 @@ func TestTLSPlaintextRejected(t *testing.T) {
 	l := listen(t, bs.TCPListenerConfig{TLSConfig: serverTLS(p.server), HandshakeTimeout: handshakeTimeout,
 		ConnCallback: func(conn *bs.TCPConn, p []byte) error { rec.n.Add(1); return nil }})
 	tc := dial(t, l, bs.TCPConnConfig{TLSConfig: &tls.Config{RootCAs: p.roots}})
-	stop := make(chan struct{})
-	var sent atomic.Int64
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 0; i < 200_000; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := tc.Write(payload(i, 64)); err != nil {
-				t.Error(err)
-				return
-			}
-			sent.Add(1)
-			if i%32 == 0 {
-				time.Sleep(time.Millisecond)
-			}
-		}
-	})
-	defer func() { close(stop); wg.Wait() }()
+	bg := streamInBackground(t, tc, 200_000, 32, func(i int) []byte { return payload(i, 64) })
 	eventually(t, "TLS traffic", func() bool { return rec.n.Load() > 100 })
 
 	// A plaintext buffstreams client: its frame is not a TLS record.
@@ -1714,14 +1645,12 @@ func TestTLSPlaintextRejected(t *testing.T) {
 
 	mark := rec.n.Load()
 	eventually(t, "TLS traffic after the rejections", func() bool { return rec.n.Load() > mark+100 })
-	close(stop)
-	wg.Wait()
-	stop = make(chan struct{})
-	eventually(t, "every TLS message", func() bool { return rec.n.Load() == sent.Load() })
+	bg.end()
+	eventually(t, "every TLS message", func() bool { return rec.n.Load() == bg.sent.Load() })
 	// The read loop publishes its counts after the callbacks return.
 	eventually(t, "the TLS client alone active, with every message counted", func() bool {
 		st := l.Stats()
-		return st.Active == 1 && st.Messages == uint64(sent.Load())
+		return st.Active == 1 && st.Messages == uint64(bg.sent.Load())
 	})
 }
 
