@@ -94,6 +94,20 @@ func peerCloses(t *testing.T, c *bs.TCPConn, n uint64) {
 	}
 }
 
+// nextWriteFails waits until c has found its peer gone, and checks that
+// the Write of msg then fails with an error matching every one of wants.
+func nextWriteFails(t *testing.T, c *bs.TCPConn, msg []byte, wants ...error) {
+	t.Helper()
+	peerCloses(t, c, 1)
+	_, err := c.Write(msg)
+	for _, w := range wants {
+		if !errors.Is(err, w) {
+			t.Fatalf("Write after the peer left = %v, want an error matching %v", err, wants)
+		}
+	}
+	t.Log(err)
+}
+
 // endPeer ends the server side of a connection: with a FIN, or a reset.
 func endPeer(t *testing.T, nc *net.TCPConn, reset bool) {
 	t.Helper()
@@ -271,12 +285,7 @@ func TestPeerWatchNamesTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	endPeer(t, nc, false)
-	peerCloses(t, c, 1)
-	_, err := c.Write([]byte("again"))
-	if !errors.Is(err, bs.ErrPeerClosed) || !errors.Is(err, bs.ErrWrongProtocol) {
-		t.Fatalf("Write after a TLS answer = %v, want ErrPeerClosed and ErrWrongProtocol", err)
-	}
-	t.Log(err)
+	nextWriteFails(t, c, []byte("again"), bs.ErrPeerClosed, bs.ErrWrongProtocol)
 }
 
 // TestPeerWatchTLSListener runs a plain client against the library's own
@@ -289,12 +298,7 @@ func TestPeerWatchTLSListener(t *testing.T) {
 	if _, err := c.Write([]byte("not TLS")); err != nil {
 		t.Fatal(err)
 	}
-	peerCloses(t, c, 1)
-	_, err := c.Write([]byte("again"))
-	if !errors.Is(err, bs.ErrPeerClosed) {
-		t.Fatalf("Write after the TLS listener closed = %v, want ErrPeerClosed", err)
-	}
-	t.Log(err)
+	nextWriteFails(t, c, []byte("again"), bs.ErrPeerClosed)
 }
 
 // TestPeerWatchGivesWayToRead checks that a Read on a watched connection is
@@ -350,12 +354,7 @@ func TestPeerWatchAckListener(t *testing.T) {
 	if _, err := c.Write([]byte("no hello")); err != nil {
 		t.Fatal(err)
 	}
-	peerCloses(t, c, 1)
-	_, err := c.Write([]byte("again"))
-	if !errors.Is(err, bs.ErrPeerClosed) || !errors.Is(err, bs.ErrAcksOff) {
-		t.Fatalf("Write after the refusal = %v, want ErrPeerClosed and ErrAcksOff", err)
-	}
-	t.Log(err)
+	nextWriteFails(t, c, []byte("again"), bs.ErrPeerClosed, bs.ErrAcksOff)
 }
 
 // TestPeerWatchRetryGivesUpOnMismatch checks that a Retry policy does not
@@ -369,11 +368,7 @@ func TestPeerWatchRetryGivesUpOnMismatch(t *testing.T) {
 	if _, err := c.Write(seqMsg(1, 16)); err != nil {
 		t.Fatal(err)
 	}
-	peerCloses(t, c, 1)
-	_, err := c.Write(seqMsg(2, 16))
-	if !errors.Is(err, bs.ErrReconnectFailed) || !errors.Is(err, bs.ErrAcksOff) {
-		t.Fatalf("Write after the refusal, with a Retry policy = %v, want ErrReconnectFailed and ErrAcksOff", err)
-	}
+	nextWriteFails(t, c, seqMsg(2, 16), bs.ErrReconnectFailed, bs.ErrAcksOff)
 	if !errors.Is(c.Err(), bs.ErrReconnectFailed) {
 		t.Fatalf("Err() = %v, want ErrReconnectFailed", c.Err())
 	}
