@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/buffstreams/buffstreams"
-	"google.golang.org/protobuf/proto"
 )
 
 // cutAt is where the Python peer cuts the first connection of a session:
@@ -103,16 +102,9 @@ func TestPythonAckListener(t *testing.T) {
 	if err != nil {
 		fail("dial: %v", err)
 	}
-	for i := range count {
-		b, err := proto.Marshal(note(i))
-		if err != nil {
-			c.Close()
-			fail("marshal note %d: %v", i, err)
-		}
-		if _, err := c.Write(b); err != nil {
-			c.Close()
-			fail("write note %d: %v", i, err)
-		}
+	if err := writeNotes(c, count); err != nil {
+		c.Close()
+		fail("%v", err)
 	}
 	if err := c.Sync(ctx); err != nil {
 		c.Close()

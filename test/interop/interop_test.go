@@ -381,16 +381,9 @@ func fromGo(t *testing.T, p peer, f framing) {
 	if err != nil {
 		fail("dial: %v", err)
 	}
-	for i := range count {
-		b, err := proto.Marshal(note(i))
-		if err != nil {
-			c.Close()
-			fail("marshal note %d: %v", i, err)
-		}
-		if _, err := c.Write(b); err != nil {
-			c.Close()
-			fail("write note %d: %v", i, err)
-		}
+	if err := writeNotes(c, count); err != nil {
+		c.Close()
+		fail("%v", err)
 	}
 	if err := c.Close(); err != nil {
 		fail("close: %v", err)
@@ -455,4 +448,18 @@ func startServer(t *testing.T, cmd *exec.Cmd, cancel context.CancelFunc, name st
 		fail("the %s's first line %q is not \"port N\"", name, lines.Text())
 	}
 	return port, fail, finish
+}
+
+// writeNotes marshals and writes the notes 0 to count-1 on c.
+func writeNotes(c *buffstreams.TCPConn, count int) error {
+	for i := range count {
+		b, err := proto.Marshal(note(i))
+		if err != nil {
+			return fmt.Errorf("marshal note %d: %w", i, err)
+		}
+		if _, err := c.Write(b); err != nil {
+			return fmt.Errorf("write note %d: %w", i, err)
+		}
+	}
+	return nil
 }
