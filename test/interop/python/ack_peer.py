@@ -28,14 +28,13 @@ import socket
 import struct
 import sys
 
-from peer import _DecodeVarint32, _VarintBytes, note_comment, note_date
+from peer import MAX_MESSAGE_SIZE, _VarintBytes, note_comment, note_date, read_frame
 
 MAGIC = b"\xff\xff\xff\xffBSAK"
 VERSION = 1
 HELLO, ACCEPT, REFUSE = 0x01, 0x02, 0x03
 ACK, REJECTED, GOAWAY = 0x10, 0x11, 0x12
 FRAMING = b"uvarint"
-MAX_MESSAGE_SIZE = 1 << 16
 ACK_EVERY = 100
 
 
@@ -58,26 +57,6 @@ def read_exact(f, n):
     if len(b) != n:
         raise EOFError("stream ended after %d of %d bytes" % (len(b), n))
     return b
-
-
-def read_frame(f):
-    """Returns the next uvarint-framed payload, or None at a clean end."""
-    header = bytearray()
-    while True:
-        b = f.read(1)
-        if not b:
-            if header:
-                raise EOFError("stream ended inside a varint header")
-            return None
-        header += b
-        if b[0] < 0x80:
-            break
-        if len(header) == 10:
-            raise ValueError("varint header longer than 10 bytes")
-    n, _ = _DecodeVarint32(bytes(header), 0)
-    if n > MAX_MESSAGE_SIZE:
-        raise ValueError("declared length %d exceeds %d" % (n, MAX_MESSAGE_SIZE))
-    return read_exact(f, n)
 
 
 def reset(sock, f):
@@ -191,7 +170,7 @@ def run_listener(args):
             delivered = max(delivered, first - 1)
             conn.sendall(MAGIC + bytes([VERSION, ACCEPT]) + struct.pack(">Q", delivered))
             while True:
-                payload = read_frame(f)
+                payload = read_frame("uvarint", f)
                 if payload is None:
                     f.close()
                     conn.close()
