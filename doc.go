@@ -49,8 +49,22 @@
 // writes, the frames of the others are gathered, and the next of them
 // writes them all at once; each Write still returns only when its own frame
 // has been written. A Write that fails returns 0 and the error; its frame
-// was not sent, or only part of it was, which the peer discards. Flush
-// returns nil at once, and Close has nothing buffered to write.
+// was not sent, or only part of it was, which the peer discards. Close has
+// nothing buffered to write.
+//
+// While Writes follow each other closely (less than 5 µs between one
+// returning and the next starting), the default mode corks the socket on
+// Linux (TCP_CORK): each frame is still in the kernel when its Write
+// returns, but the kernel packs the frames into full TCP segments instead of
+// sending one segment per frame, which is what makes a stream of small
+// messages cheap for both ends. A Write after a pause, such as a request
+// that waits for its reply, takes the cork off and leaves at once. The cork
+// also comes off when the connection has been quiet for 50 µs (checked by a
+// timer, which may run up to about a millisecond late when the process is
+// otherwise idle), on Flush, before a Read or Messages waits, and on Close:
+// so the last frame of a burst waits at most that long in the kernel. Call
+// Flush after a burst whose last frame must leave at once. Other systems
+// send one segment per Write, as Go does by default.
 //
 // In batching mode (WriteBufferSize > 0), Write copies the frame into the
 // write buffer and returns len(data). A flusher goroutine writes the

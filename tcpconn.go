@@ -552,6 +552,9 @@ func (c *TCPConn) Messages() iter.Seq2[[]byte, error] {
 
 // next reads the next message, dialing again if needed. c.rmu is held.
 func (c *TCPConn) next() ([]byte, error) {
+	if e, ok := c.eng.(*syncEngine); ok {
+		e.flush() // a request held under the cork leaves before we wait for its reply
+	}
 	c.stopWatch()
 	nc, err := c.conn()
 	if err != nil {

@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// This file holds what the two write engines share: the exported write
+// This file holds what the three write engines share: the exported write
 // methods, which check each message and hand it to the connection's engine;
 // the engine interface; and the sender, which writes a run of frames to the
 // socket and, as the Retry policy allows, reconnects and resumes at the
@@ -20,7 +20,8 @@ import (
 //
 // A connection's engine is chosen once, by newConn: syncEngine
 // (writer_sync.go) in the default mode, batchEngine (writer_batch.go) when
-// WriteBufferSize > 0. The guarantees they keep are stated once, in the
+// WriteBufferSize > 0, and ackEngine (writer_ack.go), in either mode, with
+// Acks. The guarantees they keep are stated once, in the
 // package documentation under Batching and Accounting.
 
 // largeWrite is the payload size from which a message is written from the
@@ -135,7 +136,8 @@ func (c *TCPConn) WriteBatch(msgs [][]byte) (int, error) {
 
 // Flush waits for the messages accepted before it to be written or to
 // fail; see the package documentation, Batching. In the default mode it
-// returns nil at once. Once the Retry policy has given up, Flush returns
+// sends what the kernel holds back under the cork, at once or, if a Write
+// is under way, when it returns, and returns nil. Once the Retry policy has given up, Flush returns
 // its error (see Err), after the messages still buffered have failed with
 // it, which they do at once, without dialing.
 func (c *TCPConn) Flush() error {
@@ -239,6 +241,9 @@ type sender struct {
 	// is set and read only after draining is seen set.
 	draining   atomic.Bool
 	drainUntil time.Time
+
+	// cork, when set, corks the socket while frames stream (cork.go).
+	cork *corker
 }
 
 // transmit writes segs, in order, as one stream of frames, whose spans
@@ -314,6 +319,10 @@ func (s *sender) writeTo(nc net.Conn, segs [][]byte, off int) (int, error) {
 		nc.SetWriteDeadline(s.drainUntil)
 	} else if t := s.c.opts.writeTimeout; t > 0 {
 		nc.SetWriteDeadline(time.Now().Add(t))
+	}
+	if k := s.cork; k != nil {
+		k.before(nc)
+		defer k.after()
 	}
 	if len(segs) == 1 {
 		return nc.Write(segs[0][off:])

@@ -16,8 +16,12 @@ import (
 // writes every frame gathered so far in one system call and tells each
 // waiter how many of its frames went out.
 //
-// Lock order: mu, then TCPConn.mu (taken by the sender to find the socket).
-// Neither is held during a system call.
+// While Writes stream, the owner keeps the socket corked (cork.go). The
+// corker's timer and Flush take ownership of the socket, as a Write does,
+// before they take the cork off.
+//
+// Lock order: ck.fire, then mu, then TCPConn.mu (taken by the sender to
+// find the socket). None is held during a system call but the corker's.
 type syncEngine struct {
 	c      *TCPConn
 	active atomic.Int32 // Writes in progress, owners and waiters alike
@@ -37,6 +41,7 @@ type syncEngine struct {
 	oneS    []span
 	segs    [3][]byte
 	oneSpan [1]span
+	ck      corker
 }
 
 // A waiter is a Write whose frames another goroutine writes, and learns
@@ -95,7 +100,58 @@ func (x *waiter) await() uint32 {
 func newSyncEngine(c *TCPConn) *syncEngine {
 	e := &syncEngine{c: c}
 	e.tx.c = c
+	e.tx.cork = &e.ck
+	e.ck.timer = time.AfterFunc(time.Hour, e.uncorkIdle)
+	e.ck.timer.Stop()
 	return e
+}
+
+// uncorkIdle runs on the corker's timer: once it owns the socket, it takes
+// the cork off if the connection has been quiet long enough. If a Write
+// owns the socket, it looks again later.
+func (e *syncEngine) uncorkIdle() {
+	k := &e.ck
+	k.fire.Lock()
+	defer k.fire.Unlock()
+	if k.stopped {
+		return
+	}
+	e.mu.Lock()
+	if e.owned {
+		e.mu.Unlock()
+		k.timer.Reset(corkQuiet)
+		return
+	}
+	e.owned = true
+	e.mu.Unlock()
+	k.idle()
+	e.mu.Lock()
+	e.release()
+	e.mu.Unlock()
+}
+
+// flush sends what the kernel holds under the cork: at once if no Write
+// owns the socket, else when that Write returns.
+func (e *syncEngine) flush() error {
+	k := &e.ck
+	if !k.hint.Load() {
+		return nil
+	}
+	e.mu.Lock()
+	if e.owned {
+		k.push.Store(true)
+		e.mu.Unlock()
+		return nil
+	}
+	e.owned = true
+	e.mu.Unlock()
+	if k.corked {
+		k.uncork()
+	}
+	e.mu.Lock()
+	e.release()
+	e.mu.Unlock()
+	return nil
 }
 
 func (e *syncEngine) write(msg []byte) error {
@@ -105,10 +161,9 @@ func (e *syncEngine) write(msg []byte) error {
 
 func (e *syncEngine) writeBatch(msgs [][]byte) (int, error) { return e.send(nil, msgs) }
 
-func (e *syncEngine) flush() error { return nil }
-func (e *syncEngine) closing()     {}
-func (e *syncEngine) drain()       {}
-func (e *syncEngine) reopened()    {}
+func (e *syncEngine) closing()  {}
+func (e *syncEngine) drain()    { e.ck.stop() } // closing the socket sends what it holds
+func (e *syncEngine) reopened() { e.ck.reopen() }
 
 // send writes msg, or the messages of batch, and returns how many messages
 // were written. Each message not written is passed to TCPConn.failed.

@@ -1,0 +1,149 @@
+package buffstreams
+
+import (
+	"crypto/tls"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Corking: how the default mode keeps a stream of small frames from
+// leaving as one TCP segment each.
+//
+// With TCP_NODELAY (Go's default) every write that finds the send queue
+// empty leaves at once as a segment of its own, and the writer's system
+// call carries the whole transmit path, and on loopback the receive path
+// too. When Writes follow each other closely, the corker sets TCP_CORK on
+// the socket: each Write still hands its whole frame to the kernel before
+// it returns, but the kernel packs the frames into full segments. The cork
+// comes off, pushing what the kernel holds, when
+//   - a Write arrives after a gap of at least streamGap (the stream has
+//     slowed down, or this is a lone request: it leaves at once),
+//   - the connection has been quiet for corkQuiet (checked by a timer that
+//     runs only while the socket is corked),
+//   - Flush, Read or Close is called.
+//
+// Every field but push and hint is used only by whichever goroutine owns
+// the socket for writing (see syncEngine); the timer and Flush take that
+// ownership before they touch them.
+
+// streamGap is the longest pause between the end of one Write's system
+// call and the start of the next for which the second is taken to be part
+// of a stream, and corked. A request that waits for a reply pauses far
+// longer: a loopback round trip takes tens of microseconds.
+var streamGap = 5 * time.Microsecond // a variable for the tests
+
+// corkQuiet is how long a corked socket must see no Write before the timer
+// takes the cork off. It bounds how long the last frame of a burst waits
+// in the kernel, plus the timer's own lateness (up to about a millisecond
+// when the process is otherwise idle).
+const corkQuiet = 50 * time.Microsecond
+
+// epoch is the origin of the corker's clock.
+var epoch = time.Now()
+
+// now returns monotonic nanoseconds since epoch.
+func now() int64 { return int64(time.Since(epoch)) }
+
+type corker struct {
+	nc      net.Conn        // the socket the state below is about
+	rc      syscall.RawConn // nc's raw socket, nil where corking is not supported
+	corked  bool            // TCP_CORK is set on rc
+	lastEnd int64           // when the last write returned (see now)
+	timer   *time.Timer     // runs the engine's uncorkIdle; made stopped with the engine
+
+	hint atomic.Bool // corked, readable without owning the socket
+	push atomic.Bool // Flush or Read asked the owner to take the cork off
+
+	// fire serialises the timer's runs with stop, so that after stop
+	// returns no run is in progress and none starts.
+	fire    sync.Mutex
+	stopped bool // guarded by fire
+}
+
+// before is called by the owner right before it writes on nc.
+func (k *corker) before(nc net.Conn) {
+	if nc != k.nc {
+		k.nc, k.rc, k.corked = nc, rawTCP(nc), false
+		k.hint.Store(false)
+	}
+	if k.rc == nil {
+		return
+	}
+	stream := now()-k.lastEnd < int64(streamGap)
+	switch {
+	case stream && !k.corked:
+		if setCork(k.rc, true) != nil {
+			return
+		}
+		k.corked = true
+		k.hint.Store(true)
+		k.timer.Reset(corkQuiet)
+	case !stream && k.corked:
+		k.uncork()
+	}
+}
+
+// after is called by the owner when its write returned.
+func (k *corker) after() {
+	k.lastEnd = now()
+	if k.push.Load() && k.push.Swap(false) && k.corked {
+		k.uncork()
+	}
+}
+
+// uncork takes the cork off, which sends what the kernel holds.
+func (k *corker) uncork() {
+	k.corked = false
+	k.hint.Store(false)
+	setCork(k.rc, false)
+}
+
+// idle is run by the timer's goroutine once it owns the socket: it takes
+// the cork off if no Write came for corkQuiet, or waits the rest of that.
+func (k *corker) idle() {
+	if !k.corked {
+		return
+	}
+	if quiet := time.Duration(now() - k.lastEnd); quiet < corkQuiet {
+		k.timer.Reset(corkQuiet - quiet)
+		return
+	}
+	k.uncork()
+}
+
+// stop stops the timer and waits for a run in progress; reopen undoes it.
+func (k *corker) stop() {
+	k.fire.Lock()
+	k.stopped = true
+	k.timer.Stop()
+	k.fire.Unlock()
+}
+
+func (k *corker) reopen() {
+	k.fire.Lock()
+	k.stopped = false
+	k.fire.Unlock()
+}
+
+// rawTCP returns the raw socket of nc, a TCP connection possibly under
+// TLS, or nil if nc is not one or corking is not supported here.
+func rawTCP(nc net.Conn) syscall.RawConn {
+	if !corkSupported {
+		return nil
+	}
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}

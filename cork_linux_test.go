@@ -1,0 +1,197 @@
+//go:build linux
+
+package buffstreams
+
+import (
+	"encoding/binary"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+// corkPeer is a listener that counts the messages it receives, for the
+// corker's tests.
+type corkPeer struct {
+	l      *TCPListener
+	frames atomic.Int64
+}
+
+func newCorkPeer(t *testing.T) *corkPeer {
+	t.Helper()
+	p := &corkPeer{}
+	l, err := ListenTCP(TCPListenerConfig{Address: "127.0.0.1:0", MaxMessageSize: 1 << 16,
+		Callback: func([]byte) error { p.frames.Add(1); return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartListeningAsync(); err != nil {
+		t.Fatal(err)
+	}
+	p.l = l
+	t.Cleanup(l.Close)
+	return p
+}
+
+// dialCorked dials p in the default mode, with streamGap set to gap for
+// the test, and returns the connection and its engine.
+func dialCorked(t *testing.T, p *corkPeer, gap time.Duration) (*TCPConn, *syncEngine) {
+	t.Helper()
+	old := streamGap
+	streamGap = gap
+	t.Cleanup(func() { streamGap = old })
+	c, err := DialTCP(&TCPConnConfig{Address: p.l.Addr().String(), MaxMessageSize: 1 << 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	e, ok := c.eng.(*syncEngine)
+	if !ok {
+		t.Fatalf("engine %T, want the default mode's", c.eng)
+	}
+	return c, e
+}
+
+// sockopts returns whether TCP_CORK is set on c's socket and how many
+// segments the socket has sent (tcpi_segs_out).
+func sockopts(t *testing.T, c *TCPConn) (corked bool, segsOut uint32) {
+	t.Helper()
+	rc, err := c.current().(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var serr error
+	var info [232]byte
+	n := uint32(len(info))
+	err = rc.Control(func(fd uintptr) {
+		if v, serr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK); serr != nil {
+			return
+		}
+		_, _, errno := syscall.Syscall6(syscall.SYS_GETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_INFO,
+			uintptr(unsafe.Pointer(&info[0])), uintptr(unsafe.Pointer(&n)), 0)
+		if errno != 0 {
+			serr = errno
+		}
+	})
+	if err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	if n < 144 {
+		t.Skipf("this kernel's tcp_info has no tcpi_segs_out (%d bytes)", n)
+	}
+	return v != 0, binary.NativeEndian.Uint32(info[136:])
+}
+
+func writeN(t *testing.T, c *TCPConn, n int) {
+	t.Helper()
+	msg := make([]byte, 110)
+	for range n {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestCorkPacksAStream checks that frames written back to back leave the
+// socket corked, in far fewer segments than frames.
+func TestCorkPacksAStream(t *testing.T) {
+	p := newCorkPeer(t)
+	// A gap of a millisecond makes every Write of the loop part of the
+	// stream, however slowly this test runs.
+	c, e := dialCorked(t, p, time.Millisecond)
+	e.ck.stop() // only the stream decides
+	t.Cleanup(e.ck.reopen)
+	writeN(t, c, 1) // dials
+	_, before := sockopts(t, c)
+	const n = 4000
+	writeN(t, c, n)
+	corked, after := sockopts(t, c)
+	if !corked {
+		t.Error("the socket is not corked at the end of a stream")
+	}
+	if segs := after - before; segs > n/20 {
+		t.Errorf("%d frames left in %d segments; want at most %d", n, segs, n/20)
+	}
+}
+
+// TestCorkTimer checks that the timer takes the cork off once a stream
+// stops, so that its last frames arrive with no further call.
+func TestCorkTimer(t *testing.T) {
+	p := newCorkPeer(t)
+	c, _ := dialCorked(t, p, time.Millisecond)
+	const n = 1000
+	writeN(t, c, n)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		corked, _ := sockopts(t, c)
+		if !corked && p.frames.Load() == n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after the stream: corked=%v, peer read %d of %d frames", corked, p.frames.Load(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestCorkLoneWrite checks that a Write after a pause longer than the
+// stream gap takes the cork off: it, and what the kernel held, leave at
+// once.
+func TestCorkLoneWrite(t *testing.T) {
+	p := newCorkPeer(t)
+	c, e := dialCorked(t, p, 200*time.Microsecond)
+	e.ck.stop() // only the Writes decide
+	t.Cleanup(e.ck.reopen)
+	for i := range 3 {
+		writeN(t, c, 50)
+		if corked, _ := sockopts(t, c); !corked {
+			t.Fatalf("round %d: a stream did not cork the socket", i)
+		}
+		time.Sleep(time.Millisecond) // longer than the gap
+		writeN(t, c, 1)
+		if corked, _ := sockopts(t, c); corked {
+			t.Fatalf("round %d: the socket is corked after a lone Write", i)
+		}
+	}
+}
+
+// TestCorkFlushAndRead checks that Flush takes the cork off at once when
+// no Write is under way, and that a Read does before it waits.
+func TestCorkFlushAndRead(t *testing.T) {
+	p := newCorkPeer(t)
+	c, e := dialCorked(t, p, time.Second)
+	// Hold the timer off so that only Flush can take the cork off.
+	e.ck.stop()
+	t.Cleanup(e.ck.reopen)
+	writeN(t, c, 100)
+	if corked, _ := sockopts(t, c); !corked {
+		t.Fatal("a stream did not cork the socket")
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if corked, _ := sockopts(t, c); corked {
+		t.Fatal("the socket is corked after Flush")
+	}
+	writeN(t, c, 100)
+	if corked, _ := sockopts(t, c); !corked {
+		t.Fatal("a stream did not cork the socket")
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := c.Read(make([]byte, 16)) // the peer never answers: ends with Close
+		read <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for corked, _ := sockopts(t, c); corked; corked, _ = sockopts(t, c) {
+		if time.Now().After(deadline) {
+			t.Fatal("the socket is still corked 5 s into a Read")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Close()
+	<-read
+}
