@@ -7,7 +7,7 @@
 //	go run ./test/bench                     # everything, under 60 s on 2 cores
 //	go run ./test/bench -d 2s -sizes 110 -conns 1,4
 //	go run ./test/bench -workloads 110x1,110x1x8 -t sync,bs2.0,raw
-//	go run ./test/bench -count 5 -procs 2   # medians and spreads, both ways
+//	go run ./test/bench -count 5 -procs 2   # more samples, both ways
 //	go run ./test/bench -json > results.json
 //	go run ./test/bench -svg perf.svg       # also draws the table (needs test/peers)
 //
@@ -45,7 +45,7 @@
 //
 // # Repetitions
 //
-// -count N runs every cell N times. The runs of one workload interleave:
+// -count N (3) runs every cell N times, for -d (300 ms) each. The runs of one workload interleave:
 // each repetition runs every transport once, starting one transport further
 // along than the previous repetition (and, with -procs 2, each transport in
 // one process and across two back to back), so that load from elsewhere on
@@ -86,7 +86,17 @@
 // shown as "-" elsewhere. allocs/msg is the growth of
 // runtime.MemStats.Mallocs over the timed part of the cell divided by the
 // messages sent, again of both ends. Both include the bench's own waiting
-// for delivery, which polls the server's counts every 20 µs.
+// for delivery, which polls the server's counts every 20 µs. TCP segments
+// per message is the growth of the host's TcpOutSegs counter (Linux's
+// /proc/net/snmp, as nstat shows it) over the timed part of the cell,
+// divided by the messages sent: data segments and acknowledgements, both
+// directions, since both ends are on this host.
+//
+// The 1-minute load average is printed at the start and the end of a run,
+// with a warning when it was above a quarter per processor: on a busy
+// machine the reader is descheduled and lags, frames pile up and leave in
+// large segments, and that hides costs a quiet machine pays. Figures are
+// to be quoted only from runs without the warning.
 //
 // # Latency
 //
@@ -279,7 +289,11 @@ type sample struct {
 	// AllocsPerMsg is the heap allocations of both ends during the timed
 	// part of the cell, per message sent.
 	AllocsPerMsg float64 `json:"allocs_per_msg"`
-	Error        string  `json:"error,omitempty"`
+	// SegsPerMsg is the TCP segments the host sent during the timed part
+	// of the cell (both directions: data and acknowledgements), per
+	// message sent; zero where segments are not counted.
+	SegsPerMsg float64 `json:"tcp_segments_per_msg,omitempty"`
+	Error      string  `json:"error,omitempty"`
 }
 
 // result is one cell: one transport on one workload, in one process or
@@ -310,6 +324,9 @@ type result struct {
 	// baseline was not run.
 	BaselineRatio float64  `json:"ratio_to_baseline,omitempty"`
 	AllocsPerMsg  float64  `json:"allocs_per_msg"`
+	SegsPerMsg    float64  `json:"tcp_segments_per_msg,omitempty"`
+	SegsPerMsgMin float64  `json:"tcp_segments_per_msg_min,omitempty"`
+	SegsPerMsgMax float64  `json:"tcp_segments_per_msg_max,omitempty"`
 	Error         string   `json:"error,omitempty"` // the first failed sample's
 	Samples       []sample `json:"samples"`
 }
@@ -318,7 +335,7 @@ func (r result) workload() workload { return workload{r.Size, r.Conns, r.Writers
 
 // summarize sets the result's figures from its samples.
 func (r *result) summarize() {
-	var msgs, cpu, allocs []float64
+	var msgs, cpu, allocs, segs []float64
 	for i, s := range r.Samples {
 		if s.Error != "" {
 			if r.Error == "" {
@@ -332,6 +349,7 @@ func (r *result) summarize() {
 		msgs = append(msgs, s.MsgsPerSec)
 		cpu = append(cpu, s.CPUPerM)
 		allocs = append(allocs, s.AllocsPerMsg)
+		segs = append(segs, s.SegsPerMsg)
 	}
 	if r.Error != "" || len(msgs) == 0 {
 		return
@@ -340,6 +358,7 @@ func (r *result) summarize() {
 	r.MBPerSec = r.MsgsPerSec * float64(r.Size) / 1e6
 	r.CPUPerM, r.CPUPerMMin, r.CPUPerMMax = spread(cpu)
 	r.AllocsPerMsg, _, _ = spread(allocs)
+	r.SegsPerMsg, r.SegsPerMsgMin, r.SegsPerMsgMax = spread(segs)
 }
 
 // spread returns the median of vs (the mean of the middle two for an even
@@ -372,6 +391,10 @@ type report struct {
 	BatchBuffer int             `json:"batch_write_buffer_size"`
 	BatchFlush  string          `json:"batch_flush_interval"`
 	CPUScope    string          `json:"cpu_scope"`
+	SegsScope   string          `json:"tcp_segments_scope"`
+	LoadStart   float64         `json:"load_average_start,omitempty"` // 1-minute load average
+	LoadEnd     float64         `json:"load_average_end,omitempty"`
+	Busy        bool            `json:"busy,omitempty"` // the load average says the machine was busy
 	AllocsScope string          `json:"allocs_scope"`
 	Results     []result        `json:"results"`
 	Latency     []latencyResult `json:"latency"`
@@ -379,6 +402,19 @@ type report struct {
 	Interrupted bool            `json:"interrupted,omitempty"`
 	TotalSecs   float64         `json:"total_seconds"`
 }
+
+// segsScope says what the segment figures are.
+func segsScope() string {
+	if !segsMeasured {
+		return "not measured on " + runtime.GOOS
+	}
+	return "TCP segments sent by the whole host (TcpOutSegs, as nstat shows it: data and acknowledgements, both directions) over the timed part of the cell / messages; anything else using TCP meanwhile is counted too"
+}
+
+// busyLoad is the 1-minute load average per processor above which a run
+// is reported as taken on a busy machine: the reader of a busy machine is
+// descheduled and lags, which hides costs a quiet machine pays.
+const busyLoad = 0.25
 
 const allocsScope = "both ends (client and server, and the server's process in cross-process cells): runtime.MemStats.Mallocs growth over the timed part of the cell / messages"
 
@@ -419,7 +455,7 @@ func main() {
 		os.Exit(runReceiverChild())
 	}
 	var (
-		d            = flag.Duration("d", time.Second, "sending time per cell")
+		d            = flag.Duration("d", 300*time.Millisecond, "sending time per cell")
 		warm         = flag.Duration("warmup", 0, "warm-up time per cell (0: d/10, at most 200ms)")
 		n            = flag.Uint64("n", 200_000_000, "most messages sent per cell (all writers together)")
 		sizesArg     = flag.String("sizes", "110,1024,65536", "payload sizes in bytes, comma separated (with -conns, replaces the default workloads by their grid)")
@@ -432,7 +468,7 @@ func main() {
 		rounds       = flag.Int("rounds", 20000, "latency: most request-response rounds per transport; 0 skips the latency section")
 		rtime        = flag.Duration("rtime", 3*time.Second, "latency: most time for the rounds of both transports together")
 		idle         = flag.Int("idle", 10000, "idle memory: connections to open; 0 skips the section")
-		count        = flag.Int("count", 1, "samples per cell; the tables show the median and, above 1, the min-max spread")
+		count        = flag.Int("count", 3, "samples per cell; the tables show the median and, above 1, the min-max spread")
 		procs        = flag.Int("procs", 1, "1: servers in this process; 2: every cell also with its server in a child process")
 		targets      = flag.Bool("targets", false, "also check the results against the project's targets")
 		jsonOut      = flag.Bool("json", false, "print the results as JSON instead of tables")
@@ -541,11 +577,21 @@ func run(ctx context.Context, opt options) (rep report, failed bool) {
 		BatchBuffer: opt.batchBuf,
 		BatchFlush:  opt.flush.String(),
 		CPUScope:    cpuScope(),
+		SegsScope:   segsScope(),
 		AllocsScope: allocsScope,
 		Results:     []result{},
 		Latency:     []latencyResult{},
 	}
-	defer func() { rep.TotalSecs = time.Since(start).Seconds() }()
+	rep.LoadStart, _ = loadAvg()
+	defer func() {
+		rep.TotalSecs = time.Since(start).Seconds()
+		rep.LoadEnd, _ = loadAvg()
+		limit := busyLoad * float64(rep.NumCPU)
+		rep.Busy = rep.LoadStart > limit || rep.LoadEnd > limit
+	}()
+	if l, ok := loadAvg(); ok {
+		logf("load average %.2f at the start (%d CPUs)", l, runtime.NumCPU())
+	}
 
 	rep.Results, failed = runCells(ctx, opt)
 
@@ -669,6 +715,7 @@ func runCell(ctx context.Context, t transport, wl workload, procs int, opt optio
 		}
 		if m.sent > 0 {
 			r.AllocsPerMsg = float64(m.use.mallocs) / float64(m.sent)
+			r.SegsPerMsg = float64(m.segs) / float64(m.sent)
 			if cpuMeasured {
 				r.CPUPerM = m.use.cpu.Seconds() / float64(m.sent) * 1e6
 			}
@@ -693,6 +740,7 @@ type measured struct {
 	delivered uint64        // counted by the server
 	elapsed   time.Duration // from the first send to the delivery of the last message
 	use       usage         // of both ends meanwhile
+	segs      uint64        // TCP segments the host sent meanwhile
 }
 
 // phase sends from every writer of every connection for d or until limit
@@ -713,6 +761,7 @@ func phase(ctx context.Context, s *session, wl workload, d time.Duration, limit 
 		errs  []error
 	)
 	self := readUsage()
+	segs0, segsOK := hostSegs()
 	start := time.Now()
 	timer := time.AfterFunc(d, func() { stop.Store(true) })
 	cancel := context.AfterFunc(ctx, func() { stop.Store(true) })
@@ -743,6 +792,9 @@ func phase(ctx context.Context, s *session, wl workload, d time.Duration, limit 
 	got, err := s.end.await(base.msgs+m.sent, timeout)
 	m.elapsed = time.Since(start)
 	m.use = readUsage().sub(self).add(got.use.sub(base.use))
+	if segs1, ok := hostSegs(); ok && segsOK {
+		m.segs = segs1 - segs0
+	}
 	if err != nil {
 		return m, err
 	}

@@ -20,6 +20,18 @@ const (
 	zeroAllocs            = 0.005 // allocs/msg that print as 0.00
 )
 
+// legend says in one line what each transport's column is.
+var legend = map[string]string{
+	"sync":       "this library, default mode: Write returns once the kernel has the frame",
+	"batch":      "this library, batching mode: Write copies into a buffer a flusher writes",
+	"sync+ack":   "this library, default mode with acknowledged delivery",
+	"batch+ack":  "this library, batching mode with acknowledged delivery",
+	"raw":        "the ceiling: pre-framed bytes written 256 KiB at a time, parsed in place",
+	"bs2.0":      "the baseline: BuffStreams 2.0's pattern, one write and two reads per message",
+	"bufio":      "what one writes by hand: bufio.Writer, 4-byte header, io.ReadFull",
+	"protodelim": "protobuf's protodelim over bufio, with test/message Notes",
+}
+
 // printReport writes the tables: one per metric, workloads down (each in
 // one process and, with -procs 2, across two), transports across; then
 // latency, idle memory and, with -targets, the checks against the targets.
@@ -36,6 +48,18 @@ func printReport(w io.Writer, rep report, opt options) {
 	}
 	fmt.Fprintf(w, "# CPU: %s\n", rep.CPUScope)
 	fmt.Fprintf(w, "# allocs/msg: %s\n", allocsScope)
+	fmt.Fprintf(w, "# TCP segments: %s\n", rep.SegsScope)
+	if rep.LoadStart > 0 || rep.LoadEnd > 0 {
+		fmt.Fprintf(w, "# load average (1 min): %.2f at the start, %.2f at the end, on %d CPUs\n", rep.LoadStart, rep.LoadEnd, rep.NumCPU)
+	}
+	if rep.Busy {
+		fmt.Fprintf(w, "# WARNING: the machine was busy (load average above %.2f per CPU). A busy machine deschedules the\n", busyLoad)
+		fmt.Fprintln(w, "# reader, which lags and lets frames pile up: that hides costs a quiet machine pays. Do not quote these figures.")
+	}
+	fmt.Fprintln(w, "# columns:")
+	for _, t := range opt.trans {
+		fmt.Fprintf(w, "#   %-11s %s\n", t.Name(), legend[t.Name()])
+	}
 
 	byKey := map[string]result{}
 	key := func(name string, wl workload, procs int) string { return fmt.Sprintf("%s|%v|%d", name, wl, procs) }
@@ -72,6 +96,12 @@ func printReport(w io.Writer, rep report, opt options) {
 			return sigCell(r.CPUPerM, r.CPUPerMMin, r.CPUPerMMax, many)
 		}},
 		{"allocs/msg (both ends)", nil, func(r result) string { return fmt.Sprintf("%.2f", r.AllocsPerMsg) }},
+		{"TCP segments per message (host-wide, both directions)", nil, func(r result) string {
+			if !segsMeasured {
+				return "-"
+			}
+			return decimalCell(r.SegsPerMsg, r.SegsPerMsgMin, r.SegsPerMsgMax, 3, many)
+		}},
 	}
 	for _, m := range metrics {
 		t := table{title: m.title, header: []string{"workload"}}
