@@ -16,8 +16,8 @@ import (
 // This file owns the acknowledgement protocol: its settings, the bytes of
 // the hello, the answer and the records that follow, and their encoders and
 // decoders. The sender's side is writer_ack.go, the listener's side
-// tcplistener_ack.go. The README, under "Acknowledged delivery", draws the
-// same bytes for implementers in other languages.
+// tcplistener_ack.go. docs/wire.md, under "The acknowledgement protocol",
+// draws the same bytes for implementers in other languages.
 
 // AckConfig turns on acknowledged delivery when set on both a TCPConnConfig
 // and a TCPListenerConfig (see the package documentation, Acknowledged

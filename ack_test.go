@@ -18,8 +18,8 @@ func unhex(t testing.TB, s string) []byte {
 	return b
 }
 
-// TestAckWireBytes pins the bytes of every message of the protocol, as the
-// README draws them.
+// TestAckWireBytes pins the bytes of every message of the protocol, as
+// docs/wire.md draws them.
 func TestAckWireBytes(t *testing.T) {
 	id := SessionID{0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff}
 	cases := []struct {

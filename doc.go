@@ -1,40 +1,55 @@
 // Package buffstreams streams length-prefixed messages, usually serialized
-// Protocol Buffers, over TCP.
+// Protocol Buffers, over TCP. Its API and its default wire format are those
+// of BuffStreams 2.0: code written against 2.0 compiles after changing the
+// import path, and talks to 2.0 services.
 //
-// A [TCPListener] accepts connections and, for each, reads frames (a length
-// header followed by a payload), strips the header and hands each payload to
-// a [ListenCallback], or to a [ConnCallback] that can answer on the
-// connection. A [TCPConn] dials an address and frames every Write; after a
-// failure it dials again, on the next Write or, with a [RetryPolicy], at
-// once with back-off. A [Manager] keeps listeners and connections by
-// address. [NewConn] and [NewListener] put any net.Conn or net.Listener (Unix
-// sockets, TLS, net.Pipe) under the same API. The API is that of BuffStreams 2.0:
-// code written against it compiles after changing the import path, and the
-// default framing is byte-compatible with it.
+// # Where to start
 //
-// # Wire formats
+//   - To receive: [ListenTCP] with a [TCPListenerConfig] returns a
+//     [TCPListener]. [TCPListener.StartListening], or StartListeningAsync,
+//     hands every message to the configuration's [ListenCallback], or to a
+//     [ConnCallback] that can reply on the connection.
+//     [TCPListener.Shutdown] delivers what has arrived and stops; Close
+//     stops at once.
+//   - To send: [DialTCP] with a [TCPConnConfig] returns a [TCPConn].
+//     [TCPConn.Write] sends one message; [TCPConn.Read] and
+//     [TCPConn.Messages] read what the peer sends back.
+//   - By address: a [Manager] keeps listeners and connections by address,
+//     as BuffStreams 2.0's did.
+//   - Over any connection: [NewConn] and [NewListener] put a net.Conn or a
+//     net.Listener (a Unix socket, TLS, net.Pipe) under the same API.
+//   - The wire format: a [Framing]. The default is [BuffStreamsFraming];
+//     new systems should use [Uvarint], protobuf's size-delimited format.
+//     [ParseFraming] picks one by name.
+//   - Failures: a [RetryPolicy] reconnects with back-off;
+//     TCPConnConfig.OnWriteError receives every message that could not be
+//     sent (see Accounting); TCPListenerConfig.OnConnEnd says why each
+//     accepted connection ended; the Err variables are the errors to test
+//     for with errors.Is.
+//   - Delivery you can count on: an [AckConfig] on both configurations, and
+//     [TCPConn.Sync] (see Acknowledged delivery).
+//   - Counters: [TCPListener.Stats] and [TCPConn.Stats].
 //
-// A [Framing] says how a payload's length is written. The default,
-// [BuffStreamsFraming], is BuffStreams 2.0's: a header whose width follows
-// from MaxMessageSize, holding a zig-zag varint, so both ends must agree on
-// MaxMessageSize. [Uvarint] is protobuf's size-delimited format, spoken by
-// writeDelimitedTo in Java, WriteDelimitedTo in C#, encodeDelimited in
-// protobufjs and Go's protodelim. [Fixed1], [Fixed2], [Fixed3], [Fixed4] and
-// [Fixed8] are big-endian lengths of that many bytes, as Netty's
-// LengthFieldPrepender and tokio's LengthDelimitedCodec write. New systems
-// should use Uvarint or Fixed4.
+// The zero value of every configuration field selects a default, which
+// the field's documentation states. In the repository, the README walks
+// through the choices a new user makes, docs/wire.md specifies every
+// framing and the acknowledgement protocol byte by byte, and
+// docs/guarantees.md states what is promised about ordering, delivery, bad
+// input, memory and time.
 //
-// # Limits and bad input
+// # Concurrency
 //
-// Every declared length is checked against MaxMessageSize as soon as its
-// header is read, before any of the payload, and the read buffer never grows
-// beyond the largest frame MaxMessageSize allows. A peer that declares too
-// much, sends a malformed header or disconnects inside a frame has its
-// connection closed, with an error wrapping [ErrMessageTooLarge],
-// [ErrMalformedHeader] or [io.ErrUnexpectedEOF]; the listener logs it (if
-// logging is on), counts it in [ListenerStats], and keeps serving every other
-// connection. A Write longer than MaxMessageSize returns ErrMessageTooLarge
-// and sends nothing.
+// TCPListener, TCPConn and Manager are safe for concurrent use. Concurrent
+// Writes on one TCPConn never interleave: each message goes out whole. The
+// callbacks of one connection run one at a time, in the order the messages
+// were written; callbacks of different connections run concurrently.
+//
+// Each accepted connection costs one goroutine, which reads, parses and
+// calls the callback; the listener adds one goroutine that accepts, and a
+// TCPConn in batching mode one flusher. An idle TCP or Unix socket
+// connection gives its read buffer back to a pool, so it costs its
+// goroutine and socket only. Close waits for them all: when it returns,
+// none is running.
 //
 // # Batching
 //
@@ -72,8 +87,9 @@
 // message written alone goes out at once. While Writes keep coming, the
 // one that finds the buffer full writes it itself (under the default
 // SlowConsumerBlock; under the other policies the flusher does), and the
-// flusher writes what the buffer holds within 50 µs. With FlushInterval set, the flusher
-// first waits up to that long for a buffer less than half full to fill. A message of 16 KiB or a quarter of WriteBufferSize,
+// flusher writes what the buffer holds within 50 µs. With FlushInterval
+// set, the flusher first waits up to that long for a buffer less than half
+// full to fill. A message of 16 KiB or a quarter of WriteBufferSize,
 // whichever is larger, or longer, is not copied: Write writes it from the
 // caller's slice, after everything buffered before it, and returns once the
 // kernel has it or the write has failed. A buffered message that fails
@@ -121,9 +137,10 @@
 // [ErrDelimiterInPayload] (refused before anything was sent),
 // [ErrSlowConsumer], [ErrWriteTimeout], [ErrPeerClosed],
 // [ErrReconnectFailed] (the Retry policy gave up), [net.ErrClosed] (the
-// connection was closed first), or is the network error itself. OnWriteError is called without locks held,
-// from the goroutine that found the failure: the Write itself, another
-// Write, the flusher or Close. It must not block for long.
+// connection was closed first), or is the network error itself.
+// OnWriteError is called without locks held, from the goroutine that found
+// the failure: the Write itself, another Write, the flusher or Close. It
+// must not block for long.
 //
 // When a write fails, the connection is closed. With a [RetryPolicy] it
 // dials again at once, with back-off, and writes again the frames that had
@@ -131,8 +148,9 @@
 // next operation dials again. When the policy gives up, the connection has
 // failed for good: what is buffered fails at once with [ErrReconnectFailed],
 // and so does every later Write, WriteBatch and Flush, without dialing,
-// until [TCPConn.Reopen]. [TCPConn.Err] and [TCPConn.Done] report it. With
-// RetryPolicy.RetryFirstDial the policy covers DialTCP's first dial too. A frame cut short on the old connection is
+// until [TCPConn.Reopen]. [TCPConn.Err] and [TCPConn.Done] report it. The
+// policy covers DialTCP's first dial only with RetryPolicy.RetryFirstDial;
+// otherwise DialTCP dials once. A frame cut short on the old connection is
 // discarded by the peer, which cannot mistake it for a message, so no
 // message arrives twice. A message counts as written once the kernel has
 // its frame, not once the peer's application has read it: frames in the
@@ -144,30 +162,20 @@
 // next write fails with [ErrPeerClosed] instead of going into the dead
 // socket (with a Retry policy it is written on a new connection instead),
 // Close returns ErrPeerClosed if no write did, and ConnStats.PeerCloses
-// counts it. The first Read or Messages ends the watch: a reader learns of
-// the peer's end itself. A peer that shut down only its sending side
-// (half-close) counts as gone. A connection of another type from a
-// DialContext, or a TLS connection whose handshake it left to the first
-// write, is not watched. A watched connection is not garbage-collected
-// before Close.
+// counts it. The first Read or Messages ends the watch. docs/guarantees.md
+// says which connections are watched and what the watch costs; a watched
+// connection is not garbage-collected before Close.
 //
 // # Acknowledged delivery
 //
 // With an [AckConfig] on both the TCPConnConfig and the TCPListenerConfig,
 // the listener tells the sender which messages its callback has had, and
 // the sender keeps every message until then, to write it again after a
-// reconnect. The dialer opens each connection with a hello naming its
-// session (a random [SessionID] kept across the reconnects of one TCPConn),
-// framing and MaxMessageSize; the listener answers with the number of the
-// last message it delivered for the session, and the sender resumes right
-// after it. Messages are numbered implicitly and cross the wire unchanged;
-// the README draws every byte of the protocol.
-//
-// While the listener process lives, every message reaches the callback
-// exactly once, in order, across any number of cut connections. Across a
-// listener restart delivery is at least once, unless the listener has a
-// [SessionStore]: then a listener stopped with Close or Shutdown resumes
-// every session exactly where it stopped.
+// reconnect. While the listener process lives, every message reaches the
+// callback exactly once, in order, across any number of cut connections;
+// across a listener restart, at least once, or exactly once with a
+// [SessionStore]. docs/guarantees.md states the promises in full, and
+// docs/wire.md the protocol.
 //
 // Write keeps its meaning in each write mode, and Flush still waits for the
 // kernel only; [TCPConn.Sync] waits until everything written before it is
@@ -190,12 +198,8 @@
 // Read and Messages return an error on a dialed connection with
 // acknowledgements, and Write on a connection a listener serves with them:
 // the way back carries the acknowledgements. Settings that differ fail
-// DialTCP, and reconnects, at once: [ErrAckMismatch] for the framing,
-// MaxMessageSize or protocol version, [ErrAcksOff] for acknowledgements on
-// at one end only, [ErrTLSMismatch] for TLS on at one end only. Shutdown on
-// an acknowledging listener delivers what has arrived, acknowledges it with
-// a goaway and closes each connection at once; its senders dial again (a
-// successor at the same address, say) and resume there.
+// DialTCP, and reconnects, at once, with [ErrAckMismatch], [ErrAcksOff] or
+// [ErrTLSMismatch].
 //
 // # Buffer lifetimes
 //
@@ -215,31 +219,19 @@
 // [TCPConn.MaxMessageSize] bytes to take any message; a message longer than
 // b makes Read return [io.ErrShortBuffer] and stays for the next Read.
 //
-// # Security and failures
+// # Limits and bad input
 //
-// TLSConfig on either side turns on TLS, mutual TLS included. Dial, read,
-// write, idle and handshake timeouts, TCP keep-alive and a cap on connections
-// bound what a peer can hold. A connection whose first bytes are a TLS
-// ClientHello, an HTTP request or another framing is closed with an error
-// wrapping [ErrWrongProtocol] that says so. [TCPListener.Shutdown] delivers
-// what connections have sent before closing them; Close is immediate.
-//
-// # Reading without a callback
-//
-// [TCPConn.Read] copies one whole message; [TCPConn.Messages] iterates over
-// messages in place (see Buffer lifetimes).
-//
-// # Concurrency
-//
-// TCPListener, TCPConn and Manager are safe for concurrent use. Concurrent
-// Writes on one TCPConn never interleave: each message goes out whole. The
-// callbacks of one connection run one at a time, in the order the messages
-// were written; callbacks of different connections run concurrently.
-//
-// Each accepted connection costs one goroutine, which reads, parses and
-// calls the callback; the listener adds one goroutine that accepts, and a
-// TCPConn in batching mode one flusher. An idle TCP or Unix socket
-// connection gives its read buffer back to a pool, so it costs its
-// goroutine and socket only. Close
-// waits for them all: when it returns, none is running.
+// Every declared length is checked against MaxMessageSize as soon as its
+// header is read, before any of the payload, and the read buffer never grows
+// beyond the largest frame MaxMessageSize allows. A peer that declares too
+// much, sends a malformed header or disconnects inside a frame has its
+// connection closed, with an error wrapping [ErrMessageTooLarge],
+// [ErrMalformedHeader] or [io.ErrUnexpectedEOF]; one whose first bytes show
+// another protocol (TLS, HTTP, SSH, another framing), with an error wrapping
+// [ErrWrongProtocol] that names it. The listener counts it in
+// [ListenerStats] and keeps serving every other connection. A Write longer
+// than MaxMessageSize returns ErrMessageTooLarge and sends nothing.
+// TLSConfig on either side turns on TLS, mutual TLS included; dial, read,
+// write, idle and handshake timeouts, TCP keep-alive and MaxConns bound
+// what a peer can hold.
 package buffstreams

@@ -230,7 +230,7 @@ func TestSniffFramingPairs(t *testing.T) {
 		{bs.Fixed8LE, 0, bs.Fixed8, 0, []string{"little-endian", "fixed8le framing, not fixed8"}},
 		{bs.Fixed8, 0, bs.Fixed8LE, 0, []string{"big-endian", "fixed8 framing, not fixed8le"}},
 		{bs.Fixed4LE, 0, bs.Fixed4Inclusive, 0, []string{"little-endian", "fixed4le framing, not fixed4incl"}},
-		// MaxMessageSize of the BuffStreams framing: the README's case, a
+		// MaxMessageSize of the BuffStreams framing: docs/wire.md's case, a
 		// server with 65536 and a client with the default, and others.
 		{nil, 0, nil, 65536, []string{"different MaxMessageSize", "its 3-byte headers mean a MaxMessageSize of 256 to 65535, ours is 65536 (4-byte headers)"}},
 		{nil, 255, nil, 0, []string{"different MaxMessageSize", "its 2-byte headers mean a MaxMessageSize of 1 to 255, ours is 4096 (3-byte headers)"}},

@@ -21,7 +21,7 @@ import (
 const cutAt = 5050
 
 // ackPeer returns the command line of python/ack_peer.py, which implements
-// acknowledged delivery from the README's description and needs only
+// acknowledged delivery from docs/wire.md's description and needs only
 // Python 3.
 func ackPeer(t *testing.T, ctx context.Context, mode string, extra ...string) *exec.Cmd {
 	t.Helper()

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Python peer of acknowledged delivery (test/interop/ack_test.go).
 
-It speaks the protocol as the README draws it, under "Acknowledged
-delivery", in the uvarint framing with MaxMessageSize 65536, and sends or
-expects the notes of peer.py, encoded by hand in protobuf's wire format so
-that it needs nothing but Python.
+It speaks the protocol as docs/wire.md draws it, under "The
+acknowledgement protocol", in the uvarint framing with MaxMessageSize
+65536, and sends or expects the notes of peer.py, encoded by hand in
+protobuf's wire format so that it needs nothing but Python.
 
     ack_peer.py sender --port N --count 10000 --cut-at 5000
     ack_peer.py listener --count 10000 --cut-at 5000
