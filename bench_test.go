@@ -40,6 +40,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -755,4 +756,82 @@ func BenchmarkLockUnlock(b *testing.B) {
 		//lint:ignore SA2001 an empty critical section is what is measured
 		mu.Unlock()
 	}
+}
+
+// benchIdleGap is the pause before each Write of the lone-write
+// benchmarks: long enough that the connection is idle again.
+const benchIdleGap = time.Millisecond
+
+// BenchmarkLoneWrite times a Write after an idle gap until the listener's
+// callback runs with it: what a lone request or event pays. Each op sleeps
+// benchIdleGap with the timer stopped, then times one Write and its
+// delivery; p50-µs is the median of those times.
+func BenchmarkLoneWrite(b *testing.B) {
+	b.Run(fmt.Sprintf("size=%d", benchRoundTripSize), func(b *testing.B) {
+		got := make(chan struct{}, 1)
+		_, c := benchPipeWith(b, buffstreams.TCPListenerConfig{
+			Callback: func([]byte) error { got <- struct{}{}; return nil },
+		}, buffstreams.TCPConnConfig{})
+		p := benchPayload(benchRoundTripSize)
+		benchLoneWrites(b, func() {
+			if _, err := c.Write(p); err != nil {
+				b.Fatal(err)
+			}
+			<-got
+		})
+	})
+}
+
+// BenchmarkLoneWriteRaw is BenchmarkLoneWrite over a net.Conn: one Write
+// of a framed message, and a reader that reads its header and then its
+// payload with io.ReadFull.
+func BenchmarkLoneWriteRaw(b *testing.B) {
+	b.Run(fmt.Sprintf("size=%d", benchRoundTripSize), func(b *testing.B) {
+		got := make(chan struct{}, 1)
+		c := benchPlainPipe(b, func(c net.Conn) error {
+			buf := make([]byte, 4+benchMaxMessageSize)
+			for {
+				if _, err := io.ReadFull(c, buf[:4]); err != nil {
+					return nil
+				}
+				if _, err := io.ReadFull(c, buf[4:4+binary.BigEndian.Uint32(buf)]); err != nil {
+					return err
+				}
+				got <- struct{}{}
+			}
+		})
+		frame := binary.BigEndian.AppendUint32(nil, benchRoundTripSize)
+		frame = append(frame, benchPayload(benchRoundTripSize)...)
+		benchLoneWrites(b, func() {
+			if _, err := c.Write(frame); err != nil {
+				b.Fatal(err)
+			}
+			<-got
+		})
+		c.Close()
+	})
+}
+
+// benchLoneWrites runs send, which writes one message and waits for its
+// delivery, b.N times after a pause of benchIdleGap each, timing only the
+// sends, and reports their median as p50-µs.
+func benchLoneWrites(b *testing.B, send func()) {
+	b.Helper()
+	for range 10 {
+		send()
+	}
+	took := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		time.Sleep(benchIdleGap)
+		b.StartTimer()
+		t0 := time.Now()
+		send()
+		took = append(took, time.Since(t0))
+	}
+	b.StopTimer()
+	slices.Sort(took)
+	b.ReportMetric(float64(took[len(took)/2])/1e3, "p50-µs")
 }
