@@ -44,10 +44,12 @@ var (
 	// because the peer stopped reading. The connection is closed.
 	ErrWriteTimeout = errors.New("buffstreams: write timed out")
 
-	// ErrSlowConsumer is returned by Write in batching mode when the write
-	// buffer is full because the peer is not reading fast enough, and the
-	// SlowConsumer policy says not to wait (SlowConsumerError or
-	// SlowConsumerClose).
+	// ErrSlowConsumer is returned by Write when the bytes it may hold are
+	// used up because the peer is not keeping up, and the SlowConsumer
+	// policy says not to wait (SlowConsumerError or SlowConsumerClose): in
+	// batching mode, when the write buffer is full; with acknowledged
+	// delivery, in either mode, when the window of unacknowledged messages
+	// is.
 	ErrSlowConsumer = errors.New("buffstreams: write buffer full: peer is not keeping up")
 
 	// ErrReconnectFailed is returned when a connection could not be dialed
