@@ -55,6 +55,11 @@ type engine interface {
 	drain()
 	// reopened is called after Reopen dialed a new socket.
 	reopened()
+	// attached is called once a socket the dial returned is the
+	// connection's current one, or has been closed because Close came
+	// first. An engine starts the socket's goroutines only then, so that
+	// a failure they see finds the socket current and forgets it.
+	attached(nc net.Conn)
 }
 
 // newEngine returns the engine the connection's settings ask for.

@@ -696,7 +696,8 @@ func (e *ackEngine) failAll(err error) failedRun {
 // hello opens the session on a new socket: it sends the hello and reads
 // the answer, within ctx, then resumes the window after the last message
 // the listener delivered. It is called by dial, before the socket is
-// handed to anyone.
+// handed to anyone; its reader starts once the connection has it
+// (attached).
 func (e *ackEngine) hello(ctx context.Context, nc net.Conn) error {
 	c := e.c
 	e.mu.Lock()
@@ -730,7 +731,7 @@ func (e *ackEngine) hello(ctx context.Context, nc net.Conn) error {
 }
 
 // connected resumes the window on nc, whose listener has delivered every
-// message up to delivered, and starts reading its records.
+// message up to delivered.
 func (e *ackEngine) connected(nc net.Conn, delivered uint64) error {
 	e.mu.Lock()
 	run, err := e.settle(delivered)
@@ -743,13 +744,27 @@ func (e *ackEngine) connected(nc net.Conn, delivered uint64) error {
 	e.broken = false
 	e.sent = e.head
 	e.stop = false
-	e.wg.Add(1)
-	go e.read(nc, e.gen)
 	e.kick()
 	e.signal()
 	e.mu.Unlock()
 	run.report(e.c)
 	return nil
+}
+
+// attached starts the reader of nc, whose hello was accepted, now that
+// the connection has made it current (or closed it): the reader's failure
+// then finds it there and forgets it. A socket the window dropped
+// meanwhile is closed and forgotten instead.
+func (e *ackEngine) attached(nc net.Conn) {
+	e.mu.Lock()
+	if e.nc != nc {
+		e.mu.Unlock()
+		e.c.fail(nc, errClosed)
+		return
+	}
+	e.wg.Add(1)
+	go e.read(nc, e.gen)
+	e.mu.Unlock()
 }
 
 // read is a socket's reader goroutine: it applies the listener's records

@@ -270,66 +270,6 @@ func TestAckExactlyOnceAcrossCuts(t *testing.T) {
 	}
 }
 
-// fakeAckListener accepts connections, reads each one's hello and hands the
-// connection to serve, which plays the listener's part by hand, from the
-// protocol's documentation.
-func fakeAckListener(t *testing.T, serve func(nc net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, nc)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer nc.Close()
-				h := make([]byte, 40)
-				if _, err := io.ReadFull(nc, h); err != nil {
-					return
-				}
-				name := make([]byte, binary.BigEndian.Uint16(h[38:]))
-				if _, err := io.ReadFull(nc, name); err != nil {
-					return
-				}
-				serve(nc)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
-
-var magic = []byte{0xff, 0xff, 0xff, 0xff, 'B', 'S', 'A', 'K'}
-
-// accept returns the answer accepting a session whose listener delivered
-// up to d.
-func acceptAnswer(d uint64) []byte {
-	b := append(append([]byte(nil), magic...), 1, 0x02)
-	return binary.BigEndian.AppendUint64(b, d)
-}
-
 func record(typ byte, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{typ}, seq)
 }

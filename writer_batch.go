@@ -2,6 +2,7 @@ package buffstreams
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -494,3 +495,5 @@ func (e *batchEngine) reopened() {
 	}
 	e.mu.Unlock()
 }
+
+func (e *batchEngine) attached(net.Conn) {}

@@ -1,6 +1,7 @@
 package buffstreams
 
 import (
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -105,10 +106,11 @@ func (e *syncEngine) write(msg []byte) error {
 
 func (e *syncEngine) writeBatch(msgs [][]byte) (int, error) { return e.send(nil, msgs) }
 
-func (e *syncEngine) flush() error { return nil }
-func (e *syncEngine) closing()     {}
-func (e *syncEngine) drain()       {}
-func (e *syncEngine) reopened()    {}
+func (e *syncEngine) flush() error      { return nil }
+func (e *syncEngine) closing()          {}
+func (e *syncEngine) drain()            {}
+func (e *syncEngine) reopened()         {}
+func (e *syncEngine) attached(net.Conn) {}
 
 // send writes msg, or the messages of batch, and returns how many messages
 // were written. Each message not written is passed to TCPConn.failed.
