@@ -622,6 +622,7 @@ func (c *TCPConn) Reopen() error {
 	c.dialCtx, c.cancelDial = context.WithCancel(context.Background())
 	ctx := c.dialCtx
 	c.mu.Unlock()
+	c.eng.reopening()
 	if _, err := c.dialOrClosed(ctx); err != nil {
 		return err
 	}

@@ -236,6 +236,7 @@ func (e ackServedEngine) writeBatch(msgs [][]byte) (int, error) {
 func (ackServedEngine) flush() error      { return nil }
 func (ackServedEngine) closing()          {}
 func (ackServedEngine) drain()            {}
+func (ackServedEngine) reopening()        {}
 func (ackServedEngine) reopened()         {}
 func (ackServedEngine) attached(net.Conn) {}
 

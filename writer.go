@@ -53,6 +53,9 @@ type engine interface {
 	// what is buffered before the socket is closed.
 	closing()
 	drain()
+	// reopening is called by Reopen once the connection is no longer
+	// closed, before it dials, whether or not that dial succeeds.
+	reopening()
 	// reopened is called after Reopen dialed a new socket.
 	reopened()
 	// attached is called once a socket the dial returned is the

@@ -51,7 +51,7 @@ type ackEngine struct {
 	owned     bool              // a goroutine is writing to nc or dialing; guarded by mu
 	running   bool              // the pump goroutine exists; guarded by mu
 	idle      bool              // the pump is waiting for work; guarded by mu
-	stop      bool              // Close is done with the window: the pump returns; guarded by mu
+	stop      bool              // Close is done with the window, until Reopen: the pump returns; guarded by mu
 	draining  bool              // Close waits for acknowledgements; guarded by mu
 	until     time.Time         // when Close stops waiting; guarded by mu
 	strikes   int               // sockets lost since the window last moved; guarded by mu
@@ -743,7 +743,6 @@ func (e *ackEngine) connected(nc net.Conn, delivered uint64) error {
 	e.nc = nc
 	e.broken = false
 	e.sent = e.head
-	e.stop = false
 	e.kick()
 	e.signal()
 	e.mu.Unlock()
@@ -966,6 +965,17 @@ func (e *ackEngine) drain() {
 	}
 	run.report(c)
 	e.wg.Wait()
+}
+
+// reopening undoes what drain stopped, so that the engine dials again
+// when there is work, whether or not Reopen's own dial succeeds. A Close
+// since Reopen reopened the connection wins.
+func (e *ackEngine) reopening() {
+	e.mu.Lock()
+	if !e.c.closed.Load() {
+		e.stop = false
+	}
+	e.mu.Unlock()
 }
 
 func (e *ackEngine) reopened() {

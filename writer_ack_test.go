@@ -546,6 +546,70 @@ func TestAckReopen(t *testing.T) {
 	}
 }
 
+// TestAckReopenAfterFailedReopen closes a connection and reopens it while
+// the listener is down. As Reopen promises, the next Write then dials
+// again, as after any failure, and its message is delivered; so is one
+// written after a second Reopen that succeeds. In both write modes.
+func TestAckReopenAfterFailedReopen(t *testing.T) {
+	leakCheck(t)
+	for _, buf := range []int{0, 4096} {
+		t.Run(fmt.Sprintf("buf=%d", buf), func(t *testing.T) {
+			s := newSink()
+			cfg := bs.TCPListenerConfig{Callback: s.callback, Acks: &bs.AckConfig{}}
+			l := listen(t, cfg)
+			cfg.Address = l.Addr().String() // each restart listens here again
+			c := dial(t, l, bs.TCPConnConfig{WriteBufferSize: buf, Acks: &bs.AckConfig{}})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			// send writes msg and waits for its acknowledgement; a Write
+			// that blocks, which Close (at cleanup) ends, fails the test
+			// after 10 s.
+			send := func(msg string) {
+				t.Helper()
+				done := make(chan error, 1)
+				go func() {
+					_, err := c.Write([]byte(msg))
+					if err == nil {
+						err = c.Sync(ctx)
+					}
+					done <- err
+				}()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("%s: %v", msg, err)
+					}
+				case <-ctx.Done():
+					t.Fatalf("%s: the Write still blocks after 10 s", msg)
+				}
+			}
+			// closeAndFail closes c and its listener, and reopens c in
+			// vain; then it starts the listener again.
+			closeAndFail := func() {
+				t.Helper()
+				c.Close()
+				l.Close()
+				if err := c.Reopen(); err == nil {
+					t.Fatal("Reopen with the listener down succeeded")
+				}
+				l = listen(t, cfg)
+			}
+			send("first")
+			closeAndFail()
+			send("after a failed Reopen")
+			closeAndFail()
+			if err := c.Reopen(); err != nil {
+				t.Fatal(err)
+			}
+			send("after a failed Reopen and one that succeeded")
+			got := s.all()
+			if len(got) != 3 || string(got[1]) != "after a failed Reopen" || string(got[2]) != "after a failed Reopen and one that succeeded" {
+				t.Fatalf("delivered %q", got)
+			}
+		})
+	}
+}
+
 // TestAckRetriesGiveUp stops the listener for good and checks that the
 // messages it never acknowledged, and only those, reach OnWriteError with
 // ErrReconnectFailed once the Retry policy gives up, in both write modes.

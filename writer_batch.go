@@ -487,6 +487,8 @@ func (e *batchEngine) drain() {
 	e.mu.Unlock()
 }
 
+func (e *batchEngine) reopening() {}
+
 // reopened lets the flusher write what is buffered on the new connection.
 func (e *batchEngine) reopened() {
 	e.mu.Lock()

@@ -109,6 +109,7 @@ func (e *syncEngine) writeBatch(msgs [][]byte) (int, error) { return e.send(nil,
 func (e *syncEngine) flush() error      { return nil }
 func (e *syncEngine) closing()          {}
 func (e *syncEngine) drain()            {}
+func (e *syncEngine) reopening()        {}
 func (e *syncEngine) reopened()         {}
 func (e *syncEngine) attached(net.Conn) {}
 
