@@ -1166,3 +1166,10 @@ func acceptAnswer(d uint64) []byte {
 	b := append(append([]byte(nil), magic...), 1, 0x02)
 	return binary.BigEndian.AppendUint64(b, d)
 }
+
+// neverAcks accepts every session and reads its frames without
+// acknowledging any.
+func neverAcks(nc net.Conn) {
+	nc.Write(acceptAnswer(0))
+	io.Copy(io.Discard, nc)
+}

@@ -274,13 +274,6 @@ func record(typ byte, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{typ}, seq)
 }
 
-// neverAcks accepts every session and reads its frames without
-// acknowledging any.
-func neverAcks(nc net.Conn) {
-	nc.Write(acceptAnswer(0))
-	io.Copy(io.Discard, nc)
-}
-
 // TestAckWindowFull checks each SlowConsumer policy against a listener
 // that never acknowledges, and that the window never holds more than its
 // bound.
