@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -1104,4 +1105,71 @@ func streamInBackground(t testing.TB, c *bs.TCPConn, n, pace int, msg func(i int
 func (b *background) end() {
 	b.once.Do(func() { close(b.stop) })
 	b.wg.Wait()
+}
+
+// fakeAckListener accepts connections, reads each one's hello and hands the
+// connection to serve, which plays the listener's part by hand, from the
+// protocol's documentation.
+func fakeAckListener(t *testing.T, serve func(nc net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer nc.Close()
+				h := make([]byte, 40)
+				if _, err := io.ReadFull(nc, h); err != nil {
+					return
+				}
+				name := make([]byte, binary.BigEndian.Uint16(h[38:]))
+				if _, err := io.ReadFull(nc, name); err != nil {
+					return
+				}
+				serve(nc)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+var magic = []byte{0xff, 0xff, 0xff, 0xff, 'B', 'S', 'A', 'K'}
+
+// accept returns the answer accepting a session whose listener delivered
+// up to d.
+func acceptAnswer(d uint64) []byte {
+	b := append(append([]byte(nil), magic...), 1, 0x02)
+	return binary.BigEndian.AppendUint64(b, d)
+}
+
+// neverAcks accepts every session and reads its frames without
+// acknowledging any.
+func neverAcks(nc net.Conn) {
+	nc.Write(acceptAnswer(0))
+	io.Copy(io.Discard, nc)
 }

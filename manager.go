@@ -251,10 +251,10 @@ func (m *Manager) CloseWriter(address string) error {
 	return c.Close()
 }
 
-// Close closes every connection and then every listener of the Manager,
-// and forgets them; opens in progress fail and close what they opened. It
-// returns the errors of closing the connections, joined. It must not be
-// called from a listener's callback.
+// Close closes every connection, all at once, and then every listener of
+// the Manager, and forgets them; opens in progress fail and close what they
+// opened. It returns the errors of closing the connections, joined. It must
+// not be called from a listener's callback.
 func (m *Manager) Close() error {
 	var ls []*TCPListener
 	var ws []*TCPConn
@@ -274,11 +274,15 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	// Writers first: what they still buffer may be bound for one of the
 	// Manager's own listeners, which reads it until the writer is closed;
-	// and a writer closed after its peer reports the peer gone.
-	var errs []error
-	for _, c := range ws {
-		errs = append(errs, c.Close())
+	// and a writer closed after its peer reports the peer gone. They close
+	// at once, each within its own bound (its WriteTimeout, or 10 s when
+	// that is zero), so that the slowest sets the time, not the sum.
+	errs := make([]error, len(ws))
+	var wg sync.WaitGroup
+	for i, c := range ws {
+		wg.Go(func() { errs[i] = c.Close() })
 	}
+	wg.Wait()
 	for _, l := range ls {
 		l.Close()
 	}

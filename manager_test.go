@@ -228,6 +228,57 @@ func TestManagerClose(t *testing.T) {
 	}
 }
 
+// TestManagerCloseConcurrent closes a Manager holding several
+// acknowledging writers whose listeners never acknowledge. Each writer's
+// Close waits WriteTimeout for an acknowledgement, then passes its message
+// to OnWriteError, which holds it there until every writer's Close has
+// come as far: they all do only if they run at once, not one after
+// another.
+func TestManagerCloseConcurrent(t *testing.T) {
+	leakCheck(t)
+	const n = 4
+	const timeout = 100 * time.Millisecond
+	m := bs.NewManager()
+	t.Cleanup(func() { m.Close() })
+	var inside atomic.Int32 // Closes in OnWriteError now
+	all := make(chan struct{})
+	giveUp := make(chan struct{})
+	for range n {
+		addr := fakeAckListener(t, neverAcks)
+		err := m.Dial(&bs.TCPConnConfig{Address: addr, WriteTimeout: timeout, Acks: &bs.AckConfig{},
+			OnWriteError: func(_ []byte, err error) {
+				if !errors.Is(err, bs.ErrWriteTimeout) {
+					t.Errorf("OnWriteError(%v), want ErrWriteTimeout", err)
+				}
+				if inside.Add(1) == n {
+					close(all)
+				}
+				select {
+				case <-all:
+				case <-giveUp:
+				}
+				inside.Add(-1)
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Write(addr, []byte("never acknowledged")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	timer := time.AfterFunc(10*time.Second, func() { close(giveUp) })
+	defer timer.Stop()
+	start := time.Now()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-all:
+	default:
+		t.Fatalf("the %d writers' Closes did not run at once: Close took %v", n, time.Since(start))
+	}
+}
+
 // TestManagerNotOpened: every method that takes an address returns
 // ErrNotOpened for one the Manager does not hold.
 func TestManagerNotOpened(t *testing.T) {

@@ -145,14 +145,21 @@ func DialTCPContext(ctx context.Context, cfg *TCPConnConfig) (*TCPConn, error) {
 		return nil, err
 	}
 	c.dialed = true
+	// dialCtx is set before the dial starts the engine's goroutines, and
+	// nc is made current before its own start (attached), so that they
+	// find both.
+	c.dialCtx, c.cancelDial = context.WithCancel(context.Background())
 	nc, err := c.firstDial(ctx)
 	if err != nil {
+		c.cancelDial()
 		return nil, err
 	}
+	c.mu.Lock()
 	c.nc = nc
 	c.startWatch(nc)
-	c.dialCtx, c.cancelDial = context.WithCancel(context.Background())
+	c.mu.Unlock()
 	c.rd = newFrameReader(nc, c.wire)
+	c.eng.attached(nc)
 	return c, nil
 }
 
@@ -427,22 +434,29 @@ func (c *TCPConn) terminal() error {
 }
 
 // dialOrClosed dials and makes the new connection current, unless Close is
-// called meanwhile, in which case it returns errClosed. c.dmu is held.
+// called meanwhile, in which case it closes it and returns errClosed.
+// Either way the engine then learns of the socket (attached). c.dmu is
+// held.
 func (c *TCPConn) dialOrClosed(ctx context.Context) (net.Conn, error) {
 	nc, err := c.dial(ctx)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed.Load() {
+	switch {
+	case c.closed.Load():
+		err = errClosed
 		if nc != nil {
 			nc.Close()
 		}
-		return nil, errClosed
+	case err == nil:
+		c.nc = nc
+		c.startWatch(nc)
+	}
+	c.mu.Unlock()
+	if nc != nil {
+		c.eng.attached(nc)
 	}
 	if err != nil {
 		return nil, err
 	}
-	c.nc = nc
-	c.startWatch(nc)
 	return nc, nil
 }
 
@@ -611,6 +625,7 @@ func (c *TCPConn) Reopen() error {
 	c.dialCtx, c.cancelDial = context.WithCancel(context.Background())
 	ctx := c.dialCtx
 	c.mu.Unlock()
+	c.eng.reopening()
 	if _, err := c.dialOrClosed(ctx); err != nil {
 		return err
 	}

@@ -627,3 +627,22 @@ func TestDialTimeout(t *testing.T) {
 	}
 	within(t, "the Read", time.Since(start), timeout, timeout+5*time.Second)
 }
+
+// TestDialAckListenerHangsUp dials, again and again, a listener that
+// accepts the session and hangs up at once: the reader of
+// acknowledgements fails while DialTCP is still returning. The connection
+// must forget the dead socket, and the race detector must find no access
+// to it outside the connection's lock.
+func TestDialAckListenerHangsUp(t *testing.T) {
+	leakCheck(t)
+	addr := fakeAckListener(t, func(nc net.Conn) { nc.Write(acceptAnswer(0)) })
+	for range 20 {
+		c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr, Acks: &bs.AckConfig{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		eventually(t, "the dead socket forgotten", func() bool { return c.LocalAddr() == nil })
+		c.Close()
+	}
+}

@@ -233,10 +233,12 @@ func (e ackServedEngine) writeBatch(msgs [][]byte) (int, error) {
 	return 0, errAckReplies
 }
 
-func (ackServedEngine) flush() error { return nil }
-func (ackServedEngine) closing()     {}
-func (ackServedEngine) drain()       {}
-func (ackServedEngine) reopened()    {}
+func (ackServedEngine) flush() error      { return nil }
+func (ackServedEngine) closing()          {}
+func (ackServedEngine) drain()            {}
+func (ackServedEngine) reopening()        {}
+func (ackServedEngine) reopened()         {}
+func (ackServedEngine) attached(net.Conn) {}
 
 // refuseLinger bounds how long a refusal waits for the dialer to read it.
 const refuseLinger = 200 * time.Millisecond

@@ -54,8 +54,16 @@ type engine interface {
 	// what is buffered before the socket is closed.
 	closing()
 	drain()
+	// reopening is called by Reopen once the connection is no longer
+	// closed, before it dials, whether or not that dial succeeds.
+	reopening()
 	// reopened is called after Reopen dialed a new socket.
 	reopened()
+	// attached is called once a socket the dial returned is the
+	// connection's current one, or has been closed because Close came
+	// first. An engine starts the socket's goroutines only then, so that
+	// a failure they see finds the socket current and forgets it.
+	attached(nc net.Conn)
 }
 
 // newEngine returns the engine the connection's settings ask for.

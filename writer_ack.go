@@ -51,7 +51,7 @@ type ackEngine struct {
 	owned     bool              // a goroutine is writing to nc or dialing; guarded by mu
 	running   bool              // the pump goroutine exists; guarded by mu
 	idle      bool              // the pump is waiting for work; guarded by mu
-	stop      bool              // Close is done with the window: the pump returns; guarded by mu
+	stop      bool              // Close is done with the window, until Reopen: the pump returns; guarded by mu
 	draining  bool              // Close waits for acknowledgements; guarded by mu
 	until     time.Time         // when Close stops waiting; guarded by mu
 	strikes   int               // sockets lost since the window last moved; guarded by mu
@@ -696,7 +696,8 @@ func (e *ackEngine) failAll(err error) failedRun {
 // hello opens the session on a new socket: it sends the hello and reads
 // the answer, within ctx, then resumes the window after the last message
 // the listener delivered. It is called by dial, before the socket is
-// handed to anyone.
+// handed to anyone; its reader starts once the connection has it
+// (attached).
 func (e *ackEngine) hello(ctx context.Context, nc net.Conn) error {
 	c := e.c
 	e.mu.Lock()
@@ -730,7 +731,7 @@ func (e *ackEngine) hello(ctx context.Context, nc net.Conn) error {
 }
 
 // connected resumes the window on nc, whose listener has delivered every
-// message up to delivered, and starts reading its records.
+// message up to delivered.
 func (e *ackEngine) connected(nc net.Conn, delivered uint64) error {
 	e.mu.Lock()
 	run, err := e.settle(delivered)
@@ -742,14 +743,27 @@ func (e *ackEngine) connected(nc net.Conn, delivered uint64) error {
 	e.nc = nc
 	e.broken = false
 	e.sent = e.head
-	e.stop = false
-	e.wg.Add(1)
-	go e.read(nc, e.gen)
 	e.kick()
 	e.signal()
 	e.mu.Unlock()
 	run.report(e.c)
 	return nil
+}
+
+// attached starts the reader of nc, whose hello was accepted, now that
+// the connection has made it current (or closed it): the reader's failure
+// then finds it there and forgets it. A socket the window dropped
+// meanwhile is closed and forgotten instead.
+func (e *ackEngine) attached(nc net.Conn) {
+	e.mu.Lock()
+	if e.nc != nc {
+		e.mu.Unlock()
+		e.c.fail(nc, errClosed)
+		return
+	}
+	e.wg.Add(1)
+	go e.read(nc, e.gen)
+	e.mu.Unlock()
 }
 
 // read is a socket's reader goroutine: it applies the listener's records
@@ -951,6 +965,17 @@ func (e *ackEngine) drain() {
 	}
 	run.report(c)
 	e.wg.Wait()
+}
+
+// reopening undoes what drain stopped, so that the engine dials again
+// when there is work, whether or not Reopen's own dial succeeds. A Close
+// since Reopen reopened the connection wins.
+func (e *ackEngine) reopening() {
+	e.mu.Lock()
+	if !e.c.closed.Load() {
+		e.stop = false
+	}
+	e.mu.Unlock()
 }
 
 func (e *ackEngine) reopened() {

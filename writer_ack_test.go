@@ -270,75 +270,8 @@ func TestAckExactlyOnceAcrossCuts(t *testing.T) {
 	}
 }
 
-// fakeAckListener accepts connections, reads each one's hello and hands the
-// connection to serve, which plays the listener's part by hand, from the
-// protocol's documentation.
-func fakeAckListener(t *testing.T, serve func(nc net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, nc)
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer nc.Close()
-				h := make([]byte, 40)
-				if _, err := io.ReadFull(nc, h); err != nil {
-					return
-				}
-				name := make([]byte, binary.BigEndian.Uint16(h[38:]))
-				if _, err := io.ReadFull(nc, name); err != nil {
-					return
-				}
-				serve(nc)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
-
-var magic = []byte{0xff, 0xff, 0xff, 0xff, 'B', 'S', 'A', 'K'}
-
-// accept returns the answer accepting a session whose listener delivered
-// up to d.
-func acceptAnswer(d uint64) []byte {
-	b := append(append([]byte(nil), magic...), 1, 0x02)
-	return binary.BigEndian.AppendUint64(b, d)
-}
-
 func record(typ byte, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{typ}, seq)
-}
-
-// neverAcks accepts every session and reads its frames without
-// acknowledging any.
-func neverAcks(nc net.Conn) {
-	nc.Write(acceptAnswer(0))
-	io.Copy(io.Discard, nc)
 }
 
 // TestAckWindowFull checks each SlowConsumer policy against a listener
@@ -603,6 +536,70 @@ func TestAckReopen(t *testing.T) {
 	defer oc.mu.Unlock()
 	if oc.total != 300 || len(oc.bad) > 0 || l.Sessions() != 1 {
 		t.Fatalf("%d delivered, %v, %d sessions; want 300 in order, 1 session", oc.total, oc.bad, l.Sessions())
+	}
+}
+
+// TestAckReopenAfterFailedReopen closes a connection and reopens it while
+// the listener is down. As Reopen promises, the next Write then dials
+// again, as after any failure, and its message is delivered; so is one
+// written after a second Reopen that succeeds. In both write modes.
+func TestAckReopenAfterFailedReopen(t *testing.T) {
+	leakCheck(t)
+	for _, buf := range []int{0, 4096} {
+		t.Run(fmt.Sprintf("buf=%d", buf), func(t *testing.T) {
+			s := newSink()
+			cfg := bs.TCPListenerConfig{Callback: s.callback, Acks: &bs.AckConfig{}}
+			l := listen(t, cfg)
+			cfg.Address = l.Addr().String() // each restart listens here again
+			c := dial(t, l, bs.TCPConnConfig{WriteBufferSize: buf, Acks: &bs.AckConfig{}})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			// send writes msg and waits for its acknowledgement; a Write
+			// that blocks, which Close (at cleanup) ends, fails the test
+			// after 10 s.
+			send := func(msg string) {
+				t.Helper()
+				done := make(chan error, 1)
+				go func() {
+					_, err := c.Write([]byte(msg))
+					if err == nil {
+						err = c.Sync(ctx)
+					}
+					done <- err
+				}()
+				select {
+				case err := <-done:
+					if err != nil {
+						t.Fatalf("%s: %v", msg, err)
+					}
+				case <-ctx.Done():
+					t.Fatalf("%s: the Write still blocks after 10 s", msg)
+				}
+			}
+			// closeAndFail closes c and its listener, and reopens c in
+			// vain; then it starts the listener again.
+			closeAndFail := func() {
+				t.Helper()
+				c.Close()
+				l.Close()
+				if err := c.Reopen(); err == nil {
+					t.Fatal("Reopen with the listener down succeeded")
+				}
+				l = listen(t, cfg)
+			}
+			send("first")
+			closeAndFail()
+			send("after a failed Reopen")
+			closeAndFail()
+			if err := c.Reopen(); err != nil {
+				t.Fatal(err)
+			}
+			send("after a failed Reopen and one that succeeded")
+			got := s.all()
+			if len(got) != 3 || string(got[1]) != "after a failed Reopen" || string(got[2]) != "after a failed Reopen and one that succeeded" {
+				t.Fatalf("delivered %q", got)
+			}
+		})
 	}
 }
 

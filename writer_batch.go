@@ -2,6 +2,7 @@ package buffstreams
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -486,6 +487,8 @@ func (e *batchEngine) drain() {
 	e.mu.Unlock()
 }
 
+func (e *batchEngine) reopening() {}
+
 // reopened lets the flusher write what is buffered on the new connection.
 func (e *batchEngine) reopened() {
 	e.mu.Lock()
@@ -494,3 +497,5 @@ func (e *batchEngine) reopened() {
 	}
 	e.mu.Unlock()
 }
+
+func (e *batchEngine) attached(net.Conn) {}

@@ -1,6 +1,7 @@
 package buffstreams
 
 import (
+	"net"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -161,9 +162,11 @@ func (e *syncEngine) write(msg []byte) error {
 
 func (e *syncEngine) writeBatch(msgs [][]byte) (int, error) { return e.send(nil, msgs) }
 
-func (e *syncEngine) closing()  {}
-func (e *syncEngine) drain()    { e.ck.stop() } // closing the socket sends what it holds
-func (e *syncEngine) reopened() { e.ck.reopen() }
+func (e *syncEngine) closing()          {}
+func (e *syncEngine) drain()            { e.ck.stop() } // closing the socket sends what it holds
+func (e *syncEngine) reopening()        { e.ck.reopen() }
+func (e *syncEngine) reopened()         {}
+func (e *syncEngine) attached(net.Conn) {}
 
 // send writes msg, or the messages of batch, and returns how many messages
 // were written. Each message not written is passed to TCPConn.failed.
