@@ -32,6 +32,15 @@ const largeWrite = 16 << 10
 // drainTimeout bounds Close's final flush when WriteTimeout is zero.
 const drainTimeout = 10 * time.Second
 
+// drainWait returns how long Close's final flush may take with the given
+// WriteTimeout.
+func drainWait(writeTimeout time.Duration) time.Duration {
+	if writeTimeout == 0 {
+		return drainTimeout
+	}
+	return writeTimeout
+}
+
 // keepBuffer is the capacity above which a buffer that grew under a burst
 // of concurrent Writes is dropped after use rather than kept.
 const keepBuffer = 1 << 20

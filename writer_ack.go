@@ -919,13 +919,9 @@ func (e *ackEngine) sync(ctx context.Context) error {
 
 // closing fixes how long Close waits for acknowledgements. c.mu is held.
 func (e *ackEngine) closing() {
-	t := e.c.opts.writeTimeout
-	if t == 0 {
-		t = drainTimeout
-	}
 	e.mu.Lock()
 	e.draining = true
-	e.until = time.Now().Add(t)
+	e.until = time.Now().Add(drainWait(e.c.opts.writeTimeout))
 	e.mu.Unlock()
 }
 
@@ -950,7 +946,7 @@ func (e *ackEngine) drain() {
 	if e.sk < len(e.spans) {
 		err := errClosed
 		if !time.Now().Before(e.until) {
-			err = fmt.Errorf("buffstreams: closed before the listener acknowledged, after waiting %v: %w", c.opts.writeTimeout, errors.Join(ErrWriteTimeout, net.ErrClosed))
+			err = fmt.Errorf("buffstreams: closed before the listener acknowledged, after waiting %v: %w", drainWait(c.opts.writeTimeout), errors.Join(ErrWriteTimeout, net.ErrClosed))
 		}
 		run = e.failAll(err)
 	}

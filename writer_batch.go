@@ -459,11 +459,7 @@ func (e *batchEngine) noteFailure(n int, err error) {
 // closed also finds it draining. Nothing reads drainUntil now: drain waited
 // for every writer of the previous Close.
 func (e *batchEngine) closing() {
-	t := e.c.opts.writeTimeout
-	if t == 0 {
-		t = drainTimeout
-	}
-	e.tx.drainUntil = time.Now().Add(t)
+	e.tx.drainUntil = time.Now().Add(drainWait(e.c.opts.writeTimeout))
 	e.tx.draining.Store(true)
 }
 
