@@ -154,7 +154,8 @@ type TCPListenerConfig struct {
 }
 
 // TCPConnConfig configures a TCPConn. The zero value of every field selects
-// its default, except Address, which DialTCP requires.
+// its default, except Address, which DialTCP requires unless Addresses or
+// Resolve names the listeners.
 type TCPConnConfig struct {
 	// MaxMessageSize is the largest payload Write accepts and Read returns,
 	// in bytes. With the default framing it also fixes the header width, so
@@ -165,6 +166,24 @@ type TCPConnConfig struct {
 
 	// Address is the remote address to dial, such as "127.0.0.1:5031".
 	Address string
+
+	// Addresses are more listeners to fail over to, tried in order after
+	// Address (which may then be empty). A dial tries each address once,
+	// starting with the one that answered last, and takes the first that
+	// answers. The connection moves on to the next address when a dial
+	// fails, when its listener goes silent (ErrPeerSilent), or when the
+	// listener says it is shutting down (goaway). With acknowledged
+	// delivery the window is written again to whichever listener answers:
+	// across listeners that do not share a SessionStore that is
+	// at-least-once delivery (see the package documentation, Acknowledged
+	// delivery). Nil means Address alone.
+	Addresses []string
+
+	// Resolve, if set, returns the addresses to dial, in order of
+	// preference; it is called before each round of dials and replaces
+	// Address and Addresses. It must return at least one address, or an
+	// error, which fails that round. Nil means Address and Addresses.
+	Resolve func(ctx context.Context) ([]string, error)
 
 	// EnableLogging turns on logging of connection failures and reconnects
 	// through Logger, or through slog.Default() if Logger is nil. Default

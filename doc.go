@@ -174,8 +174,14 @@
 // reconnect. While the listener process lives, every message reaches the
 // callback exactly once, in order, across any number of cut connections;
 // across a listener restart, at least once, or exactly once with a
-// [SessionStore]. docs/guarantees.md states the promises in full, and
-// docs/wire.md the protocol.
+// [SessionStore]. A connection given several listeners
+// (TCPConnConfig.Addresses or Resolve) writes its window again to whichever
+// answers after a failover: that is at-least-once delivery, the duplicates
+// being messages the lost listener delivered but had not acknowledged, at
+// most a window's worth; listeners that share a SessionStore and commit
+// their callbacks' effects with Save deliver exactly once.
+// docs/guarantees.md states the promises in full, and docs/wire.md the
+// protocol.
 //
 // Write keeps its meaning in each write mode, and Flush still waits for the
 // kernel only; [TCPConn.Sync] waits until everything written before it is

@@ -81,6 +81,9 @@ type TCPConn struct {
 	ended      bool                      // done is closed (or closedChan)
 
 	dmu sync.Mutex // serializes dials
+	// at is the index, modulo the number of addresses, of the address the
+	// next dial tries first.
+	at atomic.Uint64
 
 	eng engine // the write side, chosen once; see writer.go
 
@@ -91,6 +94,8 @@ type TCPConn struct {
 // connOptions are the checked, effective settings of a connection.
 type connOptions struct {
 	network, addr string
+	addrs         []string                                    // addr, then TCPConnConfig.Addresses
+	resolve       func(ctx context.Context) ([]string, error) // replaces addrs when set
 	tls           *tls.Config
 	dialTimeout   time.Duration
 	writeTimeout  time.Duration
@@ -137,7 +142,7 @@ func DialTCP(cfg *TCPConnConfig) (*TCPConn, error) {
 // not kept: later reconnects are bounded by DialTimeout and the Retry
 // policy.
 func DialTCPContext(ctx context.Context, cfg *TCPConnConfig) (*TCPConn, error) {
-	if cfg == nil || cfg.Address == "" {
+	if cfg == nil || cfg.Address == "" && len(cfg.Addresses) == 0 && cfg.Resolve == nil {
 		return nil, fmt.Errorf("%w: TCPConnConfig.Address is required", ErrInvalidConfig)
 	}
 	c, err := newConn(cfg)
@@ -205,9 +210,17 @@ func newConn(cfg *TCPConnConfig) (*TCPConn, error) {
 	if err != nil {
 		return nil, err
 	}
+	var addrs []string
+	for _, a := range append([]string{cfg.Address}, cfg.Addresses...) {
+		if a != "" {
+			addrs = append(addrs, a)
+		}
+	}
 	o := &connOptions{
 		network:       orDefault(cfg.Network, "tcp"),
 		addr:          cfg.Address,
+		addrs:         addrs,
+		resolve:       cfg.Resolve,
 		tls:           cfg.TLSConfig,
 		dialTimeout:   orDefault(cfg.DialTimeout, defaultDialTimeout),
 		writeTimeout:  cfg.WriteTimeout,
@@ -238,40 +251,99 @@ func newAcceptedConn(nc net.Conn, w wire, log *slog.Logger, o *connOptions) *TCP
 	return c
 }
 
-// dial makes one connection to the configured address, TLS handshake
-// included, within DialTimeout.
+// dial makes one connection: it tries each address once, starting with
+// the one the connection is on (see moveOn), and returns the first
+// connection made, or every address's error.
 func (c *TCPConn) dial(ctx context.Context) (net.Conn, error) {
+	addrs := c.opts.addrs
+	if r := c.opts.resolve; r != nil {
+		var err error
+		if addrs, err = r(ctx); err != nil {
+			return nil, fmt.Errorf("buffstreams: resolving the addresses to dial: %w", err)
+		}
+		if len(addrs) == 0 {
+			return nil, errors.New("buffstreams: resolving the addresses to dial: Resolve returned none")
+		}
+	}
+	start := int(c.at.Load() % uint64(len(addrs)))
+	var failed, lasting []error
+	for i := range addrs {
+		k := (start + i) % len(addrs)
+		nc, err := c.dialAddr(ctx, addrs[k])
+		if err == nil {
+			c.at.Store(uint64(k))
+			return nc, nil
+		}
+		if len(addrs) == 1 {
+			return nil, err
+		}
+		if permanent(err) {
+			lasting = append(lasting, err)
+		} else {
+			failed = append(failed, err)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	c.at.Store(uint64(start + 1))
+	if len(failed) == 0 {
+		// Every listener refused for good: so does the dial.
+		return nil, fmt.Errorf("buffstreams: no address answered: %w", errors.Join(lasting...))
+	}
+	// One listener may answer later: the dial can be tried again.
+	return nil, fmt.Errorf("buffstreams: no address answered: %w%s", errors.Join(failed...), joinText(lasting))
+}
+
+// joinText returns the texts of errs, each on a line of its own, for an
+// error that mentions errs without wrapping them.
+func joinText(errs []error) string {
+	var b strings.Builder
+	for _, e := range errs {
+		b.WriteString("\n")
+		b.WriteString(e.Error())
+	}
+	return b.String()
+}
+
+// moveOn makes the next dial start at the address after the one the
+// connection was on: its listener went silent or is shutting down.
+func (c *TCPConn) moveOn() { c.at.Add(1) }
+
+// dialAddr makes one connection to addr, TLS handshake and hello
+// included, within DialTimeout.
+func (c *TCPConn) dialAddr(ctx context.Context, addr string) (net.Conn, error) {
 	o := c.opts
 	ctx, cancel := context.WithTimeout(ctx, o.dialTimeout)
 	defer cancel()
 	var nc net.Conn
 	var err error
 	if o.dialFn != nil {
-		nc, err = o.dialFn(ctx, o.network, o.addr)
+		nc, err = o.dialFn(ctx, o.network, addr)
 	} else {
 		d := net.Dialer{KeepAlive: o.keepAlive}
-		nc, err = d.DialContext(ctx, o.network, o.addr)
+		nc, err = d.DialContext(ctx, o.network, addr)
 	}
 	if err != nil {
-		if strings.Contains(err.Error(), o.addr) { // net's errors name it
+		if strings.Contains(err.Error(), addr) { // net's errors name it
 			return nil, fmt.Errorf("buffstreams: %w", err)
 		}
-		return nil, fmt.Errorf("buffstreams: dial %s: %w", o.addr, err)
+		return nil, fmt.Errorf("buffstreams: dial %s: %w", addr, err)
 	}
 	if o.tls != nil {
 		cfg := o.tls
 		if cfg.ServerName == "" {
 			cfg = cfg.Clone()
-			host, _, err := net.SplitHostPort(o.addr)
+			host, _, err := net.SplitHostPort(addr)
 			if err != nil {
-				host = o.addr
+				host = addr
 			}
 			cfg.ServerName = host
 		}
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
-			return nil, tlsDialError(o.addr, err)
+			return nil, tlsDialError(addr, err)
 		}
 		nc = tc
 	}
@@ -477,6 +549,8 @@ func (c *TCPConn) fail(nc net.Conn, err error) error {
 	switch {
 	case closed:
 		return errClosed
+	case errors.Is(err, errGoaway):
+		c.moveOn()
 	case errors.Is(err, net.ErrClosed):
 		// Reopen or a failed call on another goroutine closed the socket
 		// under this call; the TCPConn itself is open.

@@ -4,13 +4,19 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
+	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -644,5 +650,237 @@ func TestDialAckListenerHangsUp(t *testing.T) {
 		t.Cleanup(func() { c.Close() })
 		eventually(t, "the dead socket forgotten", func() bool { return c.LocalAddr() == nil })
 		c.Close()
+	}
+}
+
+// TestDialAddresses checks that a dial tries the addresses in order and
+// takes the first that answers, from Addresses or from Resolve, and that
+// it names every address's failure when none answers.
+func TestDialAddresses(t *testing.T) {
+	leakCheck(t)
+	s := newSink()
+	l := listen(t, bs.TCPListenerConfig{Callback: s.callback})
+	down := closedAddr(t)
+	for _, tc := range []struct {
+		name string
+		cfg  bs.TCPConnConfig
+	}{
+		{"Addresses", bs.TCPConnConfig{Address: down, Addresses: []string{down, l.Addr().String()}}},
+		{"Addresses only", bs.TCPConnConfig{Addresses: []string{down, l.Addr().String()}}},
+		{"Resolve", bs.TCPConnConfig{Address: "ignored:1", Resolve: func(context.Context) ([]string, error) {
+			return []string{down, l.Addr().String()}, nil
+		}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.len()
+			c, err := bs.DialTCP(&tc.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte("hello")); err != nil {
+				t.Fatal(err)
+			}
+			s.wait(t, before+1)
+			if got, want := c.RemoteAddr().String(), l.Addr().String(); got != want {
+				t.Fatalf("connected to %s, want %s", got, want)
+			}
+		})
+	}
+
+	down2 := closedAddr(t)
+	_, err := bs.DialTCP(&bs.TCPConnConfig{Address: down, Addresses: []string{down2}})
+	if err == nil || !strings.Contains(err.Error(), down) || !strings.Contains(err.Error(), down2) {
+		t.Fatalf("DialTCP to two closed ports: %v; want an error naming both", err)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("DialTCP to two closed ports: %v; want it to match ECONNREFUSED", err)
+	}
+	boom := errors.New("boom")
+	_, err = bs.DialTCP(&bs.TCPConnConfig{Resolve: func(context.Context) ([]string, error) { return nil, boom }})
+	if !errors.Is(err, boom) {
+		t.Fatalf("DialTCP with a failing Resolve: %v; want it to wrap its error", err)
+	}
+	_, err = bs.DialTCP(&bs.TCPConnConfig{Resolve: func(context.Context) ([]string, error) { return nil, nil }})
+	if err == nil {
+		t.Fatal("DialTCP with a Resolve that returns no address succeeded")
+	}
+}
+
+// closedAddr returns a loopback address on which nothing listens.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestDialMovesOnAtGoaway checks that a connection whose listener said
+// goaway dials the next address first, even though the first one would
+// still answer.
+func TestDialMovesOnAtGoaway(t *testing.T) {
+	leakCheck(t)
+	var accepted atomic.Int32
+	first := fakeAckListener(t, func(nc net.Conn) {
+		accepted.Add(1)
+		nc.Write(acceptAnswer(0))
+		io.ReadFull(nc, make([]byte, 3+5)) // "hello" with the 3-byte header
+		nc.Write(record(0x12, 1))          // goaway, after acknowledging it
+		io.Copy(io.Discard, nc)
+	})
+	s := newSink()
+	second := listen(t, bs.TCPListenerConfig{Callback: s.callback, Acks: &bs.AckConfig{}})
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: first, Addresses: []string{second.Addr().String()},
+		Retry: &bs.RetryPolicy{InitialBackoff: time.Millisecond}, Acks: &bs.AckConfig{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := s.wait(t, 1)
+	if string(got[0]) != "again" || accepted.Load() != 1 {
+		t.Fatalf("the second listener got %q, the first accepted %d connections; want \"again\" and 1", got, accepted.Load())
+	}
+}
+
+// TestDialFailoverAcrossKill writes numbered messages with acknowledged
+// delivery to two listener processes, given as Address and Addresses,
+// kills the first with SIGKILL mid-stream, and checks that the
+// connection moves to the second and replays its window there. Without a
+// shared SessionStore every message arrives at least once, and the
+// duplicates, counted, are no more than the window holds; with one (a
+// file both processes commit to with each Save), every message is
+// committed exactly once.
+func TestDialFailoverAcrossKill(t *testing.T) {
+	switch runtime.GOOS {
+	case "js", "wasip1", "ios":
+		t.Skipf("no child processes on %s", runtime.GOOS)
+	}
+	leakCheck(t)
+	for _, tc := range []struct {
+		name  string
+		store bool
+	}{{"at-least-once", false}, {"shared store", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			const (
+				n      = 20000
+				size   = 32
+				window = 64 << 10
+			)
+			dir := t.TempDir()
+			store := filepath.Join(dir, "store")
+			var env []string
+			if tc.store {
+				env = append(env, ackChildStoreEnv+"="+store)
+			}
+			rec1, rec2 := filepath.Join(dir, "first"), filepath.Join(dir, "second")
+			first := startAckChild(t, rec1, "127.0.0.1:0", env...)
+			second := startAckChild(t, rec2, "127.0.0.1:0", env...)
+			var failed atomic.Int64
+			c, err := bs.DialTCP(&bs.TCPConnConfig{
+				Address:   first.addr,
+				Addresses: []string{second.addr},
+				Retry:     &bs.RetryPolicy{MaxAttempts: 100, InitialBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond},
+				Acks:      &bs.AckConfig{Window: window},
+				OnWriteError: func([]byte, error) {
+					failed.Add(1)
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			killed, wrote := make(chan struct{}), make(chan error, 1)
+			go func() {
+				msg := make([]byte, size)
+				for i := range n {
+					if i == 2*n/3 {
+						<-killed
+					}
+					binary.BigEndian.PutUint64(msg, uint64(i))
+					if _, err := c.Write(msg); err != nil {
+						wrote <- fmt.Errorf("message %d: %w", i, err)
+						return
+					}
+				}
+				wrote <- nil
+			}()
+			eventually(t, "a third of the messages acknowledged", func() bool { return c.Stats().MessagesAcked >= n/3 })
+			first.stop()
+			close(killed)
+			select {
+			case err := <-wrote:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(60 * time.Second):
+				t.Fatal("the writer did not finish within 60 s")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := c.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			st := c.Stats()
+			if err := c.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			if err := second.end(); err != nil {
+				t.Errorf("the second listener process: %v", err)
+			}
+			if first.complained() || second.complained() {
+				t.Error("a listener process reported a race or a panic")
+			}
+			if st.MessagesAcked != n || failed.Load() != 0 || st.Reconnects == 0 {
+				t.Fatalf("acked %d, failed %d, reconnects %d; want %d, 0, at least 1", st.MessagesAcked, failed.Load(), st.Reconnects, n)
+			}
+
+			if tc.store {
+				ids := readAckRecord(t, store)[1:] // after the position
+				for i, id := range ids {
+					if id != uint64(i) {
+						t.Fatalf("the store's record %d is message %d; want every message once, in order", i, id)
+					}
+				}
+				if len(ids) != n {
+					t.Fatalf("the store committed %d messages; want %d", len(ids), n)
+				}
+				return
+			}
+			ids1, ids2 := readAckRecord(t, rec1), readAckRecord(t, rec2)
+			seen := make([]int, n)
+			for _, ids := range [][]uint64{ids1, ids2} {
+				for _, id := range ids {
+					if id >= n {
+						t.Fatalf("message %d recorded; only %d were written", id, n)
+					}
+					seen[id]++
+				}
+			}
+			if i := slices.Index(seen, 0); i >= 0 {
+				t.Fatalf("message %d never delivered (first listener: %d records, second: %d)", i, len(ids1), len(ids2))
+			}
+			dups := len(ids1) + len(ids2) - n
+			t.Logf("first listener: %d records, second: %d; %d duplicates", len(ids1), len(ids2), dups)
+			if most := window / (size + 16); dups > most {
+				t.Fatalf("%d duplicates; the replay window holds at most %d messages", dups, most)
+			}
+		})
 	}
 }

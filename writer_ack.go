@@ -717,11 +717,11 @@ func (e *ackEngine) hello(ctx context.Context, nc net.Conn) error {
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := nc.Write(b); err != nil {
-		return fmt.Errorf("buffstreams: sending the hello to %s: %w", c.opts.addr, err)
+		return fmt.Errorf("buffstreams: sending the hello to %s: %w", nc.RemoteAddr(), err)
 	}
 	delivered, err := readAnswer(nc)
 	if err != nil {
-		return fmt.Errorf("buffstreams: hello to %s: %w", c.opts.addr, err)
+		return fmt.Errorf("buffstreams: hello to %s: %w", nc.RemoteAddr(), err)
 	}
 	if !stop() {
 		return ctx.Err()

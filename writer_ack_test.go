@@ -695,6 +695,9 @@ func ExampleAckConfig() {
 const (
 	ackChildRecordEnv = "BUFFSTREAMS_ACK_CHILD"
 	ackChildAddrEnv   = "BUFFSTREAMS_ACK_CHILD_ADDR"
+	// ackChildStoreEnv, if set, makes the process commit its record with
+	// its SessionStore: see fileStore.
+	ackChildStoreEnv = "BUFFSTREAMS_ACK_CHILD_STORE"
 )
 
 // ackChild is the body of a listener process of
@@ -717,12 +720,21 @@ func ackChild(record string) int {
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	l, err := bs.ListenTCP(bs.TCPListenerConfig{Address: addr, Acks: &bs.AckConfig{}, Callback: func(p []byte) error {
+	acks := &bs.AckConfig{}
+	keep := func(p []byte) error {
+		_, err := f.Write(p[:8])
+		return err
+	}
+	if name := os.Getenv(ackChildStoreEnv); name != "" {
+		st := &fileStore{name: name}
+		acks.Store = st
+		keep = st.deliver
+	}
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{Address: addr, Acks: acks, Callback: func(p []byte) error {
 		if len(p) < 8 {
 			return fmt.Errorf("a message of %d bytes has no number", len(p))
 		}
-		_, err := f.Write(p[:8])
-		return err
+		return keep(p)
 	}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -736,6 +748,60 @@ func ackChild(record string) int {
 	fmt.Println(l.Addr())
 	io.Copy(io.Discard, os.Stdin) // until the parent closes it, or dies
 	return 0
+}
+
+// fileStore is a SessionStore, for one session, that listener processes
+// share through a file: the position delivered, then the 8-byte numbers
+// of the messages delivered up to it, in order. The callback's effect,
+// recording a number, is kept in memory until Save commits it together
+// with the position, in one rename: so what a killed process delivered
+// after its last Save is forgotten with it, as a database transaction
+// would be, and the file holds each message once.
+type fileStore struct {
+	name    string
+	mu      sync.Mutex
+	pending []byte // numbers delivered since the last Save
+}
+
+func (s *fileStore) deliver(p []byte) error {
+	s.mu.Lock()
+	s.pending = append(s.pending, p[:8]...)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *fileStore) Load(bs.SessionID) (uint64, bool, error) {
+	b, err := os.ReadFile(s.name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, false, nil
+	}
+	if err != nil || len(b) < 8 {
+		return 0, false, fmt.Errorf("store of %d bytes: %v", len(b), err)
+	}
+	return binary.BigEndian.Uint64(b), true, nil
+}
+
+func (s *fileStore) Save(_ bs.SessionID, delivered uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, err := os.ReadFile(s.name)
+	if errors.Is(err, fs.ErrNotExist) {
+		b, err = make([]byte, 8), nil
+	}
+	if err != nil {
+		return err
+	}
+	binary.BigEndian.PutUint64(b, delivered)
+	b = append(b, s.pending...)
+	tmp := s.name + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, s.name); err != nil {
+		return err
+	}
+	s.pending = s.pending[:0]
+	return nil
 }
 
 // ackChildProc is a listener process started by startAckChild.
@@ -752,10 +818,12 @@ type ackChildProc struct {
 // into the file record and listens on addr, and returns once it listens.
 // The process is killed when the test ends, if neither stop nor end was
 // called.
-func startAckChild(t *testing.T, record, addr string) *ackChildProc {
+func startAckChild(t *testing.T, record, addr string, env ...string) *ackChildProc {
 	t.Helper()
 	p := &ackChildProc{cmd: exec.Command(os.Args[0], "-test.run=^TestAckAtLeastOnceAcrossKill$")}
-	p.cmd.Env = append(os.Environ(), ackChildRecordEnv+"="+record, ackChildAddrEnv+"="+addr,
+	p.cmd.Env = append(os.Environ(), ackChildRecordEnv+"="+record, ackChildAddrEnv+"="+addr)
+	p.cmd.Env = append(p.cmd.Env, env...)
+	p.cmd.Env = append(p.cmd.Env,
 		"GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0") // the race detector's exit waits 1 s by default
 	p.cmd.Stderr = &p.stderr
 	var err error

@@ -12,7 +12,9 @@
 //
 // Flags:
 //
-//	-addr     address of the server
+//	-addr     address of the server, or several, comma separated: the
+//	          client fails over to the next when a dial fails, the server
+//	          goes silent or says goaway (TCPConnConfig.Addresses)
 //	-framing  wire format: buffstreams, uvarint, fixed1, fixed2, fixed3,
 //	          fixed4, fixed8, fixed2le, fixed4le, fixed8le, fixed4incl,
 //	          lines, delim (ended by -delim) or delim:DELIM (see
@@ -169,7 +171,7 @@ const forceClose = time.Second
 
 func main() {
 	cfg := config{buffer: 256 << 10}
-	flag.StringVar(&cfg.addr, "addr", "127.0.0.1:5031", "address of the server")
+	flag.StringVar(&cfg.addr, "addr", "127.0.0.1:5031", "address of the server, or several, comma separated, to fail over across")
 	flag.StringVar(&cfg.framing, "framing", "buffstreams", "wire format: buffstreams, uvarint, fixed1, fixed2, fixed3, fixed4, fixed8, fixed2le, fixed4le, fixed8le, fixed4incl, lines, delim (ended by -delim) or delim:DELIM")
 	delim := flag.String("delim", `\n`, "delimiter of -framing delim, with Go escapes such as \\r\\n or \\x00 (for text payloads: marshaled Notes contain \\n, never \\x00)")
 	flag.IntVar(&cfg.max, "max", buffstreams.DefaultMaxMessageSize, "MaxMessageSize in bytes")
@@ -489,7 +491,7 @@ func (s *sender) send(ctx context.Context, i, quota int) error {
 		}
 	}
 	cc := &buffstreams.TCPConnConfig{
-		Address:        s.cfg.addr,
+		Addresses:      strings.Split(s.cfg.addr, ","),
 		MaxMessageSize: s.cfg.max,
 		Framing:        s.framing,
 		Logger:         s.log,
