@@ -1134,11 +1134,11 @@ func fakeAckListener(t *testing.T, serve func(nc net.Conn)) string {
 			go func() {
 				defer wg.Done()
 				defer nc.Close()
-				h := make([]byte, 40)
+				h := make([]byte, 44)
 				if _, err := io.ReadFull(nc, h); err != nil {
 					return
 				}
-				name := make([]byte, binary.BigEndian.Uint16(h[38:]))
+				name := make([]byte, binary.BigEndian.Uint16(h[42:]))
 				if _, err := io.ReadFull(nc, name); err != nil {
 					return
 				}
@@ -1160,10 +1160,13 @@ func fakeAckListener(t *testing.T, serve func(nc net.Conn)) string {
 
 var magic = []byte{0xff, 0xff, 0xff, 0xff, 'B', 'S', 'A', 'K'}
 
-// accept returns the answer accepting a session whose listener delivered
-// up to d.
+// ackVersion is the version of the acknowledgement protocol.
+const ackVersion = 2
+
+// acceptAnswer returns the answer accepting a session whose listener
+// delivered up to d.
 func acceptAnswer(d uint64) []byte {
-	b := append(append([]byte(nil), magic...), 1, 0x02)
+	b := append(append([]byte(nil), magic...), ackVersion, 0x02)
 	return binary.BigEndian.AppendUint64(b, d)
 }
 

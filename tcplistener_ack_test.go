@@ -342,11 +342,12 @@ func TestAckShutdownHandover(t *testing.T) {
 // closes the connection, delivering nothing.
 func TestAckHostileDialer(t *testing.T) {
 	leakCheck(t)
-	hello := func(version, typ byte, first uint64, nameLen uint16, name string) []byte {
+	hello := func(version, typ byte, first uint64, heartbeat uint32, nameLen uint16, name string) []byte {
 		b := append(append([]byte(nil), magic...), version, typ)
 		b = append(b, make([]byte, 16)...)
 		b = binary.BigEndian.AppendUint64(b, first)
 		b = binary.BigEndian.AppendUint32(b, 4096)
+		b = binary.BigEndian.AppendUint32(b, heartbeat)
 		b = binary.BigEndian.AppendUint16(b, nameLen)
 		return append(b, name...)
 	}
@@ -355,11 +356,12 @@ func TestAckHostileDialer(t *testing.T) {
 		in     []byte
 		reason byte
 	}{
-		{"wrong type", hello(1, 0x07, 1, 11, "buffstreams"), 11},
-		{"giant framing name", hello(1, 0x01, 1, 0xffff, "buffstreams"), 11},
-		{"first zero", hello(1, 0x01, 0, 11, "buffstreams"), 11},
-		{"version 9", hello(9, 0x01, 1, 11, "buffstreams"), 1},
-		{"framing", hello(1, 0x01, 1, 6, "fixed4"), 2},
+		{"wrong type", hello(ackVersion, 0x07, 1, 0, 11, "buffstreams"), 11},
+		{"giant framing name", hello(ackVersion, 0x01, 1, 0, 0xffff, "buffstreams"), 11},
+		{"first zero", hello(ackVersion, 0x01, 0, 0, 11, "buffstreams"), 11},
+		{"heartbeat of 10 ms", hello(ackVersion, 0x01, 1, 10, 11, "buffstreams"), 11},
+		{"version 9", hello(9, 0x01, 1, 0, 11, "buffstreams"), 1},
+		{"framing", hello(ackVersion, 0x01, 1, 5000, 6, "fixed4"), 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -705,11 +705,12 @@ func (e *ackEngine) hello(ctx context.Context, nc net.Conn) error {
 	e.mu.Unlock()
 	var buf [helloFixed + maxFramingName]byte
 	b := appendHello(buf[:0], hello{
-		version: ackVersion,
-		id:      e.id,
-		first:   first,
-		max:     uint32(c.wire.max),
-		framing: c.wire.framing.String(),
+		version:   ackVersion,
+		id:        e.id,
+		first:     first,
+		max:       uint32(c.wire.max),
+		heartbeat: uint32(e.o.heartbeat / time.Millisecond),
+		framing:   c.wire.framing.String(),
 	})
 	if d, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(d)
@@ -781,7 +782,9 @@ func (e *ackEngine) read(nc net.Conn, gen uint64) {
 			break
 		}
 		switch typ {
-		case typeAck:
+		case typeAck, typeHeartbeat:
+			// A heartbeat carries the last position acknowledged: the
+			// same checks apply, and settling it again changes nothing.
 			err = e.onAck(gen, seq)
 		case typeGoaway:
 			if err = e.onAck(gen, seq); err == nil {
@@ -806,7 +809,7 @@ func (e *ackEngine) read(nc net.Conn, gen uint64) {
 type recordBuf [ackRecordLen + 2]byte
 
 // readRecord reads one record of the listener into rec: an ack, a goaway,
-// or a rejection with its text.
+// a heartbeat, or a rejection with its text.
 func readRecord(br *bufio.Reader, rec *recordBuf) (typ byte, seq uint64, text string, err error) {
 	if _, err = io.ReadFull(br, rec[:ackRecordLen]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -816,7 +819,7 @@ func readRecord(br *bufio.Reader, rec *recordBuf) (typ byte, seq uint64, text st
 	}
 	typ, seq = rec[0], binary.BigEndian.Uint64(rec[1:ackRecordLen])
 	switch typ {
-	case typeAck, typeGoaway:
+	case typeAck, typeGoaway, typeHeartbeat:
 		return typ, seq, "", nil
 	case typeRejected:
 	default:
