@@ -25,83 +25,6 @@ import (
 	bs "github.com/buffstreams/buffstreams"
 )
 
-// cutProxy forwards TCP connections to a target and can cut them all at
-// once, as a proxy or a network that fails mid-stream.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-	cuts   atomic.Int64
-	wg     sync.WaitGroup
-}
-
-func newCutProxy(t testing.TB, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		a, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		b, err := net.Dial("tcp", p.target)
-		if err != nil {
-			a.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, a, b)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(a, b)
-		go p.pipe(b, a)
-	}
-}
-
-func (p *cutProxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	// Hide the connections' types from io.Copy, which would splice
-	// through pipes that stay open until a garbage collection.
-	io.Copy(struct{ io.Writer }{dst}, struct{ io.Reader }{src})
-	dst.Close()
-	src.Close()
-}
-
-// cut closes every connection going through the proxy, discarding what it
-// has not forwarded yet; new connections are still accepted.
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0) // a reset, as a crashed middlebox gives
-		}
-		c.Close()
-	}
-	p.conns = nil
-	p.cuts.Add(1)
-}
-
-func (p *cutProxy) close() {
-	p.ln.Close()
-	p.cut()
-	p.wg.Wait()
-}
-
 // numbered is a message naming its writer and its number for that writer.
 func numbered(writer, n int) []byte {
 	b := make([]byte, 16, 40)
@@ -203,7 +126,7 @@ func TestAckExactlyOnceAcrossCuts(t *testing.T) {
 			}
 			slices.Sort(points)
 			t.Logf("cutting after %v deliveries", points)
-			var px *cutProxy
+			var px *proxy
 			var cutMu sync.Mutex // guards next
 			next := 0
 			l := listen(t, bs.TCPListenerConfig{Acks: &bs.AckConfig{}, Callback: func(p []byte) error {
@@ -215,7 +138,7 @@ func TestAckExactlyOnceAcrossCuts(t *testing.T) {
 				cutMu.Unlock()
 				return err
 			}})
-			px = newCutProxy(t, l.Addr().String())
+			px = newProxy(t, l.Addr().String())
 			var failed atomic.Int64
 			c, err := bs.DialTCP(&bs.TCPConnConfig{
 				Address:         px.addr(),
@@ -478,7 +401,7 @@ func TestAckNoFDLeak(t *testing.T) {
 	}
 	oc := newOrderCheck()
 	l := listen(t, bs.TCPListenerConfig{Callback: oc.callback, Acks: &bs.AckConfig{}})
-	px := newCutProxy(t, l.Addr().String())
+	px := newProxy(t, l.Addr().String())
 	before := openFDs()
 	for i := range 20 {
 		c, err := bs.DialTCP(&bs.TCPConnConfig{Address: px.addr(), Retry: ackRetry(), Acks: &bs.AckConfig{}})
