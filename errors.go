@@ -124,6 +124,15 @@ var (
 	// acknowledgement of a message never sent, or one going backwards.
 	ErrAckProtocol = errors.New("buffstreams: the peer broke the acknowledgement protocol")
 
+	// ErrPeerSilent is the cause of closing a connection with acknowledged
+	// delivery whose listener sent nothing, not even a heartbeat, for
+	// AckConfig.HeartbeatTimeout: the peer's host, or the network between,
+	// went away without a FIN or a reset. The connection dials again under
+	// its Retry policy and writes again what was not acknowledged;
+	// ConnStats.SilentPeers counts the event. It is a net.Error whose
+	// Timeout is true.
+	ErrPeerSilent = errors.New("buffstreams: peer went silent")
+
 	// ErrRejected is the error OnWriteError receives, with acknowledged
 	// delivery, for a message whose listener callback returned an error.
 	// The text carries the callback's error text.
