@@ -119,6 +119,30 @@ func TestParseHello(t *testing.T) {
 	}
 }
 
+// TestAckVersionRule checks both sides of the version rule against the
+// bytes of protocol version 1: a hello of that version is refused with
+// reason 1 as soon as its version byte arrives, and an answer of that
+// version fails the dial; both errors match ErrAckMismatch and name both
+// versions.
+func TestAckVersionRule(t *testing.T) {
+	const saying = "protocol version 1, this side speaks 2"
+	old := v1Hello(1, 4096, "buffstreams")
+	for _, p := range [][]byte{old, old[:10]} {
+		if _, _, r, err := parseHello(p); r != reasonVersion || !errors.Is(err, ErrAckMismatch) || !strings.Contains(err.Error(), saying) {
+			t.Errorf("hello of version 1 (%d bytes): reason %d, %v; want reason %d saying %q", len(p), r, err, reasonVersion, saying)
+		}
+	}
+	v1 := append(append([]byte(nil), ackMagic[:]...), 1)
+	for _, answer := range [][]byte{
+		append(append(v1, typeAccept), make([]byte, 8)...),
+		append(append(v1, typeRefuse, reasonVersion, 0, 2), "no"...),
+	} {
+		if _, err := readAnswer(bytes.NewReader(answer)); !errors.Is(err, ErrAckMismatch) || !strings.Contains(err.Error(), saying) {
+			t.Errorf("answer % x: %v; want ErrAckMismatch saying %q", answer, err, saying)
+		}
+	}
+}
+
 func TestReadAnswer(t *testing.T) {
 	cases := []struct {
 		name string
