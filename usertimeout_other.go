@@ -8,7 +8,7 @@ import (
 )
 
 // setUserTimeout does nothing: TCP_USER_TIMEOUT is Linux's. Elsewhere a
-// sender that vanished is noticed by TCP keep-alive (the listener's
-// KeepAlive), or when an acknowledgement or heartbeat runs out of
-// retransmissions.
+// sender that vanished is noticed when TCP gives up retransmitting the
+// heartbeats and acknowledgements it never acknowledged, after minutes;
+// TCP keep-alive does not probe while they are in flight.
 func setUserTimeout(net.Conn, time.Duration) {}
