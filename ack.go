@@ -138,8 +138,10 @@ func newAckOptions(a *AckConfig, w wire) (*ackOptions, error) {
 	switch {
 	case hb < 0:
 		hb = 0
-	case hb < minHeartbeatTimeout || hb > maxHeartbeatTimeout:
-		return nil, fmt.Errorf("%w: HeartbeatTimeout %v is outside %v to %v", ErrInvalidConfig, hb, minHeartbeatTimeout, maxHeartbeatTimeout)
+	case hb < minHeartbeatTimeout:
+		return nil, fmt.Errorf("%w: HeartbeatTimeout %v is below the minimum of %v", ErrInvalidConfig, hb, minHeartbeatTimeout)
+	case hb > maxHeartbeatTimeout:
+		return nil, fmt.Errorf("%w: HeartbeatTimeout %v is above the maximum of 2^31-1 ms", ErrInvalidConfig, hb)
 	}
 	return &ackOptions{
 		window:      orDefault(a.Window, defaultAckWindow),
@@ -295,7 +297,7 @@ func parseHello(p []byte) (h hello, size int, reason byte, err error) {
 	case h.first == 0 || h.first > 1<<62:
 		return h, 0, reasonBadHello, fmt.Errorf("%w: first sequence number %d out of range", ErrAckProtocol, h.first)
 	case h.heartbeat != 0 && (h.heartbeat < uint32(minHeartbeatTimeout/time.Millisecond) || h.heartbeat > uint32(maxHeartbeatTimeout/time.Millisecond)):
-		return h, 0, reasonBadHello, fmt.Errorf("%w: heartbeat timeout of %d ms, outside %v to %v", ErrAckProtocol, h.heartbeat, minHeartbeatTimeout, maxHeartbeatTimeout)
+		return h, 0, reasonBadHello, fmt.Errorf("%w: heartbeat timeout of %d ms, outside 100 ms to 2^31-1 ms", ErrAckProtocol, h.heartbeat)
 	case n == 0 || n > maxFramingName:
 		return h, 0, reasonBadHello, fmt.Errorf("%w: framing name of %d bytes", ErrAckProtocol, n)
 	case len(p) < helloFixed+n:
