@@ -2,6 +2,7 @@ package buffstreams_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +27,7 @@ func TestHeartbeatIdle(t *testing.T) {
 	l := listen(t, bs.TCPListenerConfig{Callback: func([]byte) error { return nil }, Acks: &bs.AckConfig{}})
 	px := newProxy(t, l.Addr().String())
 	c := dialAddr(t, px.addr(), bs.TCPConnConfig{Acks: &bs.AckConfig{HeartbeatTimeout: timeout}})
-	sync := func() {
+	waitAcked := func() {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -37,7 +38,7 @@ func TestHeartbeatIdle(t *testing.T) {
 	if _, err := c.Write([]byte("one")); err != nil {
 		t.Fatal(err)
 	}
-	sync()
+	waitAcked()
 	// The listener wrote its last acknowledgement before Sync returned:
 	// from now on, the connection is idle both ways.
 	start, before := time.Now(), px.seen(recordHeartbeat)
@@ -59,7 +60,7 @@ func TestHeartbeatIdle(t *testing.T) {
 	if _, err := c.Write([]byte("two")); err != nil {
 		t.Fatal(err)
 	}
-	sync()
+	waitAcked()
 	if st := c.Stats(); st.MessagesAcked != 2 || st.Reconnects != 0 {
 		t.Fatalf("acked %d, %d reconnects; want 2 and none", st.MessagesAcked, st.Reconnects)
 	}
@@ -100,5 +101,49 @@ func TestHeartbeatBusy(t *testing.T) {
 			}
 			c.Close()
 		})
+	}
+}
+
+// TestHeartbeatSlowCallback holds the listener's callback for several
+// heartbeat timeouts: the heartbeats come from a timer of their own, so
+// they keep coming while the read loop waits for the callback, and the
+// sender does not take the listener for gone.
+func TestHeartbeatSlowCallback(t *testing.T) {
+	leakCheck(t)
+	const timeout = 300 * time.Millisecond
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	l := listen(t, bs.TCPListenerConfig{Acks: &bs.AckConfig{}, Callback: func(p []byte) error {
+		if string(p) == "slow" {
+			close(entered)
+			<-release
+		}
+		return nil
+	}})
+	t.Cleanup(free) // before the listener's Close, which waits for the callback
+	px := newProxy(t, l.Addr().String())
+	c := dialAddr(t, px.addr(), bs.TCPConnConfig{Acks: &bs.AckConfig{HeartbeatTimeout: timeout}})
+	if _, err := c.Write([]byte("slow")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback was not called")
+	}
+	start, before := time.Now(), px.seen(recordHeartbeat)
+	eventually(t, "heartbeats during the callback", func() bool { return px.seen(recordHeartbeat)-before >= 12 })
+	held := time.Since(start)
+	free()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Stats()
+	t.Logf("the callback held for %v, %d heartbeats meanwhile", held.Round(time.Millisecond), px.seen(recordHeartbeat)-before)
+	if st.SilentPeers != 0 || st.Reconnects != 0 || st.MessagesAcked != 1 {
+		t.Fatalf("%d silent peers, %d reconnects, %d acked; want 0, 0, 1", st.SilentPeers, st.Reconnects, st.MessagesAcked)
 	}
 }
