@@ -71,8 +71,9 @@ type AckConfig struct {
 	// third of it (acknowledgements count, so a busy connection carries no
 	// extra bytes) and, on Linux, sets TCP_USER_TIMEOUT to it on the
 	// socket. At least 100 ms; zero means 5 seconds, negative turns
-	// heartbeats off (a silent listener then stalls the sender until TCP
-	// gives up).
+	// heartbeats off (a listener gone without a FIN or a reset then stalls
+	// the sender for as long as TCP takes to notice: minutes with data in
+	// flight, for ever without).
 	HeartbeatTimeout time.Duration
 }
 
