@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"time"
 	"unicode/utf8"
 )
@@ -60,6 +61,20 @@ type AckConfig struct {
 	// means positions live only in the listener's memory, so a restart
 	// gives at-least-once delivery.
 	Store SessionStore
+
+	// HeartbeatTimeout (dialer) is how long the sender waits to hear from
+	// the listener before it declares the connection dead with
+	// ErrPeerSilent: it closes the socket, counts it in
+	// ConnStats.SilentPeers, dials again under its Retry policy and writes
+	// again what was not acknowledged. The hello passes it to the listener,
+	// which sends a heartbeat record whenever it has written nothing for a
+	// third of it (acknowledgements count, so a busy connection carries no
+	// extra bytes) and, on Linux, sets TCP_USER_TIMEOUT to it on the
+	// socket. At least 100 ms; zero means 5 seconds, negative turns
+	// heartbeats off (a listener gone without a FIN or a reset then stalls
+	// the sender for as long as TCP takes to notice: minutes with data in
+	// flight, for ever without).
+	HeartbeatTimeout time.Duration
 }
 
 // A SessionID names a sender's session: 16 random bytes chosen by DialTCP
@@ -94,6 +109,9 @@ const (
 	defaultAckBytes    = 256 << 10
 	defaultMaxSessions = 10000
 	defaultSessionTTL  = 10 * time.Minute
+
+	defaultHeartbeatTimeout = 5 * time.Second
+	minHeartbeatTimeout     = 100 * time.Millisecond
 )
 
 // ackOptions are the checked, effective settings of acknowledged delivery.
@@ -104,6 +122,7 @@ type ackOptions struct {
 	maxSessions int
 	ttl         time.Duration
 	store       SessionStore
+	heartbeat   time.Duration // the dialer's HeartbeatTimeout; 0 when off
 }
 
 func newAckOptions(a *AckConfig, w wire) (*ackOptions, error) {
@@ -116,6 +135,15 @@ func newAckOptions(a *AckConfig, w wire) (*ackOptions, error) {
 	if n := len(w.framing.String()); n > maxFramingName {
 		return nil, fmt.Errorf("%w: acknowledged delivery needs a framing name of at most %d bytes, not %d", ErrInvalidConfig, maxFramingName, n)
 	}
+	hb := orDefault(a.HeartbeatTimeout, defaultHeartbeatTimeout)
+	switch {
+	case hb < 0:
+		hb = 0
+	case hb < minHeartbeatTimeout:
+		return nil, fmt.Errorf("%w: HeartbeatTimeout %v is below the minimum of %v", ErrInvalidConfig, hb, minHeartbeatTimeout)
+	case hb > maxHeartbeatTimeout:
+		return nil, fmt.Errorf("%w: HeartbeatTimeout %v is above the maximum of 2^31-1 ms", ErrInvalidConfig, hb)
+	}
 	return &ackOptions{
 		window:      orDefault(a.Window, defaultAckWindow),
 		every:       orDefault(a.AckEvery, defaultAckEvery),
@@ -123,27 +151,34 @@ func newAckOptions(a *AckConfig, w wire) (*ackOptions, error) {
 		maxSessions: orDefault(a.MaxSessions, defaultMaxSessions),
 		ttl:         orDefault(a.SessionTTL, defaultSessionTTL),
 		store:       a.Store,
+		heartbeat:   hb,
 	}, nil
 }
 
 // The protocol's constants. Every number on the wire is big-endian.
 const (
-	ackVersion = 1
+	ackVersion = 2
 
 	// Message types: the hello (dialer to listener), the answers, and the
 	// records the listener sends after accepting.
-	typeHello    = 0x01
-	typeAccept   = 0x02
-	typeRefuse   = 0x03
-	typeAck      = 0x10
-	typeRejected = 0x11
-	typeGoaway   = 0x12
+	typeHello     = 0x01
+	typeAccept    = 0x02
+	typeRefuse    = 0x03
+	typeAck       = 0x10
+	typeRejected  = 0x11
+	typeGoaway    = 0x12
+	typeHeartbeat = 0x13
 
-	helloFixed     = 40   // the hello up to the framing name
+	helloFixed     = 44   // the hello up to the framing name
 	answerFixed    = 10   // magic, version, type
 	maxFramingName = 1024 // longest framing name in a hello
 	maxReasonText  = 1024 // longest text in a refusal or a rejected record
 	ackRecordLen   = 9    // type and sequence number
+
+	// The heartbeat timeout a hello may carry, in milliseconds: 0 for none,
+	// or from the least the dialer accepts to the most TCP_USER_TIMEOUT
+	// takes.
+	maxHeartbeatTimeout = math.MaxInt32 * time.Millisecond
 )
 
 // ackMagic opens the hello and every answer. No frame of the BuffStreams,
@@ -212,11 +247,12 @@ func newSessionID() SessionID {
 
 // hello is the dialer's opening.
 type hello struct {
-	version byte
-	id      SessionID
-	first   uint64 // the first message the sender still holds
-	max     uint32
-	framing string
+	version   byte
+	id        SessionID
+	first     uint64 // the first message the sender still holds
+	max       uint32
+	heartbeat uint32 // the dialer's HeartbeatTimeout in milliseconds; 0 for none
+	framing   string
 }
 
 // appendHello appends the encoded hello to dst.
@@ -226,6 +262,7 @@ func appendHello(dst []byte, h hello) []byte {
 	dst = append(dst, h.id[:]...)
 	dst = binary.BigEndian.AppendUint64(dst, h.first)
 	dst = binary.BigEndian.AppendUint32(dst, h.max)
+	dst = binary.BigEndian.AppendUint32(dst, h.heartbeat)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(len(h.framing)))
 	return append(dst, h.framing...)
 }
@@ -237,7 +274,9 @@ func parseHello(p []byte) (h hello, size int, reason byte, err error) {
 	if n := min(len(p), len(ackMagic)); !bytes.Equal(p[:n], ackMagic[:n]) {
 		return h, 0, reasonNoHello, fmt.Errorf("%w: the connection does not open with the hello of acknowledged delivery", ErrAckProtocol)
 	}
-	if len(p) < helloFixed {
+	// The version and the type are checked as soon as they arrive: a hello
+	// of another version may be shorter than ours.
+	if len(p) < 10 {
 		return h, 0, 0, nil
 	}
 	h.version = p[8]
@@ -247,13 +286,19 @@ func parseHello(p []byte) (h hello, size int, reason byte, err error) {
 	if p[9] != typeHello {
 		return h, 0, reasonBadHello, fmt.Errorf("%w: message type %#x where a hello was expected", ErrAckProtocol, p[9])
 	}
+	if len(p) < helloFixed {
+		return h, 0, 0, nil
+	}
 	copy(h.id[:], p[10:26])
 	h.first = binary.BigEndian.Uint64(p[26:34])
 	h.max = binary.BigEndian.Uint32(p[34:38])
-	n := int(binary.BigEndian.Uint16(p[38:40]))
+	h.heartbeat = binary.BigEndian.Uint32(p[38:42])
+	n := int(binary.BigEndian.Uint16(p[42:44]))
 	switch {
 	case h.first == 0 || h.first > 1<<62:
 		return h, 0, reasonBadHello, fmt.Errorf("%w: first sequence number %d out of range", ErrAckProtocol, h.first)
+	case h.heartbeat != 0 && (h.heartbeat < uint32(minHeartbeatTimeout/time.Millisecond) || h.heartbeat > uint32(maxHeartbeatTimeout/time.Millisecond)):
+		return h, 0, reasonBadHello, fmt.Errorf("%w: heartbeat timeout of %d ms, outside 100 ms to 2^31-1 ms", ErrAckProtocol, h.heartbeat)
 	case n == 0 || n > maxFramingName:
 		return h, 0, reasonBadHello, fmt.Errorf("%w: framing name of %d bytes", ErrAckProtocol, n)
 	case len(p) < helloFixed+n:
@@ -280,7 +325,7 @@ func appendRefuse(dst []byte, reason byte, text string) []byte {
 	return append(dst, text...)
 }
 
-// appendRecord appends an ack or goaway record to dst.
+// appendRecord appends an ack, goaway or heartbeat record to dst.
 func appendRecord(dst []byte, typ byte, seq uint64) []byte {
 	dst = append(dst, typ)
 	return binary.BigEndian.AppendUint64(dst, seq)

@@ -66,7 +66,10 @@ type corker struct {
 // before is called by the owner right before it writes on nc.
 func (k *corker) before(nc net.Conn) {
 	if nc != k.nc {
-		k.nc, k.rc, k.corked = nc, rawTCP(nc), false
+		k.nc, k.rc, k.corked = nc, nil, false
+		if corkSupported {
+			k.rc = rawTCP(nc)
+		}
 		k.hint.Store(false)
 	}
 	if k.rc == nil {
@@ -129,11 +132,8 @@ func (k *corker) reopen() {
 }
 
 // rawTCP returns the raw socket of nc, a TCP connection possibly under
-// TLS, or nil if nc is not one or corking is not supported here.
+// TLS, or nil if nc is not one.
 func rawTCP(nc net.Conn) syscall.RawConn {
-	if !corkSupported {
-		return nil
-	}
 	if tc, ok := nc.(*tls.Conn); ok {
 		nc = tc.NetConn()
 	}

@@ -201,6 +201,12 @@
 // Sync or Close; under the other policies the pump writes everything.
 // FlushInterval has no effect.
 //
+// A listener that goes silent without a FIN or a reset (a host lost, a
+// partition) is declared dead after AckConfig.HeartbeatTimeout, 5 seconds
+// by default, with [ErrPeerSilent], and the connection dials again and
+// writes again what was not acknowledged; docs/wire.md, under Heartbeats,
+// says how.
+//
 // Read and Messages return an error on a dialed connection with
 // acknowledgements, and Write on a connection a listener serves with them:
 // the way back carries the acknowledgements. Settings that differ fail

@@ -124,6 +124,17 @@ var (
 	// acknowledgement of a message never sent, or one going backwards.
 	ErrAckProtocol = errors.New("buffstreams: the peer broke the acknowledgement protocol")
 
+	// ErrPeerSilent is returned when the peer went silent: with
+	// acknowledged delivery, the listener sent nothing, not even a
+	// heartbeat, for AckConfig.HeartbeatTimeout, as when its host or the
+	// network between went away without a FIN or a reset. The sender then
+	// closes that connection, counts it in ConnStats.SilentPeers, dials
+	// again under its Retry policy and writes again what was not
+	// acknowledged; when the policy sees no progress, OnWriteError receives
+	// ErrReconnectFailed wrapping it. The error also wraps the read's
+	// os.ErrDeadlineExceeded, so it is a net.Error whose Timeout is true.
+	ErrPeerSilent = errors.New("buffstreams: peer went silent")
+
 	// ErrRejected is the error OnWriteError receives, with acknowledged
 	// delivery, for a message whose listener callback returned an error.
 	// The text carries the callback's error text.

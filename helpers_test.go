@@ -1134,11 +1134,11 @@ func fakeAckListener(t *testing.T, serve func(nc net.Conn)) string {
 			go func() {
 				defer wg.Done()
 				defer nc.Close()
-				h := make([]byte, 40)
+				h := make([]byte, 44)
 				if _, err := io.ReadFull(nc, h); err != nil {
 					return
 				}
-				name := make([]byte, binary.BigEndian.Uint16(h[38:]))
+				name := make([]byte, binary.BigEndian.Uint16(h[42:]))
 				if _, err := io.ReadFull(nc, name); err != nil {
 					return
 				}
@@ -1160,10 +1160,13 @@ func fakeAckListener(t *testing.T, serve func(nc net.Conn)) string {
 
 var magic = []byte{0xff, 0xff, 0xff, 0xff, 'B', 'S', 'A', 'K'}
 
-// accept returns the answer accepting a session whose listener delivered
-// up to d.
+// ackVersion is the version of the acknowledgement protocol.
+const ackVersion = 2
+
+// acceptAnswer returns the answer accepting a session whose listener
+// delivered up to d.
 func acceptAnswer(d uint64) []byte {
-	b := append(append([]byte(nil), magic...), 1, 0x02)
+	b := append(append([]byte(nil), magic...), ackVersion, 0x02)
 	return binary.BigEndian.AppendUint64(b, d)
 }
 
@@ -1172,4 +1175,166 @@ func acceptAnswer(d uint64) []byte {
 func neverAcks(nc net.Conn) {
 	nc.Write(acceptAnswer(0))
 	io.Copy(io.Discard, nc)
+}
+
+// proxy forwards TCP connections to a target, as a middlebox does, and can
+// fail the connections going through it in two ways: cut resets them all
+// at once, as a crashed middlebox does; freeze makes them stop forwarding
+// both ways while they stay open, as a partition or a NAT entry gone dark
+// does. Connections made afterwards pass. It counts, by type, the records
+// a listener of acknowledged delivery sends back after its accept answer.
+type proxy struct {
+	ln      net.Listener
+	target  string
+	done    chan struct{} // closed by close: frozen pipes return
+	cuts    atomic.Int64
+	freezes atomic.Int64
+	records [256]atomic.Int64 // records seen on the way back, by type
+	wg      sync.WaitGroup
+
+	mu    sync.Mutex
+	links []*link // guarded by mu
+}
+
+// A link is one connection through the proxy: a from the dialer, b to the
+// target.
+type link struct {
+	a, b   net.Conn
+	frozen atomic.Bool
+}
+
+func newProxy(t testing.TB, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, done: make(chan struct{})}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		a, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", p.target)
+		if err != nil {
+			a.Close()
+			continue
+		}
+		l := &link{a: a, b: b}
+		p.mu.Lock()
+		p.links = append(p.links, l)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(l, b, a, nil)
+		go p.pipe(l, a, b, new(recordParser))
+	}
+}
+
+// pipe copies src to dst until either fails or the link freezes; then it
+// forwards nothing more, and reads nothing more, until the proxy closes.
+// rp, if set, counts the records that pass.
+func (p *proxy) pipe(l *link, dst, src net.Conn, rp *recordParser) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if l.frozen.Load() {
+			<-p.done
+			return
+		}
+		if n > 0 {
+			if rp != nil {
+				rp.feed(buf[:n], func(typ byte) { p.records[typ].Add(1) })
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				err = werr
+			}
+		}
+		if err != nil {
+			dst.Close()
+			src.Close()
+			return
+		}
+	}
+}
+
+// cut closes every connection going through the proxy, discarding what it
+// has not forwarded yet; new connections are still accepted.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.links {
+		for _, c := range []net.Conn{l.a, l.b} {
+			c.(*net.TCPConn).SetLinger(0) // a reset, as a crashed middlebox gives
+			c.Close()
+		}
+	}
+	p.links = nil
+	p.cuts.Add(1)
+}
+
+// freeze makes every connection going through the proxy stop forwarding,
+// both ways, and stay open: what arrives is neither passed on nor read,
+// and no FIN or reset is sent. New connections still pass.
+func (p *proxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.links {
+		l.frozen.Store(true)
+	}
+	p.freezes.Add(1)
+}
+
+// seen returns the number of records of type typ that went back through
+// the proxy.
+func (p *proxy) seen(typ byte) int64 { return p.records[typ].Load() }
+
+func (p *proxy) close() {
+	p.ln.Close()
+	close(p.done)
+	p.cut()
+	p.wg.Wait()
+}
+
+// recordParser splits the stream a listener of acknowledged delivery sends
+// into its records, after the accept answer, from the protocol's
+// documentation.
+type recordParser struct {
+	buf      []byte
+	answered bool
+}
+
+func (rp *recordParser) feed(p []byte, record func(typ byte)) {
+	rp.buf = append(rp.buf, p...)
+	b := rp.buf
+	for {
+		n := 9 // type and sequence number
+		switch {
+		case !rp.answered:
+			n = 18 // magic, version, type, delivered
+		case len(b) >= 11 && b[0] == 0x11: // rejected: and a text
+			n = 11 + int(binary.BigEndian.Uint16(b[9:11]))
+		case len(b) > 0 && b[0] == 0x11:
+			n = 11
+		}
+		if len(b) < n {
+			break
+		}
+		if rp.answered {
+			record(b[0])
+		}
+		rp.answered = true
+		b = b[n:]
+	}
+	rp.buf = append(rp.buf[:0], b...)
 }

@@ -115,7 +115,7 @@ type connCounters struct {
 	msgsOut, bytesOut, msgsFailed atomic.Uint64
 	msgsIn, bytesIn               atomic.Uint64
 	reconnects, dialFailures      atomic.Uint64
-	acked, peerCloses             atomic.Uint64
+	acked, peerCloses, silent     atomic.Uint64
 }
 
 // ConnStats is a snapshot of a connection's counters.
@@ -129,6 +129,7 @@ type ConnStats struct {
 	DialFailures    uint64 // failed dials after the first connection
 	MessagesAcked   uint64 // messages the listener acknowledged (acknowledged delivery only)
 	PeerCloses      uint64 // times the peer was found to have closed or reset a dialed connection nobody reads (see ErrPeerClosed)
+	SilentPeers     uint64 // connections closed because the listener sent nothing for HeartbeatTimeout (acknowledged delivery only; see ErrPeerSilent)
 }
 
 // DialTCP dials cfg.Address and returns a connection that writes and reads
@@ -799,6 +800,7 @@ func (c *TCPConn) Stats() ConnStats {
 		DialFailures:    c.stats.dialFailures.Load(),
 		MessagesAcked:   c.stats.acked.Load(),
 		PeerCloses:      c.stats.peerCloses.Load(),
+		SilentPeers:     c.stats.silent.Load(),
 	}
 }
 

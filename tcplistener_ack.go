@@ -300,9 +300,10 @@ func (l *TCPListener) refuseTLSHello(err error) {
 }
 
 // ackHello reads a connection's hello and answers it. It returns the
-// session, the last message delivered for it and the channel to close when
-// the read loop lets it go, or why the connection is to be closed.
-func (l *TCPListener) ackHello(c *TCPConn, nc net.Conn) (*session, uint64, chan struct{}, error) {
+// session, the last message delivered for it, the channel to close when the
+// read loop lets it go and the dialer's heartbeat timeout (0 for none), or
+// why the connection is to be closed.
+func (l *TCPListener) ackHello(c *TCPConn, nc net.Conn) (*session, uint64, chan struct{}, time.Duration, error) {
 	var buf [helloFixed + maxFramingName]byte
 	nc.SetReadDeadline(time.Now().Add(l.opts.handshakeTimeout))
 	got := 0
@@ -331,53 +332,55 @@ func (l *TCPListener) ackHello(c *TCPConn, nc net.Conn) (*session, uint64, chan 
 				}
 			}
 			l.refuse(nc, reason, text)
-			return nil, 0, nil, err
+			return nil, 0, nil, 0, err
 		}
 		if size != 0 && got >= size {
 			break
 		}
 		if rerr != nil {
-			return nil, 0, nil, fmt.Errorf("buffstreams: reading the hello: %w", rerr)
+			return nil, 0, nil, 0, fmt.Errorf("buffstreams: reading the hello: %w", rerr)
 		}
 	}
 	nc.SetReadDeadline(time.Time{})
 	if f := l.wire.framing.String(); h.framing != f {
 		l.refuse(nc, reasonFraming, fmt.Sprintf("the dialer uses the %s framing, the listener %s", h.framing, f))
-		return nil, 0, nil, fmt.Errorf("%w: the dialer uses the %s framing, the listener %s", ErrAckMismatch, h.framing, f)
+		return nil, 0, nil, 0, fmt.Errorf("%w: the dialer uses the %s framing, the listener %s", ErrAckMismatch, h.framing, f)
 	}
 	if int(h.max) != l.wire.max {
 		l.refuse(nc, reasonMax, fmt.Sprintf("the dialer's MaxMessageSize is %d, the listener's %d", h.max, l.wire.max))
-		return nil, 0, nil, fmt.Errorf("%w: the dialer's MaxMessageSize is %d, the listener's %d", ErrAckMismatch, h.max, l.wire.max)
+		return nil, 0, nil, 0, fmt.Errorf("%w: the dialer's MaxMessageSize is %d, the listener's %d", ErrAckMismatch, h.max, l.wire.max)
 	}
 	if l.draining.Load() || l.closing.Load() {
 		l.refuse(nc, reasonShutdown, "the listener is shutting down")
-		return nil, 0, nil, fmt.Errorf("%w: the listener is shutting down", ErrAckRefused)
+		return nil, 0, nil, 0, fmt.Errorf("%w: the listener is shutting down", ErrAckRefused)
 	}
 	s, d, done, reason, err := l.acks.attach(c, h, l.opts.handshakeTimeout)
 	if err != nil {
 		l.refuse(nc, reason, err.Error())
-		return nil, 0, nil, err
+		return nil, 0, nil, 0, err
 	}
 	nc.SetWriteDeadline(time.Now().Add(orDefault(l.connOpts.writeTimeout, ackWriteTimeout)))
 	if _, err := nc.Write(appendAccept(nil, d)); err != nil {
 		l.acks.detach(s, c, done)
-		return nil, 0, nil, err
+		return nil, 0, nil, 0, err
 	}
-	return s, d, done, nil
+	return s, d, done, time.Duration(h.heartbeat) * time.Millisecond, nil
 }
 
 // goawayLinger bounds how long Shutdown waits for a sender to leave after
 // its goaway.
 const goawayLinger = 500 * time.Millisecond
 
-// goaway tells the sender on nc that the listener is stopping, with the
-// last message delivered, and waits for it to close, up to goawayLinger,
-// discarding what it sent meanwhile: it writes that again elsewhere.
-func goaway(nc net.Conn, send func(byte) error) error {
+// goaway tells the sender on w's connection that the listener is
+// stopping, with the last message delivered, and waits for it to close, up
+// to goawayLinger, discarding what it sent meanwhile: it writes that again
+// elsewhere. The goaway is the last record: no heartbeat follows it.
+func goaway(w *recordWriter, send func(byte) error) error {
 	if err := send(typeGoaway); err != nil {
 		return err
 	}
-	linger(nc, goawayLinger)
+	w.stop()
+	linger(w.nc, goawayLinger)
 	return nil
 }
 
@@ -387,11 +390,13 @@ func goaway(nc net.Conn, send func(byte) error) error {
 // cumulatively after their callbacks returned: every AckEvery messages or
 // AckBytes bytes, and whenever it has delivered everything that has
 // arrived, before it waits for more. A callback's error is sent back, with
-// the message's number, before the acknowledgement that covers it. During
-// Shutdown it delivers what has arrived, says goaway with its position, and
-// returns. It returns why the connection ended.
+// the message's number, before the acknowledgement that covers it. When
+// the dialer asked for heartbeats, a timer sends one whenever nothing was
+// written for a third of its timeout (see recordWriter). During Shutdown it
+// delivers what has arrived, says goaway with its position, and returns.
+// It returns why the connection ended.
 func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) (cause error) {
-	s, seq, done, cause := l.ackHello(c, nc)
+	s, seq, done, hb, cause := l.ackHello(c, nc)
 	if cause != nil {
 		return cause
 	}
@@ -407,7 +412,12 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) (cause error) {
 	var out []byte // records not yet written
 	pend, pendBytes := 0, 0
 	var msgs, nbytes uint64
-	wt := orDefault(l.connOpts.writeTimeout, ackWriteTimeout)
+	// A sender that vanished never acknowledges the heartbeats: TCP then
+	// gives up on the socket after the sender's own timeout, and the
+	// session is free for its next connection.
+	setUserTimeout(nc, hb)
+	w := newRecordWriter(nc, orDefault(l.connOpts.writeTimeout, ackWriteTimeout), hb/3, seq)
+	defer w.stop()
 	saved := seq // the position the store has
 	save := func() error {
 		if st := o.store; st != nil && seq != saved {
@@ -434,8 +444,7 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) (cause error) {
 		if len(out) == 0 {
 			return nil
 		}
-		nc.SetWriteDeadline(time.Now().Add(wt))
-		if _, err := nc.Write(out); err != nil {
+		if err := w.write(out, seq); err != nil {
 			return fmt.Errorf("buffstreams: writing acknowledgements: %w", err)
 		}
 		out, acked, pend, pendBytes = out[:0], seq, 0, 0
@@ -481,7 +490,7 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) (cause error) {
 			return err
 		}
 		if l.draining.Load() {
-			return goaway(nc, send)
+			return goaway(w, send)
 		}
 		if err := send(typeAck); err != nil {
 			return err
@@ -491,7 +500,7 @@ func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) (cause error) {
 		}
 		if err := rd.fill(); err != nil {
 			if l.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
-				return goaway(nc, send)
+				return goaway(w, send)
 			}
 			return err
 		}

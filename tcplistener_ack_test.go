@@ -342,11 +342,12 @@ func TestAckShutdownHandover(t *testing.T) {
 // closes the connection, delivering nothing.
 func TestAckHostileDialer(t *testing.T) {
 	leakCheck(t)
-	hello := func(version, typ byte, first uint64, nameLen uint16, name string) []byte {
+	hello := func(version, typ byte, first uint64, heartbeat uint32, nameLen uint16, name string) []byte {
 		b := append(append([]byte(nil), magic...), version, typ)
 		b = append(b, make([]byte, 16)...)
 		b = binary.BigEndian.AppendUint64(b, first)
 		b = binary.BigEndian.AppendUint32(b, 4096)
+		b = binary.BigEndian.AppendUint32(b, heartbeat)
 		b = binary.BigEndian.AppendUint16(b, nameLen)
 		return append(b, name...)
 	}
@@ -355,11 +356,12 @@ func TestAckHostileDialer(t *testing.T) {
 		in     []byte
 		reason byte
 	}{
-		{"wrong type", hello(1, 0x07, 1, 11, "buffstreams"), 11},
-		{"giant framing name", hello(1, 0x01, 1, 0xffff, "buffstreams"), 11},
-		{"first zero", hello(1, 0x01, 0, 11, "buffstreams"), 11},
-		{"version 9", hello(9, 0x01, 1, 11, "buffstreams"), 1},
-		{"framing", hello(1, 0x01, 1, 6, "fixed4"), 2},
+		{"wrong type", hello(ackVersion, 0x07, 1, 0, 11, "buffstreams"), 11},
+		{"giant framing name", hello(ackVersion, 0x01, 1, 0, 0xffff, "buffstreams"), 11},
+		{"first zero", hello(ackVersion, 0x01, 0, 0, 11, "buffstreams"), 11},
+		{"heartbeat of 10 ms", hello(ackVersion, 0x01, 1, 10, 11, "buffstreams"), 11},
+		{"version 9", hello(9, 0x01, 1, 0, 11, "buffstreams"), 1},
+		{"framing", hello(ackVersion, 0x01, 1, 5000, 6, "fixed4"), 2},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -379,5 +381,46 @@ func TestAckHostileDialer(t *testing.T) {
 				t.Fatal("delivered something")
 			}
 		})
+	}
+}
+
+// TestAckListenerMeetsVersion1 sends the hello of protocol version 1,
+// which has no heartbeat timeout, and checks that the listener refuses it
+// with reason 1 in an answer of its own version, naming both versions, and
+// ends the connection with ErrAckMismatch, delivering nothing.
+func TestAckListenerMeetsVersion1(t *testing.T) {
+	leakCheck(t)
+	s := newSink()
+	ended := make(chan error, 1)
+	l := listen(t, bs.TCPListenerConfig{Callback: s.callback, Acks: &bs.AckConfig{},
+		OnConnEnd: func(_ *bs.TCPConn, err error) { ended <- err }})
+	hello := append(append([]byte(nil), magic...), 1, 0x01)
+	hello = append(hello, make([]byte, 16)...)
+	hello = binary.BigEndian.AppendUint64(hello, 1)
+	hello = binary.BigEndian.AppendUint32(hello, 4096)
+	hello = binary.BigEndian.AppendUint16(hello, 3) // a short name: the hello is shorter than one of version 2
+	hello = append(hello, "bs2"...)
+	nc := rawDial(t, l.Addr())
+	nc.Write(hello)
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const saying = "protocol version 1, this side speaks 2"
+	if len(got) < 13 || !bytes.Equal(got[:8], magic) || got[8] != ackVersion || got[9] != 0x03 || got[10] != 1 ||
+		!strings.Contains(string(got[13:]), saying) {
+		t.Fatalf("answer % x (%q); want a refusal of version %d with reason 1 saying %q", got, got, ackVersion, saying)
+	}
+	select {
+	case err := <-ended:
+		if !errors.Is(err, bs.ErrAckMismatch) || !strings.Contains(err.Error(), saying) {
+			t.Fatalf("the connection ended with %v; want ErrAckMismatch saying %q", err, saying)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnConnEnd not called within 10 s")
+	}
+	if s.len() != 0 {
+		t.Fatalf("the callback got %d messages", s.len())
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,7 +27,9 @@ import (
 // Each socket has a reader goroutine that reads the listener's records:
 // acknowledgements trim the window, a goaway or a read error ends the
 // socket, and the pump dials again and, after the hello, writes the window
-// from the first message the listener has not delivered.
+// from the first message the listener has not delivered. A listener that
+// sends no record, not even a heartbeat, for HeartbeatTimeout fails the
+// reader's read with ErrPeerSilent, which ends the socket the same way.
 //
 // Lock order: TCPConn.dmu, then mu, then TCPConn.mu. mu is never held
 // during a system call, nor while OnWriteError runs.
@@ -47,6 +50,7 @@ type ackEngine struct {
 	wrote     uint64            // the last message whose frame reached the kernel at least once; guarded by mu
 	sent      int               // bytes of win the current socket has had; guarded by mu
 	nc        net.Conn          // the socket the last hello was accepted on; nil when down; guarded by mu
+	src       *recordSource     // what nc's reader reads from; guarded by mu
 	gen       uint64            // counts sockets; guarded by mu
 	owned     bool              // a goroutine is writing to nc or dialing; guarded by mu
 	running   bool              // the pump goroutine exists; guarded by mu
@@ -373,7 +377,7 @@ func (e *ackEngine) push() {
 		e.reconnect()
 		return
 	}
-	nc, gen, from := e.nc, e.gen, e.sent
+	nc, src, gen, from := e.nc, e.src, e.gen, e.sent
 	b := e.win[from:]
 	until := e.until
 	e.owned = true
@@ -395,7 +399,7 @@ func (e *ackEngine) push() {
 		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
-		nc.SetReadDeadline(time.Now().Add(ackDrainWait))
+		src.drain(time.Now().Add(ackDrainWait))
 	}
 	e.relock()
 	e.owned = false
@@ -705,11 +709,12 @@ func (e *ackEngine) hello(ctx context.Context, nc net.Conn) error {
 	e.mu.Unlock()
 	var buf [helloFixed + maxFramingName]byte
 	b := appendHello(buf[:0], hello{
-		version: ackVersion,
-		id:      e.id,
-		first:   first,
-		max:     uint32(c.wire.max),
-		framing: c.wire.framing.String(),
+		version:   ackVersion,
+		id:        e.id,
+		first:     first,
+		max:       uint32(c.wire.max),
+		heartbeat: uint32(e.o.heartbeat / time.Millisecond),
+		framing:   c.wire.framing.String(),
 	})
 	if d, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(d)
@@ -741,6 +746,7 @@ func (e *ackEngine) connected(nc net.Conn, delivered uint64) error {
 	}
 	e.gen++
 	e.nc = nc
+	e.src = &recordSource{nc: nc, timeout: e.o.heartbeat}
 	e.broken = false
 	e.sent = e.head
 	e.kick()
@@ -762,15 +768,16 @@ func (e *ackEngine) attached(nc net.Conn) {
 		return
 	}
 	e.wg.Add(1)
-	go e.read(nc, e.gen)
+	go e.read(e.src, e.gen)
 	e.mu.Unlock()
 }
 
 // read is a socket's reader goroutine: it applies the listener's records
-// until the socket fails or a goaway ends it.
-func (e *ackEngine) read(nc net.Conn, gen uint64) {
+// until the socket fails, the listener goes silent, or a goaway ends it.
+func (e *ackEngine) read(src *recordSource, gen uint64) {
 	defer e.wg.Done()
-	br := bufio.NewReaderSize(nc, 256)
+	nc := src.nc
+	br := bufio.NewReaderSize(src, 256)
 	rec := new(recordBuf) // one per socket, not per record: it escapes
 	var err error
 	for err == nil {
@@ -781,7 +788,9 @@ func (e *ackEngine) read(nc net.Conn, gen uint64) {
 			break
 		}
 		switch typ {
-		case typeAck:
+		case typeAck, typeHeartbeat:
+			// A heartbeat carries the last position acknowledged: the
+			// same checks apply, and settling it again changes nothing.
 			err = e.onAck(gen, seq)
 		case typeGoaway:
 			if err = e.onAck(gen, seq); err == nil {
@@ -794,19 +803,60 @@ func (e *ackEngine) read(nc net.Conn, gen uint64) {
 	if !errors.Is(err, errGoaway) && !isClosedErr(err) {
 		e.c.log.Warn("buffstreams: acknowledgements stopped", "err", err)
 	}
+	silent := errors.Is(err, ErrPeerSilent)
 	err = e.c.fail(nc, err)
 	e.mu.Lock()
 	if e.gen == gen {
+		if silent && e.nc == nc {
+			e.c.stats.silent.Add(1)
+		}
 		e.lose(nc, err)
 	}
 	e.mu.Unlock()
+}
+
+// A recordSource is what a socket's reader reads the listener's records
+// from. Before each read of the socket it sets the read deadline
+// HeartbeatTimeout ahead, so that the read fails with ErrPeerSilent when
+// the listener sends nothing for that long; the time the reader spends
+// applying records does not count. After a write on the socket failed,
+// drain brings the deadline forward, for good, to let the reader take the
+// listener's last records.
+type recordSource struct {
+	nc      net.Conn
+	timeout time.Duration // HeartbeatTimeout; 0 when heartbeats are off
+	drainBy atomic.Int64  // the deadline drain set, in Unix nanoseconds; 0 before
+}
+
+func (r *recordSource) Read(p []byte) (int, error) {
+	if r.timeout <= 0 {
+		return r.nc.Read(p)
+	}
+	if r.drainBy.Load() == 0 {
+		r.nc.SetReadDeadline(time.Now().Add(r.timeout))
+		if by := r.drainBy.Load(); by != 0 {
+			r.nc.SetReadDeadline(time.Unix(0, by)) // drain ran meanwhile: its deadline stands
+		}
+	}
+	n, err := r.nc.Read(p)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) && r.drainBy.Load() == 0 {
+		err = fmt.Errorf("%w: nothing from the listener for %v: %w", ErrPeerSilent, r.timeout, err)
+	}
+	return n, err
+}
+
+// drain sets the read deadline to d for good. Called by the owner of the
+// socket, after its write failed.
+func (r *recordSource) drain(d time.Time) {
+	r.drainBy.Store(d.UnixNano())
+	r.nc.SetReadDeadline(d)
 }
 
 // A recordBuf holds a record of the listener as it is read.
 type recordBuf [ackRecordLen + 2]byte
 
 // readRecord reads one record of the listener into rec: an ack, a goaway,
-// or a rejection with its text.
+// a heartbeat, or a rejection with its text.
 func readRecord(br *bufio.Reader, rec *recordBuf) (typ byte, seq uint64, text string, err error) {
 	if _, err = io.ReadFull(br, rec[:ackRecordLen]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
@@ -816,7 +866,7 @@ func readRecord(br *bufio.Reader, rec *recordBuf) (typ byte, seq uint64, text st
 	}
 	typ, seq = rec[0], binary.BigEndian.Uint64(rec[1:ackRecordLen])
 	switch typ {
-	case typeAck, typeGoaway:
+	case typeAck, typeGoaway, typeHeartbeat:
 		return typ, seq, "", nil
 	case typeRejected:
 	default:

@@ -25,83 +25,6 @@ import (
 	bs "github.com/buffstreams/buffstreams"
 )
 
-// cutProxy forwards TCP connections to a target and can cut them all at
-// once, as a proxy or a network that fails mid-stream.
-type cutProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	conns  []net.Conn
-	cuts   atomic.Int64
-	wg     sync.WaitGroup
-}
-
-func newCutProxy(t testing.TB, target string) *cutProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &cutProxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *cutProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *cutProxy) accept() {
-	defer p.wg.Done()
-	for {
-		a, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		b, err := net.Dial("tcp", p.target)
-		if err != nil {
-			a.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, a, b)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(a, b)
-		go p.pipe(b, a)
-	}
-}
-
-func (p *cutProxy) pipe(dst, src net.Conn) {
-	defer p.wg.Done()
-	// Hide the connections' types from io.Copy, which would splice
-	// through pipes that stay open until a garbage collection.
-	io.Copy(struct{ io.Writer }{dst}, struct{ io.Reader }{src})
-	dst.Close()
-	src.Close()
-}
-
-// cut closes every connection going through the proxy, discarding what it
-// has not forwarded yet; new connections are still accepted.
-func (p *cutProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		if tc, ok := c.(*net.TCPConn); ok {
-			tc.SetLinger(0) // a reset, as a crashed middlebox gives
-		}
-		c.Close()
-	}
-	p.conns = nil
-	p.cuts.Add(1)
-}
-
-func (p *cutProxy) close() {
-	p.ln.Close()
-	p.cut()
-	p.wg.Wait()
-}
-
 // numbered is a message naming its writer and its number for that writer.
 func numbered(writer, n int) []byte {
 	b := make([]byte, 16, 40)
@@ -203,7 +126,7 @@ func TestAckExactlyOnceAcrossCuts(t *testing.T) {
 			}
 			slices.Sort(points)
 			t.Logf("cutting after %v deliveries", points)
-			var px *cutProxy
+			var px *proxy
 			var cutMu sync.Mutex // guards next
 			next := 0
 			l := listen(t, bs.TCPListenerConfig{Acks: &bs.AckConfig{}, Callback: func(p []byte) error {
@@ -215,7 +138,7 @@ func TestAckExactlyOnceAcrossCuts(t *testing.T) {
 				cutMu.Unlock()
 				return err
 			}})
-			px = newCutProxy(t, l.Addr().String())
+			px = newProxy(t, l.Addr().String())
 			var failed atomic.Int64
 			c, err := bs.DialTCP(&bs.TCPConnConfig{
 				Address:         px.addr(),
@@ -478,7 +401,7 @@ func TestAckNoFDLeak(t *testing.T) {
 	}
 	oc := newOrderCheck()
 	l := listen(t, bs.TCPListenerConfig{Callback: oc.callback, Acks: &bs.AckConfig{}})
-	px := newCutProxy(t, l.Addr().String())
+	px := newProxy(t, l.Addr().String())
 	before := openFDs()
 	for i := range 20 {
 		c, err := bs.DialTCP(&bs.TCPConnConfig{Address: px.addr(), Retry: ackRetry(), Acks: &bs.AckConfig{}})
@@ -1169,4 +1092,210 @@ func TestAckBatchSlowConsumerErrorNeverBlocks(t *testing.T) {
 		t.Fatal("a Write blocked on the socket for 20 s under SlowConsumerError")
 	}
 	close(release)
+}
+
+// TestAckFrozenProxy freezes a proxy between the ends in the middle of a
+// stream: the connection stays open but nothing passes either way, as
+// when a partition or a NAT entry gone dark leaves no FIN and no reset.
+// The sender must hear no record for HeartbeatTimeout, declare the
+// listener silent, dial again (through the proxy, which passes new
+// connections) and replay; the callback must see every message exactly
+// once, and the listener must hand the session to the new connection.
+func TestAckFrozenProxy(t *testing.T) {
+	leakCheck(t)
+	const timeout = 300 * time.Millisecond
+	for _, mode := range []struct {
+		name string
+		buf  int
+	}{{"default", 0}, {"batching", 32 << 10}} {
+		t.Run(mode.name, func(t *testing.T) {
+			const n = 20000
+			oc := newOrderCheck()
+			point := n/4 + rand.IntN(n/2)
+			var px *proxy
+			var frozeAt atomic.Int64 // UnixNano
+			l := listen(t, bs.TCPListenerConfig{Acks: &bs.AckConfig{}, Callback: func(p []byte) error {
+				err := oc.callback(p)
+				if oc.count() == point {
+					px.freeze()
+					frozeAt.Store(time.Now().UnixNano())
+				}
+				return err
+			}})
+			px = newProxy(t, l.Addr().String())
+			var failed atomic.Int64
+			c, err := bs.DialTCP(&bs.TCPConnConfig{
+				Address:         px.addr(),
+				WriteBufferSize: mode.buf,
+				Retry:           ackRetry(),
+				Acks:            &bs.AckConfig{HeartbeatTimeout: timeout},
+				OnWriteError:    func([]byte, error) { failed.Add(1) },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+
+			// Watch for the moment the sender declares the listener
+			// silent, to measure how long it takes after the freeze.
+			var silentAt atomic.Int64
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				deadline := time.Now().Add(time.Minute)
+				for c.Stats().SilentPeers == 0 && time.Now().Before(deadline) {
+					select {
+					case <-stop:
+						return
+					case <-time.After(time.Millisecond):
+					}
+				}
+				silentAt.Store(time.Now().UnixNano())
+			})
+			defer wg.Wait()
+			defer close(stop)
+
+			start := time.Now()
+			for i := range n {
+				if _, err := c.Write(numbered(0, i)); err != nil {
+					t.Fatalf("message %d: %v", i, err)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := c.Sync(ctx); err != nil {
+				t.Fatalf("Sync: %v (frozen %d times, callback count %d, stats %+v)", err, px.freezes.Load(), oc.count(), c.Stats())
+			}
+			took := time.Since(start)
+			oc.mu.Lock()
+			bad := oc.bad
+			oc.mu.Unlock()
+			if len(bad) > 0 {
+				t.Fatalf("order or duplicates: %v", bad)
+			}
+			st := c.Stats()
+			if got := oc.count(); got != n || st.MessagesAcked != n || failed.Load() != 0 || st.WriteErrors != 0 {
+				t.Fatalf("callback count %d, acked %d, failed %d (%d); want %d, %d, 0", got, st.MessagesAcked, failed.Load(), st.WriteErrors, n, n)
+			}
+			if px.freezes.Load() != 1 || st.SilentPeers == 0 || st.Reconnects == 0 {
+				t.Fatalf("%d freezes, %d silent peers, %d reconnects; want 1 freeze, then a silent peer and a reconnect", px.freezes.Load(), st.SilentPeers, st.Reconnects)
+			}
+			eventually(t, "the silence measured", func() bool { return silentAt.Load() != 0 })
+			detect := time.Duration(silentAt.Load() - frozeAt.Load())
+			t.Logf("frozen after %d of %d messages; the sender declared the listener silent %v later (HeartbeatTimeout %v); %d silent peers, %d reconnects; all %d acknowledged in %v",
+				point, n, detect.Round(time.Millisecond), timeout, st.SilentPeers, st.Reconnects, n, took.Round(time.Millisecond))
+			within(t, "noticing the frozen proxy", detect, timeout/2, timeout+3*time.Second)
+			// The session moved to the new connection: the listener closed
+			// the frozen one, although no byte came from it.
+			eventually(t, "the frozen connection closed", func() bool { return l.Conns() == 1 })
+		})
+	}
+}
+
+// TestAckSilentListener checks that a listener which accepts the session
+// and then says nothing at all is declared silent within HeartbeatTimeout
+// on every connection, and that the error the message fails with once the
+// Retry policy sees no progress names the silence: it matches
+// ErrPeerSilent and is a timeout.
+func TestAckSilentListener(t *testing.T) {
+	leakCheck(t)
+	addr := fakeAckListener(t, neverAcks)
+	const timeout = 200 * time.Millisecond
+	failed := make(chan error, 2)
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: addr,
+		Retry:        &bs.RetryPolicy{MaxAttempts: 2, InitialBackoff: time.Millisecond, MaxWait: 10 * time.Second},
+		Acks:         &bs.AckConfig{HeartbeatTimeout: timeout},
+		OnWriteError: func(_ []byte, err error) { failed <- err },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	if _, err := c.Write([]byte("anyone there?")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err = <-failed:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the message did not fail within 20 s; stats %+v", c.Stats())
+	}
+	took := time.Since(start)
+	var ne net.Error
+	if !errors.Is(err, bs.ErrReconnectFailed) || !errors.Is(err, bs.ErrPeerSilent) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("OnWriteError got %v; want ErrReconnectFailed wrapping ErrPeerSilent, a timeout", err)
+	}
+	// Each connection the policy allows is declared silent in turn.
+	st := c.Stats()
+	if st.SilentPeers < 2 || took < time.Duration(st.SilentPeers)*timeout || st.WriteErrors != 1 || st.MessagesAcked != 0 {
+		t.Fatalf("%d silent peers in %v, %d write errors, %d acked; want at least 2 silent peers, each after %v, and the one message failed",
+			st.SilentPeers, took, st.WriteErrors, st.MessagesAcked, timeout)
+	}
+}
+
+// TestAckHeartbeatTimeout checks the heartbeat timeout the hello carries,
+// in milliseconds, for each setting of AckConfig.HeartbeatTimeout, and the
+// settings DialTCP refuses.
+func TestAckHeartbeatTimeout(t *testing.T) {
+	leakCheck(t)
+	for _, c := range []struct {
+		set  time.Duration
+		want uint32
+	}{{0, 5000}, {300 * time.Millisecond, 300}, {time.Minute, 60000}, {-1, 0}} {
+		rl := newRawListener(t)
+		dialed := make(chan error, 1)
+		go func() {
+			conn, err := bs.DialTCP(&bs.TCPConnConfig{Address: rl.Addr().String(), Acks: &bs.AckConfig{HeartbeatTimeout: c.set}})
+			if err == nil {
+				err = conn.Close()
+			}
+			dialed <- err
+		}()
+		nc := rl.accept(t)
+		h := make([]byte, 44)
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(nc, h); err != nil {
+			t.Fatal(err)
+		}
+		nc.Write(acceptAnswer(0))
+		if err := <-dialed; err != nil {
+			t.Fatalf("HeartbeatTimeout %v: %v", c.set, err)
+		}
+		if got := binary.BigEndian.Uint32(h[38:42]); h[8] != ackVersion || got != c.want {
+			t.Errorf("HeartbeatTimeout %v: hello of version %d with %d ms, want version %d with %d ms", c.set, h[8], got, ackVersion, c.want)
+		}
+	}
+	for _, bad := range []time.Duration{time.Millisecond, 99 * time.Millisecond, 1 << 62} {
+		_, err := bs.DialTCP(&bs.TCPConnConfig{Address: "127.0.0.1:1", Acks: &bs.AckConfig{HeartbeatTimeout: bad}})
+		if !errors.Is(err, bs.ErrInvalidConfig) {
+			t.Errorf("HeartbeatTimeout %v: %v, want ErrInvalidConfig", bad, err)
+		}
+	}
+}
+
+// TestAckDialerMeetsVersion1 checks that a dialer of this version fails at
+// once, naming both versions, at a listener of protocol version 1, whether
+// that listener accepts (it would not understand the hello, but one that
+// skipped the check could) or refuses with reason 1 as version 1 does; and
+// that the Retry policy does not try again.
+func TestAckDialerMeetsVersion1(t *testing.T) {
+	leakCheck(t)
+	v1 := func(typ byte, rest ...byte) []byte {
+		return append(append(append([]byte(nil), magic...), 1, typ), rest...)
+	}
+	for name, answer := range map[string][]byte{
+		"accept": v1(0x02, 0, 0, 0, 0, 0, 0, 0, 0),
+		"refuse": append(v1(0x03, 1, 0, 44), "buffstreams: protocol version 2, this side speaks 1"...),
+	} {
+		t.Run(name, func(t *testing.T) {
+			addr := fakeAckListener(t, func(nc net.Conn) {
+				nc.Write(answer)
+				io.Copy(io.Discard, nc)
+			})
+			err := dialErr(t, addr, bs.TCPConnConfig{Acks: &bs.AckConfig{}, Retry: ackRetry()})
+			if !errors.Is(err, bs.ErrAckMismatch) || !strings.Contains(err.Error(), "protocol version 1, this side speaks 2") {
+				t.Fatalf("DialTCP: %v; want ErrAckMismatch saying protocol version 1, this side speaks 2", err)
+			}
+		})
+	}
 }

@@ -8,7 +8,7 @@
 //	       [-tls] [-tls-ca FILE] [-tls-server-name NAME]
 //	       [-batch] [-buffer 256KiB] [-flush-interval 0] [-write-timeout 0]
 //	       [-retries 0] [-retry-wait 0] [-echo] [-reply-wait 5s]
-//	       [-ack] [-ack-wait 10s]
+//	       [-ack] [-ack-wait 10s] [-heartbeat 0]
 //
 // Flags:
 //
@@ -80,6 +80,13 @@
 //	          acknowledgement of everything it wrote once it has sent its
 //	          share; what is still unacknowledged then waits in Close, for
 //	          up to -write-timeout (10 s if 0), and fails after that
+//	-heartbeat
+//	          with -ack, how long a connection waits to hear from the server
+//	          (AckConfig.HeartbeatTimeout) before it takes it for gone,
+//	          closes the connection and dials again (with -retries),
+//	          writing again what was not acknowledged; at least 100ms. 0
+//	          means the library's default (5 s); negative turns heartbeats
+//	          off, and a server gone without a word then stalls the client
 //	-echo     expect the server (run with -echo) to send every message
 //	          back: each connection reads the replies in a goroutine, and
 //	          the final line reports their round-trip times. Each Note then
@@ -105,7 +112,11 @@
 //
 //	sent=N written=W failed=F acked=A bytes=B errors=E reconnects=R elapsed=S rate=X
 //
-// and with -echo the same line ends with
+// and with -ack the same line ends with
+//
+//	silent=H
+//
+// and with -echo with
 //
 //	replies=K rtt_p50=D rtt_p99=D
 //
@@ -122,7 +133,9 @@
 // ConnStats.WriteErrors, which equals F (it is the field the line had
 // before F); R the successful reconnects; S the seconds from the
 // start until every connection was done (flushed, and with -echo answered)
-// and X = W/S messages per second. K is the number of replies received, and
+// and X = W/S messages per second. H is the number of connections closed
+// because the server sent nothing for -heartbeat (ConnStats.SilentPeers).
+// K is the number of replies received, and
 // D round-trip times (a Go duration, to within 2%) at the 50th and 99th
 // percentiles, from the Write of a message to the arrival of its reply.
 //
@@ -192,6 +205,7 @@ func main() {
 	flag.DurationVar(&cfg.replyWait, "reply-wait", 5*time.Second, "with -echo, how long to wait for missing replies after sending")
 	flag.BoolVar(&cfg.ack, "ack", false, "acknowledged delivery: the server (run with -ack) acknowledges what its callback had")
 	flag.DurationVar(&cfg.ackWait, "ack-wait", 10*time.Second, "with -ack, how long to wait for acknowledgements after sending")
+	flag.DurationVar(&cfg.heartbeat, "heartbeat", 0, "with -ack, how long to wait to hear from the server before dialing again (0: the library's 5 s; negative: off)")
 	flag.Parse()
 	switch {
 	case flag.NArg() > 0:
@@ -202,6 +216,8 @@ func main() {
 		usage(errors.New("-buffer must be positive, and -retries and the durations must not be negative"))
 	case cfg.ack && cfg.echo:
 		usage(errors.New("-ack and -echo do not go together: with acknowledged delivery the way back carries the acknowledgements"))
+	case cfg.heartbeat != 0 && !cfg.ack:
+		usage(errors.New("-heartbeat needs -ack: only acknowledged delivery has heartbeats"))
 	}
 	// -framing delim takes its delimiter, escaped, from -delim.
 	if strings.EqualFold(cfg.framing, "delim") {
@@ -242,6 +258,7 @@ type config struct {
 	replyWait           time.Duration
 	ack                 bool
 	ackWait             time.Duration
+	heartbeat           time.Duration
 }
 
 // tlsConfig returns the TLS configuration the flags ask for, or nil for
@@ -385,6 +402,9 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 			st := s.stats()
 			fmt.Fprintf(os.Stderr, "progress sent=%d written=%d rate=%d/s failed=%d acked=%d reconnects=%d",
 				s.attempted.Load(), st.MessagesWritten, st.MessagesWritten-prev, s.failed.Load(), st.MessagesAcked, st.Reconnects)
+			if cfg.ack {
+				fmt.Fprintf(os.Stderr, " silent=%d", st.SilentPeers)
+			}
 			if cfg.echo {
 				fmt.Fprintf(os.Stderr, " replies=%d", s.replies.Load())
 			}
@@ -407,6 +427,9 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 	} else if cfg.n > 0 && sent < uint64(cfg.n) && !wasInterrupted {
 		fmt.Fprintf(os.Stderr, "client: %d of %d messages were not sent\n", uint64(cfg.n)-sent, cfg.n)
 		ok = false
+	}
+	if cfg.ack {
+		line += fmt.Sprintf(" silent=%d", st.SilentPeers)
 	}
 	if cfg.echo {
 		replies := s.replies.Load()
@@ -458,6 +481,7 @@ func (s *sender) stats() buffstreams.ConnStats {
 			sum.MessagesAcked += st.MessagesAcked
 			sum.Reconnects += st.Reconnects
 			sum.PeerCloses += st.PeerCloses
+			sum.SilentPeers += st.SilentPeers
 		}
 	}
 	return sum
@@ -508,7 +532,7 @@ func (s *sender) send(ctx context.Context, i, quota int) error {
 		cc.FlushInterval = s.cfg.flushInterval
 	}
 	if s.cfg.ack {
-		cc.Acks = &buffstreams.AckConfig{}
+		cc.Acks = &buffstreams.AckConfig{HeartbeatTimeout: s.cfg.heartbeat}
 	}
 	conn, err := buffstreams.DialTCPContext(ctx, cc)
 	if err != nil {

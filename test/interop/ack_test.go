@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -42,6 +43,8 @@ func ackPeer(t *testing.T, ctx context.Context, mode string, extra ...string) *e
 // TestPythonAckSender runs the Python sender against a TCPListener with
 // acknowledged delivery: it resets its first connection mid-stream and
 // resumes, and the listener's callback must see every note exactly once.
+// Then it stays idle for a second with a heartbeat timeout of 300 ms, and
+// must get the listener's heartbeats, at most one per 100 ms.
 func TestPythonAckSender(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -60,7 +63,7 @@ func TestPythonAckSender(t *testing.T) {
 	if err := l.StartListeningAsync(); err != nil {
 		t.Fatal(err)
 	}
-	cmd := ackPeer(t, ctx, "sender", "--port", strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+	cmd := ackPeer(t, ctx, "sender", "--port", strconv.Itoa(l.Addr().(*net.TCPAddr).Port), "--heartbeat", "300", "--idle", "1")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
@@ -77,6 +80,10 @@ func TestPythonAckSender(t *testing.T) {
 	if got, want := lastLine(stdout.Bytes()), fmt.Sprintf("acked %d", count); got != want {
 		t.Fatalf("the sender's last line is %q, want %q", got, want)
 	}
+	var beats int
+	if _, err := fmt.Sscanf(strings.TrimSpace(stdout.String()), "heartbeats %d", &beats); err != nil || beats == 0 {
+		t.Fatalf("the sender printed %q; want heartbeats N, N > 0, first", stdout.Bytes())
+	}
 	if st := l.Stats(); st.Accepted != 2 {
 		t.Fatalf("%d connections, want 2 (one cut)", st.Accepted)
 	}
@@ -85,18 +92,21 @@ func TestPythonAckSender(t *testing.T) {
 // TestPythonAckListener runs a TCPConn with acknowledged delivery against
 // the Python listener, which resets the first connection after delivering
 // notes it has not acknowledged: the TCPConn must resume after them, and
-// have every note acknowledged.
+// have every note acknowledged. Then the TCPConn stays idle for more than
+// three times its heartbeat timeout, and the Python listener's heartbeats
+// must keep it from taking the listener for gone.
 func TestPythonAckListener(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	port, fail, finish := startServer(t, ackPeer(t, ctx, "listener"), cancel, "python listener")
+	const heartbeat = 300 * time.Millisecond
 	var failed atomic.Int64
 	c, err := buffstreams.DialTCP(&buffstreams.TCPConnConfig{
 		Address:        net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
 		Framing:        buffstreams.Uvarint,
 		MaxMessageSize: maxMessageSize,
 		Retry:          &buffstreams.RetryPolicy{InitialBackoff: time.Millisecond, MaxWait: 10 * time.Second},
-		Acks:           &buffstreams.AckConfig{},
+		Acks:           &buffstreams.AckConfig{HeartbeatTimeout: heartbeat},
 		OnWriteError:   func([]byte, error) { failed.Add(1) },
 	})
 	if err != nil {
@@ -110,10 +120,13 @@ func TestPythonAckListener(t *testing.T) {
 		c.Close()
 		fail("Sync: %v", err)
 	}
+	// Idle: only the listener's heartbeats show that it is there. The
+	// pause is the window observed, not a wait for something to happen.
+	time.Sleep(4 * heartbeat)
 	st := c.Stats()
 	c.Close()
-	if st.MessagesAcked != count || failed.Load() != 0 || st.Reconnects != 1 {
-		fail("acked %d, failed %d, reconnects %d; want %d, 0, 1", st.MessagesAcked, failed.Load(), st.Reconnects, count)
+	if st.MessagesAcked != count || failed.Load() != 0 || st.Reconnects != 1 || st.SilentPeers != 0 {
+		fail("acked %d, failed %d, reconnects %d, silent peers %d; want %d, 0, 1, 0", st.MessagesAcked, failed.Load(), st.Reconnects, st.SilentPeers, count)
 	}
 	last, err := finish()
 	if err != nil {
