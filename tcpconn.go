@@ -552,6 +552,9 @@ func (c *TCPConn) fail(nc net.Conn, err error) error {
 		return errClosed
 	case errors.Is(err, errGoaway):
 		c.moveOn()
+	case errors.Is(err, ErrPeerSilent):
+		c.moveOn()
+		c.log.Warn("buffstreams: connection failed", "err", err)
 	case errors.Is(err, net.ErrClosed):
 		// Reopen or a failed call on another goroutine closed the socket
 		// under this call; the TCPConn itself is open.

@@ -884,3 +884,45 @@ func TestDialFailoverAcrossKill(t *testing.T) {
 		})
 	}
 }
+
+// TestDialMovesOnWhenSilent checks that a connection whose listener went
+// silent dials the next address first, even though the first one (a
+// proxy that froze its connections but passes new ones) would still
+// answer, and that the session's messages arrive exactly once.
+func TestDialMovesOnWhenSilent(t *testing.T) {
+	leakCheck(t)
+	oc := newOrderCheck()
+	l := listen(t, bs.TCPListenerConfig{Acks: &bs.AckConfig{}, Callback: oc.callback})
+	px := newProxy(t, l.Addr().String())
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: px.addr(), Addresses: []string{l.Addr().String()},
+		Retry: ackRetry(), Acks: &bs.AckConfig{HeartbeatTimeout: 200 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const n = 100
+	for i := range n {
+		if i == n/2 {
+			if err := c.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			px.freeze()
+		}
+		if _, err := c.Write(numbered(0, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.RemoteAddr().String(), l.Addr().String(); got != want || c.Stats().SilentPeers == 0 {
+		t.Fatalf("after the proxy froze: connected to %s with %d silent peers; want %s and at least 1", got, c.Stats().SilentPeers, want)
+	}
+	oc.mu.Lock()
+	defer oc.mu.Unlock()
+	if len(oc.bad) > 0 || oc.total != n {
+		t.Fatalf("delivered %d, problems %v; want %d in order, once each", oc.total, oc.bad, n)
+	}
+}
