@@ -17,15 +17,15 @@ import (
 // connection, whose acknowledgements keep the dialer informed, thus costs
 // a clock reading per write and a timer run per interval, and no bytes.
 //
-// write is called by the read loop alone; stop by the read loop when it
-// ends. mu serialises the writes of both, so that records never
+// writeRecords is called by the read loop alone; stopHeartbeats by the
+// read loop when it ends. mu serialises the writes of both, so that records never
 // interleave.
 type recordWriter struct {
 	nc       net.Conn
 	wt       time.Duration // bounds each write
 	interval time.Duration // between heartbeats; 0 for none
 
-	stopped atomic.Bool    // set by stop; no heartbeat is written once it is
+	stopped atomic.Bool    // set by stopHeartbeats; no heartbeat is written once it is
 	wg      sync.WaitGroup // one while the timer is armed or its function runs
 
 	mu    sync.Mutex
@@ -48,9 +48,9 @@ func newRecordWriter(nc net.Conn, wt, interval time.Duration, delivered uint64) 
 	return w
 }
 
-// write writes the records b, after which the dialer knows that every
-// message up to acked was delivered.
-func (w *recordWriter) write(b []byte, acked uint64) error {
+// writeRecords writes the records b, after which the dialer knows that
+// every message up to acked was delivered.
+func (w *recordWriter) writeRecords(b []byte, acked uint64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.nc.SetWriteDeadline(time.Now().Add(w.wt))
@@ -75,7 +75,7 @@ func (w *recordWriter) beat() {
 	if next <= 0 {
 		w.nc.SetWriteDeadline(time.Now().Add(w.wt))
 		if w.stopped.Load() {
-			return // stop may have set its deadline before ours
+			return // stopHeartbeats may have set its deadline before ours
 		}
 		var rec [ackRecordLen]byte
 		if _, err := w.nc.Write(appendRecord(rec[:0], typeHeartbeat, w.acked)); err != nil {
@@ -88,11 +88,11 @@ func (w *recordWriter) beat() {
 	w.timer.Reset(next)
 }
 
-// stop ends the heartbeats and waits for a heartbeat being written, which
+// stopHeartbeats ends the heartbeats and waits for a heartbeat being written, which
 // it makes give up at once: the connection is ending. After it returns, no
 // heartbeat is written and the timer's function is not running. It may be
 // called more than once.
-func (w *recordWriter) stop() {
+func (w *recordWriter) stopHeartbeats() {
 	w.stopped.Store(true)
 	if w.interval == 0 {
 		return

@@ -39,7 +39,7 @@ func TestRecordWriterHeartbeats(t *testing.T) {
 	client, server := tcpPair(t)
 	const interval = 50 * time.Millisecond
 	w := newRecordWriter(server, time.Minute, interval, 7)
-	defer w.stop()
+	defer w.stopHeartbeats()
 	br := bufio.NewReader(client)
 	rec := new(recordBuf)
 	client.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -68,7 +68,7 @@ func TestRecordWriterHeartbeats(t *testing.T) {
 	// heartbeat.
 	time.Sleep(interval / 2)
 	wrote := time.Now()
-	if err := w.write(appendRecord(nil, typeAck, 9), 9); err != nil {
+	if err := w.writeRecords(appendRecord(nil, typeAck, 9), 9); err != nil {
 		t.Fatal(err)
 	}
 	if typ, seq, _ := next(); typ != typeAck || seq != 9 {
@@ -81,14 +81,14 @@ func TestRecordWriterHeartbeats(t *testing.T) {
 	if d := at.Sub(wrote); d < interval*9/10 {
 		t.Fatalf("a heartbeat %v after the ack; want an interval (%v) of silence first", d, interval)
 	}
-	w.stop()
+	w.stopHeartbeats()
 	w.mu.Lock()
 	armed := w.timer.Stop()
 	w.mu.Unlock()
 	if armed || !w.stopped.Load() {
 		t.Fatal("the heartbeat timer is still armed after stop")
 	}
-	w.stop() // a second stop does nothing
+	w.stopHeartbeats() // a second stop does nothing
 }
 
 // TestRecordWriterStopUnblocks makes a heartbeat block in its write, on a
@@ -124,7 +124,7 @@ func TestRecordWriterStopUnblocks(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	start := time.Now()
-	w.stop()
+	w.stopHeartbeats()
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("stop took %v with a heartbeat blocked; want it to cut the write short", d)
 	}

@@ -287,7 +287,7 @@ func (l *TCPListener) track(nc net.Conn) {
 	}
 	if refused != nil {
 		l.mu.Unlock()
-		l.end(newAcceptedConn(nc, l.wire, log, l.connOpts), refused, false)
+		l.endConn(newAcceptedConn(nc, l.wire, log, l.connOpts), refused, false)
 		return
 	}
 	if l.opts.tls != nil {
@@ -305,13 +305,13 @@ func (l *TCPListener) track(nc net.Conn) {
 	go l.serve(c, nc)
 }
 
-// serve is a connection's read loop: it hands every complete frame in the
-// buffer to the callback, then reads again, until the connection fails or
-// the listener closes. nc is the connection c was made with: serve uses it
-// rather than c.nc, which a failed write (a reply, or Broadcast) sets to nil
-// under c.mu at any time. Every way out sets cause, which end then reports.
+// serve runs a connection: the TLS handshake, the hello of acknowledged
+// delivery when the listener has Acks on, and then the read loop, until the
+// connection fails or the listener closes. nc is the connection c was made
+// with: serve uses it rather than c.nc, which a failed write (a reply, or
+// Broadcast) sets to nil under c.mu at any time. Every way out sets cause,
+// which endConn then reports.
 func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
-	var msgs, nbytes uint64
 	var cause error
 	defer func() {
 		if v := recover(); v != nil {
@@ -319,64 +319,92 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 				"err", ErrCallbackPanic, "panic", v, "stack", string(debug.Stack()))
 			cause = fmt.Errorf("%w: %v", ErrCallbackPanic, v)
 		}
-		l.count(c, msgs, nbytes)
-		l.end(c, cause, true)
+		l.endConn(c, cause, true)
 		l.wg.Done()
 	}()
 	if cause = l.handshake(nc); cause != nil {
 		return
 	}
+	var a *ackReader
 	if l.acks != nil {
-		// tcplistener_ack.go. It returns nil when the listener ended the
-		// connection: Close, a goaway during Shutdown, or a newer
-		// connection of the same session.
-		if cause = l.serveAcked(c, nc); cause == nil {
-			cause = errListenerClosed
+		if a, cause = l.startAcks(c, nc); cause != nil { // tcplistener_ack.go
+			return
 		}
-		return
+		defer a.letGo() // before endConn, and also after a callback's panic
 	}
+	cause = l.readLoop(c, nc, a)
+}
+
+// readLoop is a connection's one read loop, with or without acknowledged
+// delivery: it hands every complete frame in the buffer to the callback,
+// then reads again, until the connection fails or the listener closes, and
+// returns why it stopped. Without acknowledged delivery a is nil; with it,
+// a (tcplistener_ack.go) is told of each message after its callback and of
+// each point where everything that arrived has been delivered, and says
+// goaway during Shutdown. The errors are named the same way in both modes.
+//
+// Per message the loop does no more than a plain read loop must: the only
+// additions for acknowledged delivery are two tests of a nil pointer.
+func (l *TCPListener) readLoop(c *TCPConn, nc net.Conn, a *ackReader) error {
 	rd, connCallback, callback := &c.rd, l.connCallback, l.callback
 	timed := l.opts.readTimeout > 0 || l.opts.idleTimeout > 0
-	delivered := false         // a frame was read: the peer speaks our framing
+	// The peer has shown that it speaks our protocol: by a frame, or by the
+	// hello of acknowledged delivery. Until then, what it sent may be the
+	// hello of a dialer with Acks on, or another protocol to name.
+	spoke := a != nil
 	var partialSince time.Time // when the frame in progress began to arrive
+	var msgs, nbytes uint64    // delivered since the last count
+	defer func() { l.countDelivered(c, msgs, nbytes) }()
 	for {
 		p, ok, err := rd.frame()
 		if ok {
-			if l.closing.Load() {
-				cause = errListenerClosed
-				return
+			if l.closing.Load() || a != nil && a.superseded() {
+				return errListenerClosed // Close, or a newer connection of the session
 			}
-			if !delivered {
-				if cause = l.helloWithoutAcks(nc, rd); cause != nil {
-					return
+			if !spoke {
+				if err := l.helloWithoutAcks(nc, rd); err != nil {
+					return err
 				}
+				spoke = true
 			}
-			delivered = true
 			partialSince = time.Time{} // the next frame's ReadTimeout starts afresh
-			var err error
+			var cerr error
 			if connCallback != nil {
-				err = connCallback(c, p)
+				cerr = connCallback(c, p)
 			} else {
-				err = callback(p)
-			}
-			if err != nil {
-				l.stats.callbackErrors.Add(1)
-				c.log.Error("buffstreams: callback returned an error", "err", err)
+				cerr = callback(p)
 			}
 			msgs++
 			nbytes += uint64(len(p))
+			if a != nil {
+				if err := a.afterMessage(len(p), cerr); err != nil {
+					return err
+				}
+			} else if cerr != nil {
+				l.stats.callbackErrors.Add(1)
+				c.log.Error("buffstreams: callback returned an error", "err", cerr)
+			}
 			continue
 		}
-		l.count(c, msgs, nbytes)
+		// Everything that arrived is delivered: count it, acknowledge it,
+		// and read more.
+		l.countDelivered(c, msgs, nbytes)
 		msgs, nbytes = 0, 0
-		if !delivered {
-			if cause = l.helloWithoutAcks(nc, rd); cause != nil {
-				return
+		if !spoke {
+			if err := l.helloWithoutAcks(nc, rd); err != nil {
+				return err
 			}
 		}
 		if err != nil {
-			cause = l.sniffFirst(rd, delivered, err)
-			return
+			return l.sniffFirst(rd, spoke, err)
+		}
+		if a != nil {
+			if l.draining.Load() {
+				return a.goaway()
+			}
+			if err := a.caughtUp(); err != nil {
+				return err
+			}
 		}
 		partial := rd.buffered() > 0
 		switch {
@@ -388,13 +416,15 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 		if err := rd.fill(); err != nil {
 			switch {
 			case l.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded):
-				cause = errListenerClosed // the peer paused during Shutdown
+				if a != nil {
+					return a.goaway()
+				}
+				return errListenerClosed // the peer paused during Shutdown
 			case errors.Is(err, os.ErrDeadlineExceeded):
-				cause = l.sniffFirst(rd, delivered, l.timedOut(partial, err))
+				return l.sniffFirst(rd, spoke, l.timedOut(partial, err))
 			default:
-				cause = l.sniffFirst(rd, delivered, err) // a first frame cut short
+				return l.sniffFirst(rd, spoke, err) // a first frame cut short
 			}
-			return
 		}
 	}
 }
@@ -415,10 +445,11 @@ func (l *TCPListener) timedOut(partial bool, err error) error {
 }
 
 // sniffFirst returns err naming the protocol the peer speaks when the
-// connection fails before its first frame and the bytes received so far
-// show what the peer speaks instead.
-func (l *TCPListener) sniffFirst(rd *frameReader, delivered bool, err error) error {
-	if delivered || rd.r != 0 || rd.w == 0 {
+// connection fails before the peer has spoken ours (by a frame, or by the
+// hello of acknowledged delivery) and the bytes received so far show what
+// the peer speaks instead.
+func (l *TCPListener) sniffFirst(rd *frameReader, spoke bool, err error) error {
+	if spoke || rd.r != 0 || rd.w == 0 {
 		return err
 	}
 	return sniff(rd.buf[:rd.w], l.wire, err)
@@ -464,9 +495,9 @@ func (l *TCPListener) setReadDeadline(nc net.Conn, partial bool, since time.Time
 	return since
 }
 
-// count adds a batch of delivered messages to the counters, once per read
-// rather than once per message.
-func (l *TCPListener) count(c *TCPConn, msgs, nbytes uint64) {
+// countDelivered adds a batch of delivered messages to the counters, once
+// per read rather than once per message.
+func (l *TCPListener) countDelivered(c *TCPConn, msgs, nbytes uint64) {
 	if msgs == 0 {
 		return
 	}
@@ -478,14 +509,14 @@ func (l *TCPListener) count(c *TCPConn, msgs, nbytes uint64) {
 	c.stats.msgsIn.Add(msgs)
 }
 
-// end is the one place where a connection's end is recorded: it settles
-// the cause and logs it, closes the connection, calls OnConnEnd, forgets
+// endConn is the one place where a connection's end is recorded: it
+// classifies the cause and logs it, closes the connection, calls OnConnEnd, forgets
 // the connection if it was tracked, and then counts the cause, so that a
 // count seen in Stats means that the connection has left Active, its hook
 // has returned and its line has been logged. cause is what stopped the read
 // loop, or the reason the connection was refused at accept time.
-func (l *TCPListener) end(c *TCPConn, cause error, tracked bool) {
-	n1, n2, err := l.settle(c, cause)
+func (l *TCPListener) endConn(c *TCPConn, cause error, tracked bool) {
+	n1, n2, err := l.classifyEnd(c, cause)
 	c.Close()
 	if l.onEnd != nil {
 		l.callOnEnd(c, err)
@@ -503,9 +534,9 @@ func (l *TCPListener) end(c *TCPConn, cause error, tracked bool) {
 	}
 }
 
-// settle logs cause and returns the counters, if any, that count it, and
-// the error OnConnEnd reports for it.
-func (l *TCPListener) settle(c *TCPConn, cause error) (n1, n2 *atomic.Uint64, err error) {
+// classifyEnd logs cause and returns the counters, if any, that count it,
+// and the error OnConnEnd reports for it.
+func (l *TCPListener) classifyEnd(c *TCPConn, cause error) (n1, n2 *atomic.Uint64, err error) {
 	switch {
 	case errors.Is(cause, ErrCallbackPanic):
 		// Logged, with the stack, where it was recovered.
@@ -658,7 +689,7 @@ func (l *TCPListener) Conns() int {
 // read loops: they publish their counts once per read system call.
 func (l *TCPListener) Stats() ListenerStats {
 	// The causes of ends first, then Active, then Accepted: each is added
-	// before the next is loaded (see end and track), so a snapshot never
+	// before the next is loaded (see endConn and track), so a snapshot never
 	// shows an ended connection as active, nor more active than accepted.
 	st := ListenerStats{
 		Panics:        l.stats.panics.Load(),

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,10 +14,7 @@ import (
 // This file is the listener's side of acknowledged delivery: the hello, the
 // table of sessions, and the read loop that numbers, delivers and
 // acknowledges messages. The protocol's bytes are in ack.go.
-//
-// Lock order: ackSessions.mu is taken alone; a read loop publishes its
-// position in session.delivered atomically, with each acknowledgement and
-// when it ends.
+// The listener's lock order is at the top of tcplistener.go.
 
 // ackWriteTimeout bounds the write of an acknowledgement when the
 // listener's WriteTimeout is zero.
@@ -108,7 +104,7 @@ func (t *ackSessions) attach(c *TCPConn, h hello, wait time.Duration) (*session,
 		select {
 		case <-prevDone:
 		case <-timer.C:
-			t.abandon(s, c, done, prevDone)
+			t.giveUpWaiting(s, c, done, prevDone)
 			return nil, 0, nil, reasonBusy, fmt.Errorf("%w: the session's previous connection is still delivering", ErrAckRefused)
 		}
 	}
@@ -117,11 +113,11 @@ func (t *ackSessions) attach(c *TCPConn, h hello, wait time.Duration) (*session,
 	return s, d, done, 0, nil
 }
 
-// abandon ends c's claim on s when the read loop before it, which closes
+// giveUpWaiting ends c's claim on s when the read loop before it, which closes
 // prevDone, did not let go in time. c's own done channel is then closed
 // only with prevDone, so that the next connection of the session waits
 // for the loop that still delivers, and reads its final position.
-func (t *ackSessions) abandon(s *session, c *TCPConn, done, prevDone chan struct{}) {
+func (t *ackSessions) giveUpWaiting(s *session, c *TCPConn, done, prevDone chan struct{}) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if s.owner.CompareAndSwap(c, nil) {
@@ -200,8 +196,8 @@ func (s *session) delivering() bool {
 	}
 }
 
-// len returns the number of sessions remembered.
-func (t *ackSessions) len() int {
+// remembered returns the number of sessions remembered.
+func (t *ackSessions) remembered() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return len(t.m)
@@ -213,7 +209,7 @@ func (l *TCPListener) Sessions() int {
 	if l.acks == nil {
 		return 0
 	}
-	return l.acks.len()
+	return l.acks.remembered()
 }
 
 // ackServedEngine is the write engine of a connection a listener serves
@@ -252,13 +248,13 @@ func (l *TCPListener) refuse(nc net.Conn, reason byte, text string) {
 	if _, err := nc.Write(appendRefuse(nil, reason, text)); err != nil {
 		return
 	}
-	linger(nc, refuseLinger)
+	discardUntilClosed(nc, refuseLinger)
 }
 
-// linger ends nc for writing and reads and discards what arrives until the
-// peer closes, for up to d, so that closing nc does not reset it and
-// destroy what was last written before the peer reads it.
-func linger(nc net.Conn, d time.Duration) {
+// discardUntilClosed ends nc for writing and reads and discards what
+// arrives until the peer closes, for up to d, so that closing nc does not
+// reset it and destroy what was last written before the peer reads it.
+func discardUntilClosed(nc net.Conn, d time.Duration) {
 	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}
@@ -371,138 +367,140 @@ func (l *TCPListener) ackHello(c *TCPConn, nc net.Conn) (*session, uint64, chan 
 // its goaway.
 const goawayLinger = 500 * time.Millisecond
 
-// goaway tells the sender on w's connection that the listener is
-// stopping, with the last message delivered, and waits for it to close, up
-// to goawayLinger, discarding what it sent meanwhile: it writes that again
-// elsewhere. The goaway is the last record: no heartbeat follows it.
-func goaway(w *recordWriter, send func(byte) error) error {
-	if err := send(typeGoaway); err != nil {
-		return err
-	}
-	w.stop()
-	linger(w.nc, goawayLinger)
-	return nil
+// An ackReader is the acknowledging part of a connection's read loop
+// (readLoop, in tcplistener.go), which calls it at four points: startAcks
+// before the first frame, afterMessage after each callback, caughtUp when
+// everything that arrived is delivered, and letGo when the loop ends; and
+// goaway during Shutdown.
+//
+// It numbers the messages from the one after the last the session
+// delivered, and acknowledges them cumulatively after their callbacks
+// returned: every AckEvery messages or AckBytes bytes, and whenever the
+// loop has delivered everything that has arrived, before it waits for
+// more. A callback's error is sent back, with the message's number, before
+// the acknowledgement that covers it. Each position is saved in the
+// SessionStore before an acknowledgement of it is written. When the dialer
+// asked for heartbeats, the recordWriter sends one whenever nothing was
+// written for a third of its timeout. It is used by the read loop alone.
+type ackReader struct {
+	l    *TCPListener
+	o    *ackOptions
+	c    *TCPConn
+	s    *session
+	done chan struct{} // closed by detach, when the loop lets s go
+	w    *recordWriter
+
+	// The session's position is published in s.delivered when the loop
+	// ends, before detach lets a newer connection of the session read it,
+	// and with each acknowledgement; not per message, as an atomic store
+	// costs as much as the rest of a message's work.
+	seq       uint64 // the last message delivered
+	acked     uint64 // the last message acknowledged
+	saved     uint64 // the position the store has
+	out       []byte // records not yet written
+	pend      int    // messages delivered and not yet acknowledged
+	pendBytes int    // their bytes
 }
 
-// serveAcked is the read loop of a connection with acknowledged delivery.
-// It numbers the messages from the one after the last the session
-// delivered, hands each to the callback once, and acknowledges them
-// cumulatively after their callbacks returned: every AckEvery messages or
-// AckBytes bytes, and whenever it has delivered everything that has
-// arrived, before it waits for more. A callback's error is sent back, with
-// the message's number, before the acknowledgement that covers it. When
-// the dialer asked for heartbeats, a timer sends one whenever nothing was
-// written for a third of its timeout (see recordWriter). During Shutdown it
-// delivers what has arrived, says goaway with its position, and returns.
-// It returns why the connection ended.
-func (l *TCPListener) serveAcked(c *TCPConn, nc net.Conn) (cause error) {
-	s, seq, done, hb, cause := l.ackHello(c, nc)
-	if cause != nil {
-		return cause
+// startAcks reads and answers the hello of a connection, and returns its
+// ackReader, or why the connection is to be closed.
+func (l *TCPListener) startAcks(c *TCPConn, nc net.Conn) (*ackReader, error) {
+	s, seq, done, hb, err := l.ackHello(c, nc)
+	if err != nil {
+		return nil, err
 	}
-	defer l.acks.detach(s, c, done)
-	// The session's position is published when the loop ends, before
-	// detach lets a newer connection of the session read it, and with
-	// each acknowledgement; not per message, as an atomic store costs as
-	// much as the rest of a message's work.
-	defer func() { s.delivered.Store(seq) }()
-	o := l.acks.o
-	rd, connCallback, callback := &c.rd, l.connCallback, l.callback
-	acked := seq
-	var out []byte // records not yet written
-	pend, pendBytes := 0, 0
-	var msgs, nbytes uint64
 	// A sender that vanished never acknowledges the heartbeats: TCP then
 	// gives up on the socket after the sender's own timeout, and the
 	// session is free for its next connection.
 	setUserTimeout(nc, hb)
-	w := newRecordWriter(nc, orDefault(l.connOpts.writeTimeout, ackWriteTimeout), hb/3, seq)
-	defer w.stop()
-	saved := seq // the position the store has
-	save := func() error {
-		if st := o.store; st != nil && seq != saved {
-			if err := st.Save(s.id, seq); err != nil {
-				return fmt.Errorf("buffstreams: SessionStore.Save(%v, %d): %w", s.id, seq, err)
-			}
-			saved = seq
+	return &ackReader{
+		l: l, o: l.acks.o, c: c, s: s, done: done,
+		w:   newRecordWriter(nc, orDefault(l.connOpts.writeTimeout, ackWriteTimeout), hb/3, seq),
+		seq: seq, acked: seq, saved: seq,
+	}, nil
+}
+
+// superseded reports whether a newer connection of the session has taken
+// it over: the read loop then stops before the next message.
+func (a *ackReader) superseded() bool { return a.s.owner.Load() != a.c }
+
+// afterMessage counts a message whose callback returned err, and
+// acknowledges when AckEvery messages or AckBytes bytes are pending.
+func (a *ackReader) afterMessage(size int, err error) error {
+	a.seq++ // after the callback: one that panics is not delivered
+	if err != nil {
+		a.l.stats.callbackErrors.Add(1)
+		a.c.log.Error("buffstreams: callback returned an error", "err", err, "seq", a.seq)
+		a.out = appendRejected(a.out, a.seq, err.Error())
+	}
+	a.pend++
+	a.pendBytes += size
+	if a.pend >= a.o.every || a.pendBytes >= a.o.bytes {
+		return a.acknowledge(typeAck)
+	}
+	return nil
+}
+
+// caughtUp acknowledges what was delivered and not yet acknowledged, and
+// writes the rejections not yet written: the loop is about to wait for
+// more.
+func (a *ackReader) caughtUp() error { return a.acknowledge(typeAck) }
+
+// goaway tells the sender that the listener is stopping, with the last
+// message delivered, and waits for it to close, up to goawayLinger,
+// discarding what it sent meanwhile: it writes that again elsewhere. The
+// goaway is the last record: no heartbeat follows it. It returns the
+// cause of the connection's end.
+func (a *ackReader) goaway() error {
+	if err := a.acknowledge(typeGoaway); err != nil {
+		return err
+	}
+	a.w.stopHeartbeats()
+	discardUntilClosed(a.w.nc, goawayLinger)
+	return errListenerClosed
+}
+
+// acknowledge writes a record of type typ (an ack or a goaway) with the
+// last message delivered, after the records pending, once the position is
+// saved. An ack that would repeat the last one is not written.
+func (a *ackReader) acknowledge(typ byte) error {
+	if a.seq != a.acked || typ == typeGoaway {
+		a.s.delivered.Store(a.seq)
+		if err := a.savePosition(); err != nil {
+			return err
 		}
+		a.out = appendRecord(a.out, typ, a.seq)
+	}
+	if len(a.out) == 0 {
 		return nil
 	}
-	defer func() {
-		if err := save(); err != nil {
-			c.log.Error("buffstreams: saving the session's position", "err", err)
-		}
-	}()
-	send := func(typ byte) error {
-		if seq != acked || typ == typeGoaway {
-			s.delivered.Store(seq)
-			if err := save(); err != nil {
-				return err
-			}
-			out = appendRecord(out, typ, seq)
-		}
-		if len(out) == 0 {
-			return nil
-		}
-		if err := w.write(out, seq); err != nil {
-			return fmt.Errorf("buffstreams: writing acknowledgements: %w", err)
-		}
-		out, acked, pend, pendBytes = out[:0], seq, 0, 0
-		return nil
+	if err := a.w.writeRecords(a.out, a.seq); err != nil {
+		return fmt.Errorf("buffstreams: writing acknowledgements: %w", err)
 	}
-	timed := l.opts.readTimeout > 0 || l.opts.idleTimeout > 0
-	var partialSince time.Time
-	for {
-		p, ok, err := rd.frame()
-		if ok {
-			if l.closing.Load() || s.owner.Load() != c {
-				l.count(c, msgs, nbytes)
-				return nil // Close, or a newer connection of the session
-			}
-			var err error
-			if connCallback != nil {
-				err = connCallback(c, p)
-			} else {
-				err = callback(p)
-			}
-			seq++ // after the callback: one that panics is not delivered
-			if err != nil {
-				l.stats.callbackErrors.Add(1)
-				c.log.Error("buffstreams: callback returned an error", "err", err, "seq", seq)
-				out = appendRejected(out, seq, err.Error())
-			}
-			msgs++
-			nbytes += uint64(len(p))
-			pend++
-			pendBytes += len(p)
-			partialSince = time.Time{}
-			if pend >= o.every || pendBytes >= o.bytes {
-				if err := send(typeAck); err != nil {
-					l.count(c, msgs, nbytes)
-					return err
-				}
-			}
-			continue
+	a.out, a.acked, a.pend, a.pendBytes = a.out[:0], a.seq, 0, 0
+	return nil
+}
+
+// savePosition gives the SessionStore, if there is one, the last message
+// delivered, unless it has it already.
+func (a *ackReader) savePosition() error {
+	if st := a.o.store; st != nil && a.seq != a.saved {
+		if err := st.Save(a.s.id, a.seq); err != nil {
+			return fmt.Errorf("buffstreams: SessionStore.Save(%v, %d): %w", a.s.id, a.seq, err)
 		}
-		l.count(c, msgs, nbytes)
-		msgs, nbytes = 0, 0
-		if err != nil {
-			return err
-		}
-		if l.draining.Load() {
-			return goaway(w, send)
-		}
-		if err := send(typeAck); err != nil {
-			return err
-		}
-		if timed {
-			partialSince = l.setReadDeadline(nc, rd.buffered() > 0, partialSince)
-		}
-		if err := rd.fill(); err != nil {
-			if l.draining.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
-				return goaway(w, send)
-			}
-			return err
-		}
+		a.saved = a.seq
+	}
+	return nil
+}
+
+// letGo ends the loop's hold on its session, also after a callback's
+// panic: it saves the position, stops the heartbeats, publishes the
+// position and detaches, each even if the one before panics.
+func (a *ackReader) letGo() {
+	defer a.l.acks.detach(a.s, a.c, a.done)
+	defer a.s.delivered.Store(a.seq)
+	defer a.w.stopHeartbeats()
+	if err := a.savePosition(); err != nil {
+		a.c.log.Error("buffstreams: saving the session's position", "err", err)
 	}
 }

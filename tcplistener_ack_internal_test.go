@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -202,6 +204,83 @@ func TestAckSessionKeptWhileDelivering(t *testing.T) {
 		}
 		if !errors.Is(err, ErrAckRefused) || time.Now().After(deadline) {
 			t.Fatalf("session a after its loop let go: %v", err)
+		}
+	}
+}
+
+// TestReadTimeoutNamedInBothModes checks that a read timeout ends a
+// connection with the same named error with acknowledged delivery as
+// without: "no frame within IdleTimeout" for a peer that sends nothing,
+// "frame not complete within ReadTimeout" for one that stops mid-frame,
+// each wrapping os.ErrDeadlineExceeded, a net.Error whose Timeout is true,
+// and counted in Timeouts.
+func TestReadTimeoutNamedInBothModes(t *testing.T) {
+	const d = 50 * time.Millisecond
+	w, _ := newWire(0, nil)
+	frame, _ := appendFrame(w.framing, nil, nil, make([]byte, 10))
+	partial := frame[:len(frame)-5]
+	for _, tc := range []struct {
+		name string
+		cfg  TCPListenerConfig
+		send []byte
+		want string
+	}{
+		{"idle", TCPListenerConfig{IdleTimeout: d}, nil, "buffstreams: no frame within IdleTimeout (50ms): "},
+		{"partial frame", TCPListenerConfig{ReadTimeout: d}, partial, "buffstreams: frame not complete within ReadTimeout (50ms): "},
+	} {
+		for _, acks := range []bool{false, true} {
+			name := tc.name + "/plain"
+			if acks {
+				name = tc.name + "/acks"
+			}
+			t.Run(name, func(t *testing.T) {
+				ends := make(chan error, 1)
+				cfg := tc.cfg
+				cfg.Address = "127.0.0.1:0"
+				cfg.Callback = func([]byte) error { return nil }
+				cfg.OnConnEnd = func(_ *TCPConn, err error) { ends <- err }
+				if acks {
+					cfg.Acks = &AckConfig{}
+				}
+				l, err := ListenTCP(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(l.Close)
+				if err := l.StartListeningAsync(); err != nil {
+					t.Fatal(err)
+				}
+				var nc net.Conn
+				if acks {
+					if nc, _, err = sayHello(t, l, newSessionID()); err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					if nc, err = net.Dial("tcp", l.Addr().String()); err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { nc.Close() })
+				}
+				if _, err := nc.Write(tc.send); err != nil {
+					t.Fatal(err)
+				}
+				select {
+				case err = <-ends:
+				case <-time.After(10 * time.Second):
+					t.Fatal("the connection did not end")
+				}
+				if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+					t.Errorf("OnConnEnd got %v, want %q followed by the read's error", err, tc.want)
+				}
+				var ne net.Error
+				if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+					t.Errorf("%v: want os.ErrDeadlineExceeded wrapped, in a net.Error whose Timeout is true", err)
+				}
+				l.Close()
+				if n := l.Stats().Timeouts; n != 1 {
+					t.Errorf("Timeouts = %d, want 1", n)
+				}
+			})
 		}
 	}
 }
