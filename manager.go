@@ -53,10 +53,10 @@ func reserve[T any](mu *sync.RWMutex, m map[string]*slot[T], key string) (*slot[
 	return s, nil
 }
 
-// settle fills the reservation s of key with v, or removes it if opening
-// failed. It reports false if the reservation is gone because the Manager
+// fillReservation fills the reservation s of key with v, or removes it if
+// opening failed. It reports false if the reservation is gone because the Manager
 // was closed meanwhile.
-func settle[T any](mu *sync.RWMutex, m map[string]*slot[T], key string, s *slot[T], v *T, err error) bool {
+func fillReservation[T any](mu *sync.RWMutex, m map[string]*slot[T], key string, s *slot[T], v *T, err error) bool {
 	mu.Lock()
 	defer mu.Unlock()
 	if m[key] != s {
@@ -109,7 +109,7 @@ func (m *Manager) StartListening(cfg TCPListenerConfig) error {
 			l.Close()
 		}
 	}
-	if !settle(&m.mu, m.listeners, cfg.Address, s, l, err) && err == nil {
+	if !fillReservation(&m.mu, m.listeners, cfg.Address, s, l, err) && err == nil {
 		l.Close() // the Manager was closed meanwhile
 		return errManagerClosed
 	}
@@ -184,7 +184,7 @@ func (m *Manager) DialContext(ctx context.Context, cfg *TCPConnConfig) error {
 		return err
 	}
 	c, err := DialTCPContext(ctx, cfg)
-	if !settle(&m.mu, m.writers, cfg.Address, s, c, err) && err == nil {
+	if !fillReservation(&m.mu, m.writers, cfg.Address, s, c, err) && err == nil {
 		c.Close() // the Manager was closed meanwhile
 		return errManagerClosed
 	}
