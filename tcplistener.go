@@ -15,6 +15,31 @@ import (
 	"time"
 )
 
+// Lock order on the listener side (this file, tcplistener_ack.go,
+// heartbeat.go and manager.go), the one place it is written:
+//
+//  1. TCPListener.mu, then a served connection's locks. Close and Shutdown
+//     hold TCPListener.mu while they close connections (TCPConn.Close takes
+//     TCPConn.mu, then, with it released, the corker lock of the
+//     connection's write engine) and read their sockets (TCPConn.current
+//     takes TCPConn.mu). The connection's own locks follow the order of
+//     tcpconn.go. No lock is held when TCPListener.mu is taken: endConn
+//     takes it after TCPConn.Close has returned, and the callback and
+//     OnConnEnd, which may call Broadcast or Conns, run with no lock held.
+//  2. ackSessions.mu is taken alone. attach lets it go before it calls
+//     SessionStore.Load, closes the session's previous connection or waits
+//     for that connection's read loop.
+//  3. recordWriter.mu is taken alone, by the read loop and the heartbeat
+//     timer; under it are only the writes of records on the socket.
+//  4. Manager.mu is taken alone: it is held only to read or change the
+//     Manager's maps, never across a call into a listener or a connection.
+//
+// Without a lock: closing, draining and the counters are atomic; a
+// session's owner and delivered position are atomic, the position
+// published by the read loop with each acknowledgement and when it ends,
+// before detach lets a newer connection of the session read it; a
+// connection's frameReader belongs to its read loop alone.
+
 // Accept back-off after a temporary error (such as running out of file
 // descriptors), as net/http does: 5 ms, doubling up to 1 s.
 const (
