@@ -208,13 +208,13 @@ func TestAckSessionKeptWhileDelivering(t *testing.T) {
 	}
 }
 
-// TestReadTimeoutNamedInBothModes checks that a read timeout ends a
+// TestAckReadTimeoutNamedAsPlain checks that a read timeout ends a
 // connection with the same named error with acknowledged delivery as
 // without: "no frame within IdleTimeout" for a peer that sends nothing,
 // "frame not complete within ReadTimeout" for one that stops mid-frame,
 // each wrapping os.ErrDeadlineExceeded, a net.Error whose Timeout is true,
 // and counted in Timeouts.
-func TestReadTimeoutNamedInBothModes(t *testing.T) {
+func TestAckReadTimeoutNamedAsPlain(t *testing.T) {
 	const d = 50 * time.Millisecond
 	w, _ := newWire(0, nil)
 	frame, _ := appendFrame(w.framing, nil, nil, make([]byte, 10))
