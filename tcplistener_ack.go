@@ -12,9 +12,10 @@ import (
 )
 
 // This file is the listener's side of acknowledged delivery: the hello, the
-// table of sessions, and the read loop that numbers, delivers and
-// acknowledges messages. The protocol's bytes are in ack.go.
-// The listener's lock order is at the top of tcplistener.go.
+// table of sessions, and the ackReader, the part of the read loop
+// (tcplistener.go) that numbers and acknowledges messages. The protocol's
+// bytes are in ack.go; the listener's lock order is at the top of
+// tcplistener.go.
 
 // ackWriteTimeout bounds the write of an acknowledgement when the
 // listener's WriteTimeout is zero.
