@@ -358,7 +358,40 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 		defer a.letGo() // before endConn, and also after a callback's panic
 	}
 	cause = l.readLoop(c, nc, a)
+	if a == nil {
+		l.refuseBadInput(nc, cause)
+	}
 }
+
+// refuseBadInput tells a dialer without acknowledged delivery, whose bytes
+// could not be read as frames, why its connection is closed, in the
+// refusal of the acknowledgement protocol (docs/wire.md): a dialer of this
+// package reads it and names the mismatch in its own errors (see
+// ErrPeerRefused). A BuffStreams 2.0 dialer never reads, and never sees
+// it. The write is bounded, and nothing is read after it.
+func (l *TCPListener) refuseBadInput(nc net.Conn, cause error) {
+	if errors.Is(cause, errAcksWanted) { // refused already, with its own reason
+		return
+	}
+	reason := byte(reasonFraming)
+	switch {
+	case errors.Is(cause, ErrMessageTooLarge):
+		reason = reasonMax
+	case errors.Is(cause, ErrWrongProtocol), errors.Is(cause, ErrMalformedHeader):
+	default:
+		return
+	}
+	nc.SetWriteDeadline(time.Now().Add(min(orDefault(l.connOpts.writeTimeout, refuseWait), refuseWait)))
+	if _, err := nc.Write(appendRefuse(nil, reason, cause.Error())); err == nil {
+		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	}
+}
+
+// refuseWait bounds the write of a refusal to a dialer without
+// acknowledged delivery.
+const refuseWait = time.Second
 
 // readLoop is a connection's one read loop, with or without acknowledged
 // delivery: it hands every complete frame in the buffer to the callback,

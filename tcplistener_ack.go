@@ -277,8 +277,12 @@ func (l *TCPListener) helloWithoutAcks(nc net.Conn, rd *frameReader) error {
 		return nil
 	}
 	l.refuse(nc, reasonAcksOff, "the listener does not have Acks on")
-	return fmt.Errorf("%w: the peer asks for acknowledged delivery; set Acks on the listener", ErrWrongProtocol)
+	return fmt.Errorf("%w: the peer asks for acknowledged delivery; set Acks on the listener%w", ErrWrongProtocol, errAcksWanted)
 }
+
+// errAcksWanted marks the error of a hello sent to a listener without
+// acknowledged delivery, which has answered it already. Its text is empty.
+var errAcksWanted = errors.New("")
 
 // isHello reports whether p begins with the magic, version and type of a
 // hello, of any version.
