@@ -227,6 +227,20 @@ type TCPConnConfig struct {
 	// connection. Zero means no limit.
 	WriteTimeout time.Duration
 
+	// StallTimeout bounds how long a connection in plain mode (Acks nil)
+	// keeps writing into a peer that takes nothing: on a TCP socket on
+	// Linux, how long written bytes may stay unacknowledged by the peer's
+	// TCP (the socket's TCP_USER_TIMEOUT); elsewhere, and on other sockets,
+	// how long one write may make no progress. Past it the connection fails
+	// with ErrPeerSilent, rather than after the system's own limit (about
+	// 15 minutes on Linux). A peer that goes on reading, however slowly, is
+	// not cut off; one that stops reading for longer than this is. On
+	// Linux an idle connection is watched by keep-alive instead, and fails
+	// with ErrPeerSilent about twice KeepAlive, or StallTimeout if longer,
+	// after its peer went silent. Zero means 30 seconds; a negative value
+	// turns the bound off.
+	StallTimeout time.Duration
+
 	// ReadTimeout bounds each Read. Zero means no limit.
 	ReadTimeout time.Duration
 

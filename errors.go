@@ -122,6 +122,28 @@ var (
 	// acknowledgement of a message never sent, or one going backwards.
 	ErrAckProtocol = errors.New("buffstreams: the peer broke the acknowledgement protocol")
 
+	// ErrPeerSilent is returned when a connection in plain mode had data
+	// that its peer's TCP did not acknowledge for StallTimeout, or, where
+	// that cannot be watched, when a write made no progress for that long:
+	// the peer's host, or the network to it, went away without a FIN or a
+	// reset, or the peer stopped reading. It is returned by the Write that
+	// found it, or by the next one and by Close when the connection was
+	// idle, and it is the reason OnWriteError receives for that Write's
+	// message. The connection is closed, and with a Retry policy it dials
+	// again. The error also wraps the system's error (ETIMEDOUT, or the
+	// last ICMP error, such as EHOSTUNREACH) or os.ErrDeadlineExceeded,
+	// and it is a net.Error whose Timeout method returns true.
+	ErrPeerSilent = errors.New("buffstreams: the peer went silent")
+
+	// ErrUnacknowledged is the error OnWriteError receives, with a nil
+	// message, for each message that had been counted as written (the
+	// kernel had its whole frame) but whose frame the peer's TCP had not
+	// acknowledged when the connection failed or was closed: the message
+	// did not arrive. The error also wraps why the connection ended. Close
+	// returns an error matching it when it had to give up on such messages.
+	// Linux only; see the package documentation, Accounting.
+	ErrUnacknowledged = errors.New("buffstreams: the peer's TCP never acknowledged the message")
+
 	// ErrRejected is the error OnWriteError receives, with acknowledged
 	// delivery, for a message whose listener callback returned an error.
 	// The text carries the callback's error text.

@@ -615,20 +615,25 @@ func seqMsg(seq uint32, size int) []byte {
 }
 
 // seqLog records sequence numbers: the messages a server received, or the
-// ones a client's OnWriteError was given.
+// ones a client's OnWriteError was given. OnWriteError's nil messages, the
+// ones the peer's TCP never acknowledged, are counted in unacked.
 type seqLog struct {
-	mu   sync.Mutex
-	seen map[uint32]int
-	errs []error
-	n    atomic.Int64
+	mu      sync.Mutex
+	seen    map[uint32]int
+	errs    []error
+	n       atomic.Int64
+	unacked atomic.Int64
 }
 
 func newSeqLog() *seqLog { return &seqLog{seen: make(map[uint32]int)} }
 
 func (s *seqLog) add(p []byte, err error) {
-	seq := binary.BigEndian.Uint32(p)
 	s.mu.Lock()
-	s.seen[seq]++
+	if p == nil {
+		s.unacked.Add(1)
+	} else {
+		s.seen[binary.BigEndian.Uint32(p)]++
+	}
 	if err != nil {
 		s.errs = append(s.errs, err)
 	}
@@ -1105,3 +1110,4 @@ func (b *background) end() {
 	b.once.Do(func() { close(b.stop) })
 	b.wg.Wait()
 }
+

@@ -161,6 +161,9 @@ func (c *TCPConn) untoldPeerEnd(w *peerWatch) error {
 // close, or the error the socket gave (a reset); p holds the first bytes
 // the peer sent and nobody read, if any.
 func peerError(cause error, p []byte) error {
+	if silent(cause) {
+		return silentError{cause}
+	}
 	if refusal(p) {
 		return fmt.Errorf("%w: %w: the listener has acknowledged delivery on; set Acks on the dialer", ErrPeerClosed, ErrAcksOff)
 	}

@@ -34,6 +34,10 @@ var errAckReads = errors.New("buffstreams: a connection with acknowledged delive
 // errClosed is returned by operations on a closed connection.
 var errClosed = fmt.Errorf("buffstreams: connection is closed: %w", net.ErrClosed)
 
+// errReopened is why the messages of a socket that Reopen closed fail, if
+// its peer's TCP had not acknowledged them.
+var errReopened = errors.New("buffstreams: Reopen closed the connection")
+
 // TCPConn is one connection carrying framed messages. DialTCP returns a
 // dialed one, NewConn wraps any net.Conn, and a TCPListener makes one for
 // each connection it accepts.
@@ -70,11 +74,12 @@ type TCPConn struct {
 	failure atomic.Pointer[error]
 
 	// mu guards nc, dialCtx, cancelDial, done, ended and reading, and
-	// the changes of watch.
+	// the changes of watch and tally.
 	mu         sync.Mutex
 	nc         net.Conn                  // nil after a failure, until the next dial
 	reading    atomic.Bool               // Read or Messages was called: no peer watch; set with mu held
 	watch      atomic.Pointer[peerWatch] // the watch of nc, if any; see peerwatch.go
+	tally      atomic.Pointer[tally]     // the count of nc's frames, if any; see unacked.go
 	dialCtx    context.Context           // bounds dials; cancelled by Close
 	cancelDial context.CancelFunc        // cancels dialCtx
 	done       chan struct{}             // returned by Done; made by its first call
@@ -94,6 +99,7 @@ type connOptions struct {
 	tls           *tls.Config
 	dialTimeout   time.Duration
 	writeTimeout  time.Duration
+	stall         time.Duration // StallTimeout in effect; zero when off
 	readTimeout   time.Duration
 	keepAlive     time.Duration
 	dialFn        func(ctx context.Context, network, address string) (net.Conn, error)
@@ -111,19 +117,21 @@ type connCounters struct {
 	msgsIn, bytesIn               atomic.Uint64
 	reconnects, dialFailures      atomic.Uint64
 	acked, peerCloses             atomic.Uint64
+	unacked, unackedBytes         atomic.Uint64 // also in msgsOut and bytesOut, and unacked in msgsFailed
 }
 
 // ConnStats is a snapshot of a connection's counters.
 type ConnStats struct {
-	MessagesWritten uint64 // messages whose whole frame reached the kernel
+	MessagesWritten uint64 // messages whose whole frame reached the kernel, less those counted in Unacknowledged
 	BytesWritten    uint64 // payload bytes of those messages, headers excluded
-	WriteErrors     uint64 // messages that could not be written, each passed to OnWriteError
+	WriteErrors     uint64 // messages that could not be written, each passed to OnWriteError; Unacknowledged included
 	MessagesRead    uint64 // messages read, by Read, Messages or a listener's read loop
 	BytesRead       uint64 // payload bytes of those messages
 	Reconnects      uint64 // successful dials after a failure or by Reopen
 	DialFailures    uint64 // failed dials after the first connection
 	MessagesAcked   uint64 // messages the listener acknowledged (acknowledged delivery only)
 	PeerCloses      uint64 // times the peer was found to have closed or reset a dialed connection nobody reads (see ErrPeerClosed)
+	Unacknowledged  uint64 // messages whose frames had reached the kernel but were never acknowledged by the peer's TCP (see ErrUnacknowledged)
 }
 
 // DialTCP dials cfg.Address and returns a connection that writes and reads
@@ -149,8 +157,7 @@ func DialTCPContext(ctx context.Context, cfg *TCPConnConfig) (*TCPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.nc = nc
-	c.startWatch(nc)
+	c.adopt(nc)
 	c.dialCtx, c.cancelDial = context.WithCancel(context.Background())
 	c.rd = newFrameReader(nc, c.wire)
 	return c, nil
@@ -173,7 +180,7 @@ func NewConn(nc net.Conn, cfg *TCPConnConfig) (*TCPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.nc = nc
+	c.adopt(nc)
 	c.rd = newFrameReader(nc, c.wire)
 	return c, nil
 }
@@ -204,6 +211,7 @@ func newConn(cfg *TCPConnConfig) (*TCPConn, error) {
 		tls:           cfg.TLSConfig,
 		dialTimeout:   orDefault(cfg.DialTimeout, defaultDialTimeout),
 		writeTimeout:  cfg.WriteTimeout,
+		stall:         stallTimeout(cfg.StallTimeout),
 		readTimeout:   cfg.ReadTimeout,
 		keepAlive:     cfg.KeepAlive,
 		dialFn:        cfg.DialContext,
@@ -441,8 +449,7 @@ func (c *TCPConn) dialOrClosed(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.nc = nc
-	c.startWatch(nc)
+	c.adopt(nc)
 	return nc, nil
 }
 
@@ -454,7 +461,7 @@ func (c *TCPConn) dialOrClosed(ctx context.Context) (net.Conn, error) {
 // nc.Close wakes it.
 func (c *TCPConn) fail(nc net.Conn, err error) error {
 	closed := c.closed.Load()
-	nc.Close()
+	c.drop(nc, err)
 	c.mu.Lock()
 	if c.nc == nc {
 		c.nc = nil
@@ -565,7 +572,7 @@ func (c *TCPConn) next() ([]byte, error) {
 	}
 	p, err := c.rd.next()
 	if err != nil {
-		return nil, c.fail(nc, err)
+		return nil, c.fail(nc, silence(err))
 	}
 	return p, nil
 }
@@ -587,15 +594,18 @@ func (c *TCPConn) Reopen() error {
 	old := c.nc
 	c.mu.Unlock()
 	if old != nil {
-		old.Close() // unblocks a write stuck on a peer that stopped reading
+		c.drop(old, errReopened) // unblocks a write stuck on a peer that stopped reading
 	}
 	c.dmu.Lock()
 	defer c.dmu.Unlock()
 	c.mu.Lock()
-	if c.nc != nil { // old, or one dialed since
-		c.nc.Close()
-		c.nc = nil
+	stale := c.nc // old, or one dialed since
+	c.nc = nil
+	c.mu.Unlock()
+	if stale != nil {
+		c.drop(stale, errReopened)
 	}
+	c.mu.Lock()
 	c.watch.Store(nil) // the old socket's end is Reopen's doing, or moot
 	c.closed.Store(false)
 	c.failure.Store(nil)
@@ -630,6 +640,7 @@ func (c *TCPConn) Close() error {
 		c.mu.Unlock()
 		return nil
 	}
+	until := time.Now().Add(c.closeWait())
 	c.eng.closing() // before closed: a flusher must not fail what it can still write
 	c.closed.Store(true)
 	c.endDone()
@@ -643,9 +654,18 @@ func (c *TCPConn) Close() error {
 	c.mu.Unlock()
 	w := c.watch.Load()
 	gone := c.untoldPeerEnd(w)
-	var err error
+	var err, lost error
 	if nc != nil {
-		err = nc.Close()
+		why := gone
+		if t := c.tallyOf(nc); t != nil && why == nil {
+			// Give the peer's TCP until the deadline to acknowledge what
+			// is written, as a lingering close would.
+			why = t.acked(until)
+		}
+		if why == nil {
+			why = errAckWait // bytes written while it waited
+		}
+		lost, err = c.drop(nc, why)
 	}
 	if w != nil && gone == nil {
 		// The watch ends with the socket, and may have found the peer
@@ -653,10 +673,13 @@ func (c *TCPConn) Close() error {
 		<-w.done
 		gone = c.untoldPeerEnd(w)
 	}
-	if err != nil && !errors.Is(err, net.ErrClosed) {
+	switch {
+	case err != nil && !errors.Is(err, net.ErrClosed):
 		return err
+	case gone != nil:
+		return gone
 	}
-	return gone
+	return lost
 }
 
 // LocalAddr returns the local address of the current connection, or nil if
@@ -697,9 +720,14 @@ func (c *TCPConn) MaxMessageSize() int { return c.wire.max }
 
 // Stats returns a snapshot of the connection's counters. It does not block.
 func (c *TCPConn) Stats() ConnStats {
+	// Unacknowledged messages are counted when their socket ends, after
+	// they were counted as written, except that a socket may end between a
+	// write and its counting: hence the floor at zero.
+	unacked, unackedBytes := c.stats.unacked.Load(), c.stats.unackedBytes.Load()
+	written, bytes := c.stats.msgsOut.Load(), c.stats.bytesOut.Load()
 	return ConnStats{
-		MessagesWritten: c.stats.msgsOut.Load(),
-		BytesWritten:    c.stats.bytesOut.Load(),
+		MessagesWritten: written - min(unacked, written),
+		BytesWritten:    bytes - min(unackedBytes, bytes),
 		WriteErrors:     c.stats.msgsFailed.Load(),
 		MessagesRead:    c.stats.msgsIn.Load(),
 		BytesRead:       c.stats.bytesIn.Load(),
@@ -707,6 +735,7 @@ func (c *TCPConn) Stats() ConnStats {
 		DialFailures:    c.stats.dialFailures.Load(),
 		MessagesAcked:   c.stats.acked.Load(),
 		PeerCloses:      c.stats.peerCloses.Load(),
+		Unacknowledged:  unacked,
 	}
 }
 
