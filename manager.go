@@ -274,11 +274,14 @@ func (m *Manager) Close() error {
 	m.mu.Unlock()
 	// Writers first: what they still buffer may be bound for one of the
 	// Manager's own listeners, which reads it until the writer is closed;
-	// and a writer closed after its peer reports the peer gone.
-	var errs []error
-	for _, c := range ws {
-		errs = append(errs, c.Close())
+	// and a writer closed after its peer reports the peer gone. They close
+	// at once, since each may wait for its peer's TCP to acknowledge.
+	errs := make([]error, len(ws))
+	var wg sync.WaitGroup
+	for i, c := range ws {
+		wg.Go(func() { errs[i] = c.Close() })
 	}
+	wg.Wait()
 	for _, l := range ls {
 		l.Close()
 	}
