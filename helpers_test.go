@@ -18,6 +18,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1111,3 +1112,132 @@ func (b *background) end() {
 	b.wg.Wait()
 }
 
+// freezeProxy forwards TCP connections to a target until freeze is called;
+// then the connections open so far stop forwarding, both ways, and stay
+// open, as behind a middlebox that lost its state or a peer that stopped
+// reading; connections made later are forwarded. Everything a forwarding
+// goroutine reads it forwards, so what a frozen connection's client wrote
+// is either forwarded or still in the proxy's socket.
+type freezeProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	pairs  []*proxyPair
+	wg     sync.WaitGroup
+}
+
+// A proxyPair is one connection through a freezeProxy.
+type proxyPair struct {
+	client, server net.Conn
+	forwarded      atomic.Int64 // bytes forwarded from the client to the target
+	frozen         atomic.Bool
+	stop           chan struct{} // closed when the proxy closes
+}
+
+func newFreezeProxy(t testing.TB, target string) *freezeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *freezeProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *freezeProxy) accept() {
+	defer p.wg.Done()
+	for {
+		a, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", p.target)
+		if err != nil {
+			a.Close()
+			continue
+		}
+		pp := &proxyPair{client: a, server: b, stop: make(chan struct{})}
+		p.mu.Lock()
+		p.pairs = append(p.pairs, pp)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(pp, b, a, &pp.forwarded)
+		go p.pipe(pp, a, b, nil)
+	}
+}
+
+// pipe forwards src to dst, counting in n, until an error, or until the
+// pair is frozen: then it waits for the proxy to close.
+func (p *freezeProxy) pipe(pp *proxyPair, dst, src net.Conn, n *atomic.Int64) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				err = werr
+			} else if n != nil {
+				n.Add(int64(k))
+			}
+		}
+		if pp.frozen.Load() {
+			<-pp.stop
+			return
+		}
+		if err != nil {
+			dst.Close()
+			src.Close()
+			return
+		}
+	}
+}
+
+// freeze stops forwarding on every connection open now, and returns them.
+func (p *freezeProxy) freeze() []*proxyPair {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pp := range p.pairs {
+		pp.frozen.Store(true)
+		pp.client.SetReadDeadline(longAgo) // wakes a pipe blocked in Read
+		pp.server.SetReadDeadline(longAgo)
+	}
+	return slices.Clone(p.pairs)
+}
+
+// longAgo is a deadline in the past.
+var longAgo = time.Unix(1, 0)
+
+// held reads what the frozen pair's client sent that the proxy's socket
+// holds unread, which the proxy's TCP acknowledged, and returns its length.
+// It is called once the client's connection has ended: the bytes are all
+// there, and a read that finds none waits for nothing more.
+func (pp *proxyPair) held() int {
+	n := 0
+	buf := make([]byte, 64<<10)
+	for {
+		pp.client.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		k, err := pp.client.Read(buf)
+		n += k
+		if err != nil {
+			return n
+		}
+	}
+}
+
+func (p *freezeProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	for _, pp := range p.pairs {
+		close(pp.stop)
+		pp.client.Close()
+		pp.server.Close()
+	}
+	p.pairs = nil
+	p.mu.Unlock()
+	p.wg.Wait()
+}
