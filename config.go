@@ -206,12 +206,13 @@ type TCPConnConfig struct {
 	// what err can be. Nil means failures are only counted.
 	OnWriteError func(msg []byte, err error)
 
-	// Retry, if set, makes the connection dial again after a failure with
+	// Retry, if set, makes DialTCP retry the first dial (unless
+	// FirstDialOnce), and the connection dial again after a failure, with
 	// exponential back-off and jitter, within the policy's limits, and
 	// write again the messages that had not reached the kernel. Nil means
-	// one dial attempt per operation after a failure, as in BuffStreams
-	// 2.0. When the policy gives up, the connection has failed for good
-	// until Reopen (see RetryPolicy and TCPConn.Err).
+	// one dial attempt, by DialTCP and then per operation after a failure,
+	// as in BuffStreams 2.0. When the policy gives up, the connection has
+	// failed for good until Reopen (see RetryPolicy and TCPConn.Err).
 	Retry *RetryPolicy
 
 	// TLSConfig, if set, makes the connection use TLS. If its ServerName is

@@ -117,8 +117,9 @@
 // next operation dials again. When the policy gives up, the connection has
 // failed for good: what is buffered fails at once with [ErrReconnectFailed],
 // and so does every later Write, WriteBatch and Flush, without dialing,
-// until [TCPConn.Reopen]. [TCPConn.Err] and [TCPConn.Done] report it. With
-// RetryPolicy.RetryFirstDial the policy covers DialTCP's first dial too. A frame cut short on the old connection is
+// until [TCPConn.Reopen]. [TCPConn.Err] and [TCPConn.Done] report it. The
+// policy covers DialTCP's first dial too, so that a client may start before
+// its server, unless RetryPolicy.FirstDialOnce. A frame cut short on the old connection is
 // discarded by the peer, which cannot mistake it for a message, so no
 // message arrives twice. A message counts as written once the kernel has
 // its frame, not once the peer's application has read it: frames in the

@@ -53,7 +53,7 @@ var (
 	// ErrReconnectFailed is returned when a connection could not be dialed
 	// again within the Retry policy's limits, and then by every Write,
 	// WriteBatch and Flush until Reopen (see TCPConn.Err); also by DialTCP
-	// when the policy, with RetryFirstDial, gives up on the first dial. It
+	// when the policy gives up on the first dial (unless FirstDialOnce). It
 	// wraps the last dial error.
 	ErrReconnectFailed = errors.New("buffstreams: reconnect failed")
 

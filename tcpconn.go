@@ -141,7 +141,7 @@ func DialTCP(cfg *TCPConnConfig) (*TCPConn, error) {
 }
 
 // DialTCPContext is DialTCP with a context that bounds the first dial, and
-// its retries when the Retry policy has RetryFirstDial set. The context is
+// the Retry policy's retries of it (unless FirstDialOnce). The context is
 // not kept: later reconnects are bounded by DialTimeout and the Retry
 // policy.
 func DialTCPContext(ctx context.Context, cfg *TCPConnConfig) (*TCPConn, error) {
@@ -285,8 +285,8 @@ func (c *TCPConn) dial(ctx context.Context) (net.Conn, error) {
 	return nc, nil
 }
 
-// firstDial makes DialTCPContext's connection: one dial, or, with
-// RetryFirstDial, as many as the Retry policy allows within ctx.
+// firstDial makes DialTCPContext's connection: as many dials as the Retry
+// policy allows within ctx, or one without a policy or with FirstDialOnce.
 func (c *TCPConn) firstDial(ctx context.Context) (net.Conn, error) {
 	r := c.opts.retry
 	if r == nil || !r.first {

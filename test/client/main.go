@@ -333,7 +333,7 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 		abort:   abort,
 	}
 	if cfg.retries > 0 {
-		s.retry = &buffstreams.RetryPolicy{MaxAttempts: cfg.retries, MaxWait: cfg.retryWait, RetryFirstDial: true}
+		s.retry = &buffstreams.RetryPolicy{MaxAttempts: cfg.retries, MaxWait: cfg.retryWait}
 	}
 	var wg sync.WaitGroup
 	for i := range cfg.conns {
