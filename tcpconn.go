@@ -597,14 +597,29 @@ func (c *TCPConn) Reopen() error {
 		c.drop(old, errReopened) // unblocks a write stuck on a peer that stopped reading
 	}
 	c.dmu.Lock()
-	defer c.dmu.Unlock()
 	c.mu.Lock()
 	stale := c.nc // old, or one dialed since
 	c.nc = nil
 	c.mu.Unlock()
+	var frames int
+	var payload uint64
 	if stale != nil {
-		c.drop(stale, errReopened)
+		frames, payload, _ = c.shut(stale)
 	}
+	err := c.redialed()
+	c.dmu.Unlock()
+	c.unacked(frames, payload, errReopened) // without dmu: OnWriteError may write
+	if err != nil {
+		return err
+	}
+	c.stats.reconnects.Add(1)
+	c.eng.reopened()
+	return nil
+}
+
+// redialed puts the connection back in its state before any failure or
+// Close, and dials. c.dmu is held.
+func (c *TCPConn) redialed() error {
 	c.mu.Lock()
 	c.watch.Store(nil) // the old socket's end is Reopen's doing, or moot
 	c.closed.Store(false)
@@ -618,12 +633,8 @@ func (c *TCPConn) Reopen() error {
 	c.dialCtx, c.cancelDial = context.WithCancel(context.Background())
 	ctx := c.dialCtx
 	c.mu.Unlock()
-	if _, err := c.dialOrClosed(ctx); err != nil {
-		return err
-	}
-	c.stats.reconnects.Add(1)
-	c.eng.reopened()
-	return nil
+	_, err := c.dialOrClosed(ctx)
+	return err
 }
 
 // Close closes the connection. In batching mode it first writes what is

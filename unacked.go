@@ -154,24 +154,37 @@ var errAckWait = errors.New("buffstreams: Close stopped waiting for the peer's T
 // ErrUnacknowledged and cause. It returns that error, or nil if every
 // frame was acknowledged, and the error of closing nc.
 func (c *TCPConn) drop(nc net.Conn, cause error) (unacked, closeErr error) {
-	var frames int
-	var payload uint64
+	frames, payload, closeErr := c.shut(nc)
+	return c.unacked(frames, payload, cause), closeErr
+}
+
+// shut closes nc, after sealing its tally, and returns how many of the
+// frames written on it its peer's TCP never acknowledged, and their payload
+// bytes, for unacked to report.
+func (c *TCPConn) shut(nc net.Conn) (frames int, payload uint64, closeErr error) {
 	if t := c.tallyOf(nc); t != nil {
 		frames, payload = t.seal()
 	}
-	closeErr = nc.Close()
+	return frames, payload, nc.Close()
+}
+
+// unacked counts as failed the given number of messages, counted as
+// written before, whose frames the peer's TCP never acknowledged, and
+// passes each to OnWriteError with a nil message. It returns the error
+// they were reported with, or nil if there were none. No lock is held.
+func (c *TCPConn) unacked(frames int, payload uint64, cause error) error {
 	if frames == 0 {
-		return nil, closeErr
+		return nil
 	}
-	unacked = fmt.Errorf("%w (%d messages): %w", ErrUnacknowledged, frames, cause)
+	err := fmt.Errorf("%w (%d messages): %w", ErrUnacknowledged, frames, cause)
 	c.stats.unacked.Add(uint64(frames))
 	c.stats.unackedBytes.Add(payload)
 	c.stats.msgsFailed.Add(uint64(frames))
 	c.log.Warn("buffstreams: messages the peer's TCP never acknowledged", "messages", frames, "err", cause)
 	if h := c.opts.onWriteError; h != nil {
 		for range frames {
-			h(nil, unacked)
+			h(nil, err)
 		}
 	}
-	return unacked, closeErr
+	return err
 }
