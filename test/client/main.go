@@ -7,7 +7,7 @@
 //	       [-n 0] [-conns 1] [-size 110] [-rate 0]
 //	       [-tls] [-tls-ca FILE] [-tls-server-name NAME]
 //	       [-batch] [-buffer 256KiB] [-flush-interval 0] [-write-timeout 0]
-//	       [-retries 0] [-retry-wait 0] [-echo] [-reply-wait 5s]
+//	       [-stall 0] [-retries 0] [-retry-wait 0] [-echo] [-reply-wait 5s]
 //	       [-ack] [-ack-wait 10s]
 //
 // Flags:
@@ -53,6 +53,12 @@
 //	-write-timeout
 //	          TCPConnConfig.WriteTimeout; 0 means no limit (Close in batching
 //	          mode still gives up after 10 s)
+//	-stall    TCPConnConfig.StallTimeout, without -ack: how long what a
+//	          connection wrote may stay unacknowledged by the server's TCP
+//	          (on Linux; elsewhere, how long a write may make no progress)
+//	          before the connection fails with buffstreams.ErrPeerSilent;
+//	          0 means the library's default (30 s), a negative value turns
+//	          the bound off
 //	-retries  when positive, reconnect after a failure with
 //	          buffstreams.RetryPolicy{MaxAttempts: retries, MaxWait:
 //	          retry-wait}: a failed write dials again with back-off and
@@ -101,7 +107,7 @@
 // second, they are closed under them, and a second signal kills the
 // process. At the end it prints one line on stdout:
 //
-//	sent=N written=W failed=F acked=A bytes=B errors=E reconnects=R elapsed=S rate=X
+//	sent=N written=W failed=F unacked=U acked=A bytes=B errors=E reconnects=R elapsed=S rate=X
 //
 // and with -echo the same line ends with
 //
@@ -113,8 +119,10 @@
 // ConnStats.MessagesAcked, summed over the connections: the messages the
 // server's callback has had, which it acknowledged (0 without -ack).
 // Without -ack, W is the messages whose whole frame reached the kernel
-// (ConnStats.MessagesWritten); such a message may still be lost if the
-// server dies before reading it, since TCP does not tell. With -ack, W is
+// (ConnStats.MessagesWritten), less, on Linux, those the server's TCP had
+// not acknowledged when their connection failed or closed: U, which are
+// in F (ConnStats.Unacknowledged). A message in W may still be lost if the
+// server's process dies before reading it, since TCP does not tell. With -ack, W is
 // A: a message counts as written once acknowledged, and one never
 // acknowledged is in F. B is the payload bytes of W; E is
 // ConnStats.WriteErrors, which equals F (it is the field the line had
@@ -184,6 +192,7 @@ func main() {
 	flag.Var(&cfg.buffer, "buffer", "write buffer of -batch, in bytes or with a KiB or MiB suffix")
 	flag.DurationVar(&cfg.flushInterval, "flush-interval", 0, "how long the flusher of -batch may wait for more messages")
 	flag.DurationVar(&cfg.writeTimeout, "write-timeout", 0, "bound on each write system call (0: no limit)")
+	flag.DurationVar(&cfg.stall, "stall", 0, "how long written bytes may stay unacknowledged by the server's TCP before the connection fails with ErrPeerSilent (0: the library's 30 s; negative: no bound)")
 	flag.IntVar(&cfg.retries, "retries", 0, "reconnect with a RetryPolicy of this many attempts (0: no policy)")
 	flag.DurationVar(&cfg.retryWait, "retry-wait", 0, "longest time one reconnect may take with -retries (0: the library's 30 s)")
 	flag.BoolVar(&cfg.echo, "echo", false, "expect a reply to every message and report round-trip times")
@@ -234,6 +243,7 @@ type config struct {
 	buffer              byteSize
 	flushInterval       time.Duration
 	writeTimeout        time.Duration
+	stall               time.Duration
 	retries             int
 	retryWait           time.Duration
 	echo                bool
@@ -396,8 +406,8 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 	// Every connection is closed: the counters are final.
 	st := s.stats()
 	sent, failed := s.attempted.Load(), s.failed.Load()
-	line := fmt.Sprintf("sent=%d written=%d failed=%d acked=%d bytes=%d errors=%d reconnects=%d elapsed=%.3f rate=%.0f",
-		sent, st.MessagesWritten, failed, st.MessagesAcked, st.BytesWritten, st.WriteErrors, st.Reconnects,
+	line := fmt.Sprintf("sent=%d written=%d failed=%d unacked=%d acked=%d bytes=%d errors=%d reconnects=%d elapsed=%.3f rate=%.0f",
+		sent, st.MessagesWritten, failed, st.Unacknowledged, st.MessagesAcked, st.BytesWritten, st.WriteErrors, st.Reconnects,
 		elapsed.Seconds(), float64(st.MessagesWritten)/elapsed.Seconds())
 	ok := st.MessagesWritten > 0 || (cfg.n == 0 && wasInterrupted)
 	if n := s.connErrors.Load(); n > 0 {
@@ -456,6 +466,7 @@ func (s *sender) stats() buffstreams.ConnStats {
 			sum.MessagesAcked += st.MessagesAcked
 			sum.Reconnects += st.Reconnects
 			sum.PeerCloses += st.PeerCloses
+			sum.Unacknowledged += st.Unacknowledged
 		}
 	}
 	return sum
@@ -496,6 +507,7 @@ func (s *sender) send(ctx context.Context, i, quota int) error {
 		TLSConfig:      s.tls,
 		Retry:          s.retry,
 		WriteTimeout:   s.cfg.writeTimeout,
+		StallTimeout:   s.cfg.stall,
 		OnWriteError: func(_ []byte, err error) {
 			s.failed.Add(1)
 			giveUp(err)
