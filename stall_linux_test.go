@@ -65,6 +65,49 @@ func TestStallPartition(t *testing.T) {
 			t.Errorf("%d messages received beyond those written: more than a window's acknowledgements lost", extra)
 		}
 	})
+	t.Run("down for good, a message every 10 ms", func(t *testing.T) {
+		// No Write blocks: the kernel takes every frame into the send
+		// buffer, where it stays unacknowledged. The kernel's bound
+		// fails the connection all the same, and the peer watch tells
+		// the next Write.
+		const bound = time.Second
+		p := newPartition(t)
+		received := newSeqLog()
+		l := apiServe(t, p.listen(), bs.TCPListenerConfig{Framing: bs.Fixed4, Callback: received.callback})
+		hooked := newSeqLog()
+		c := dialAddr(t, l.Addr().String(), bs.TCPConnConfig{Framing: bs.Fixed4, StallTimeout: bound,
+			DialContext: p.a.dial, OnWriteError: hooked.hook})
+		var downAt time.Time
+		var err error
+		given := 0
+		var longest time.Duration
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); given++ {
+			if downAt.IsZero() && received.n.Load() >= 50 {
+				p.down()
+				downAt = time.Now()
+			}
+			start := time.Now()
+			if _, err = c.Write(seqMsg(uint32(given), size)); err != nil {
+				given++
+				break
+			}
+			longest = max(longest, time.Since(start))
+			time.Sleep(10 * time.Millisecond)
+		}
+		took := time.Since(downAt)
+		if downAt.IsZero() || !errors.Is(err, bs.ErrPeerSilent) {
+			t.Fatalf("%d messages given, link down: %v; the last Write: %v, want ErrPeerSilent", given, !downAt.IsZero(), err)
+		}
+		within(t, "noticing the partition", took, bound*7/8, bound+3*time.Second)
+		c.Close()
+		st := c.Stats()
+		t.Logf("noticed %v after the link went down, the longest Write took %v; %d given: %d written, %d failed (%d unacknowledged); %d received",
+			took.Round(time.Millisecond), longest.Round(time.Microsecond), given, st.MessagesWritten, st.WriteErrors, st.Unacknowledged, received.n.Load())
+		if st.MessagesWritten+st.WriteErrors != uint64(given) || st.Unacknowledged == 0 {
+			t.Errorf("%d given: stats %+v", given, st)
+		}
+		eventually(t, "every message written", func() bool { return uint64(received.n.Load()) >= st.MessagesWritten })
+	})
 	t.Run("down then up", func(t *testing.T) {
 		const bound, outage, n = 3 * time.Second, 500 * time.Millisecond, 50_000
 		p := newPartition(t)
