@@ -201,9 +201,11 @@ type TCPConnConfig struct {
 	SlowConsumer SlowConsumerPolicy
 
 	// OnWriteError, if set, is called once for every message that could
-	// not be written, with the reason; msg is valid only during the call.
-	// See the package documentation, Accounting, for when it is called and
-	// what err can be. Nil means failures are only counted.
+	// not be written, with the reason; msg is valid only during the call,
+	// and nil for a message the kernel had taken whose frame the peer's
+	// TCP never acknowledged (ErrUnacknowledged). See the package
+	// documentation, Accounting, for when it is called and what err can
+	// be. Nil means failures are only counted.
 	OnWriteError func(msg []byte, err error)
 
 	// Retry, if set, makes DialTCP retry the first dial (unless

@@ -50,7 +50,9 @@
 // writes them all at once; each Write still returns only when its own frame
 // has been written. A Write that fails returns 0 and the error; its frame
 // was not sent, or only part of it was, which the peer discards. Flush
-// returns nil at once, and Close has nothing buffered to write.
+// returns nil at once, and Close has nothing buffered to write; it waits
+// for the peer's TCP to acknowledge what is written, as described under
+// Accounting.
 //
 // In batching mode (WriteBufferSize > 0), Write copies the frame into the
 // write buffer and returns len(data). A flusher goroutine writes the
@@ -98,16 +100,18 @@
 // through a Manager, ends exactly once in one of two places:
 //
 //   - in ConnStats.MessagesWritten (its payload in BytesWritten), once the
-//     kernel has its whole frame;
+//     kernel has its whole frame, unless it is later found unacknowledged
+//     (below);
 //   - or in TCPConnConfig.OnWriteError, with the reason, and then in
 //     ConnStats.WriteErrors.
 //
 // A Write that returns an error has already passed its message to
 // OnWriteError. The reason matches one of [ErrMessageTooLarge] or
 // [ErrDelimiterInPayload] (refused before anything was sent),
-// [ErrSlowConsumer], [ErrWriteTimeout], [ErrPeerClosed],
-// [ErrReconnectFailed] (the Retry policy gave up), [net.ErrClosed] (the
-// connection was closed first), or is the network error itself. OnWriteError is called without locks held,
+// [ErrSlowConsumer], [ErrWriteTimeout], [ErrPeerClosed], [ErrPeerSilent],
+// [ErrUnacknowledged] (below), [ErrReconnectFailed] (the Retry policy gave
+// up), [net.ErrClosed] (the connection was closed first), or is the network
+// error itself. OnWriteError is called without locks held,
 // from the goroutine that found the failure: the Write itself, another
 // Write, the flusher or Close. It must not block for long.
 //
@@ -121,10 +125,35 @@
 // policy covers DialTCP's first dial too, so that a client may start before
 // its server, unless RetryPolicy.FirstDialOnce. A frame cut short on the old connection is
 // discarded by the peer, which cannot mistake it for a message, so no
-// message arrives twice. A message counts as written once the kernel has
-// its frame, not once the peer's application has read it: frames in the
-// kernels' buffers when a peer dies are lost without an error on this side,
-// because TCP does not tell the sender which they were.
+// message arrives twice.
+//
+// A message counts as written once the kernel has its frame, not once the
+// peer's application has read it. On Linux, for a connection over plain TCP
+// in plain mode, the kernel says how much of what was written the peer's
+// TCP has acknowledged, and the connection keeps a record of where its
+// recent frames end. When its socket fails, or is closed by Close, Reopen
+// or SlowConsumerClose, every message whose frame the peer's TCP had not
+// acknowledged is taken back from MessagesWritten, counted in WriteErrors
+// and ConnStats.Unacknowledged, and passed to OnWriteError with a nil
+// message (the connection no longer holds its bytes) and an error matching
+// [ErrUnacknowledged] and why the socket ended; the socket is reset, so that
+// those frames are not delivered after all. Close first waits for the
+// acknowledgements, within WriteTimeout (10 seconds if zero) and
+// StallTimeout, and returns an error matching ErrUnacknowledged if it had
+// to give up on some. What this cannot know: bytes the peer's kernel
+// acknowledged and its process never read, because it crashed or its host
+// lost power with them in its receive buffer, count as written; and a
+// partition can swallow acknowledgements, so that a few messages reported
+// failed did arrive. Elsewhere, and under TLS, whose records frames cannot
+// be matched to, the count is not available, and what sat in the kernels'
+// buffers when a peer died is lost without an error on this side.
+//
+// A peer that goes silent, with no FIN nor reset, fails the connection with
+// [ErrPeerSilent] once written bytes have stayed unacknowledged for
+// TCPConnConfig.StallTimeout (30 seconds by default), in plain mode. On
+// Linux the kernel keeps that bound (TCP_USER_TIMEOUT); elsewhere a write
+// deadline does, which only sees writes that block (see StallTimeout). A
+// peer that keeps reading, however slowly, is not cut off.
 //
 // A dialed connection that nobody reads watches its socket for the peer's
 // end, at no cost per message. Once the peer has closed or reset it, the
@@ -205,8 +234,8 @@
 // # Security and failures
 //
 // TLSConfig on either side turns on TLS, mutual TLS included. Dial, read,
-// write, idle and handshake timeouts, TCP keep-alive and a cap on connections
-// bound what a peer can hold. A connection whose first bytes are a TLS
+// write, idle, stall and handshake timeouts, TCP keep-alive and a cap on
+// connections bound what a peer can hold. A connection whose first bytes are a TLS
 // ClientHello, an HTTP request or another framing is closed with an error
 // wrapping [ErrWrongProtocol] that says so. [TCPListener.Shutdown] delivers
 // what connections have sent before closing them; Close is immediate.

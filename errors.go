@@ -92,8 +92,9 @@ var (
 	// of a dialed connection after its peer closed or reset the socket (a
 	// peer that shut down only its sending side counts), and
 	// by Close, when nobody reads the connection (see TCPConn): messages
-	// written shortly before may not have reached the peer's application,
-	// and TCP does not say which. The message of that Write is not written
+	// written shortly before may not have reached the peer's application;
+	// on Linux those its TCP never acknowledged are reported with
+	// ErrUnacknowledged. The message of that Write is not written
 	// into the dead socket. With a Retry policy the connection dials again
 	// and writes it instead of failing, and ConnStats.PeerCloses counts the
 	// event. When the peer had sent bytes that name another protocol (a TLS

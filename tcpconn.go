@@ -638,13 +638,17 @@ func (c *TCPConn) redialed() error {
 }
 
 // Close closes the connection. In batching mode it first writes what is
-// buffered (see the package documentation, Batching). Writes and Reads in
-// progress, and a dial in progress, then return errors; later ones return
-// errors matching net.ErrClosed until Reopen is called. Close returns an
-// error matching ErrPeerClosed if the peer of a dialed connection nobody
-// reads had closed or reset it and no write reported that (see the package
-// documentation, Accounting). Closing a closed connection does nothing and
-// returns nil.
+// buffered (see the package documentation, Batching). On Linux over plain
+// TCP it then waits, within WriteTimeout (10 seconds if zero) and
+// StallTimeout, for the peer's TCP to acknowledge what is written, and
+// reports what it did not as failed (see the package documentation,
+// Accounting). Writes and Reads in progress, and a dial in progress, then
+// return errors; later ones return errors matching net.ErrClosed until
+// Reopen is called. Close returns an error matching ErrPeerClosed or
+// ErrPeerSilent if the peer of a dialed connection nobody reads had closed,
+// reset or gone silent and no write reported that, and otherwise one
+// matching ErrUnacknowledged if messages failed so. Closing a closed
+// connection does nothing and returns nil.
 func (c *TCPConn) Close() error {
 	c.mu.Lock()
 	if c.closed.Load() {
