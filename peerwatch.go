@@ -77,6 +77,11 @@ func (c *TCPConn) watchPeer(w *peerWatch) {
 		return settled
 	})
 	if err == nil && why != nil {
+		if t := c.tallyOf(w.nc); why == ErrPeerClosed && t != nil && t.writeBroke() {
+			// An end of file, once a write took the socket's error,
+			// which that write reports.
+			return
+		}
 		c.peerLeft(w, why)
 	}
 }

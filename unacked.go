@@ -42,6 +42,7 @@ type tally struct {
 	log    frameLog // guarded by mu
 	total  uint64   // bytes handed to the kernel; guarded by mu
 	sealed bool     // the socket ended and its frames were counted; guarded by mu
+	broken bool     // a write system call on the socket failed; guarded by mu
 
 	w rawWrite // the write in progress, by the goroutine that owns the socket for writing
 }
@@ -108,6 +109,15 @@ func (t *tally) seal() (frames int, payload uint64) {
 	frames, payload = t.log.unacked(t.total - min(uint64(q), t.total))
 	t.log = frameLog{}
 	return frames, payload
+}
+
+// writeBroke reports whether a write on the socket of t failed. A dead
+// socket tells its error once, and a write's system call, made under t.mu,
+// may have taken it: the peer watch then sees only an end of file.
+func (t *tally) writeBroke() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.broken
 }
 
 // acked waits until the peer's TCP has acknowledged every byte written on

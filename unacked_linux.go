@@ -145,6 +145,7 @@ func (t *tally) step(fd uintptr) bool {
 			return false
 		case err != nil:
 			w.err = os.NewSyscallError("write", err)
+			t.broken = true
 			return true
 		case n == 0:
 			w.err = io.ErrUnexpectedEOF
