@@ -391,8 +391,10 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 			}
 		case <-tick.C:
 			st := s.stats()
+			// MessagesWritten goes down when a connection fails with
+			// messages its server's TCP never acknowledged.
 			fmt.Fprintf(os.Stderr, "progress sent=%d written=%d rate=%d/s failed=%d acked=%d reconnects=%d",
-				s.attempted.Load(), st.MessagesWritten, st.MessagesWritten-prev, s.failed.Load(), st.MessagesAcked, st.Reconnects)
+				s.attempted.Load(), st.MessagesWritten, max(int64(st.MessagesWritten)-int64(prev), 0), s.failed.Load(), st.MessagesAcked, st.Reconnects)
 			if cfg.echo {
 				fmt.Fprintf(os.Stderr, " replies=%d", s.replies.Load())
 			}
