@@ -86,9 +86,15 @@ func (c *TCPConn) watchPeer(w *peerWatch) {
 	}
 }
 
-// peerLeft records, once, that the peer of w's socket left, and why.
+// peerLeft records, once, that the peer of w's socket left, or went
+// silent, and why.
 func (c *TCPConn) peerLeft(w *peerWatch, why error) {
-	if w.gone.CompareAndSwap(nil, &why) {
+	if !w.gone.CompareAndSwap(nil, &why) {
+		return
+	}
+	if errors.Is(why, ErrPeerSilent) { // the peer did not leave: it stopped answering
+		c.log.Warn("buffstreams: the peer went silent", "err", why)
+	} else {
 		c.stats.peerCloses.Add(1)
 		c.log.Warn("buffstreams: the peer closed the connection", "err", why)
 	}

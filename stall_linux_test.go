@@ -55,6 +55,9 @@ func TestStallPartition(t *testing.T) {
 		extra := received.n.Load() - int64(st.MessagesWritten)
 		t.Logf("noticed %v after the link went down; %d given: %d written, %d failed (%d unacknowledged); %d received, %d of them failed",
 			took.Round(time.Millisecond), given, st.MessagesWritten, st.WriteErrors, st.Unacknowledged, received.n.Load(), extra)
+		if st.PeerCloses != 0 {
+			t.Errorf("%d peer closes counted: a silent peer did not close", st.PeerCloses)
+		}
 		if st.MessagesWritten+st.WriteErrors != uint64(given) || st.WriteErrors != uint64(hooked.n.Load()) {
 			t.Errorf("%d given: stats %+v, OnWriteError called %d times", given, st, hooked.n.Load())
 		}
@@ -103,7 +106,7 @@ func TestStallPartition(t *testing.T) {
 		st := c.Stats()
 		t.Logf("noticed %v after the link went down, the longest Write took %v; %d given: %d written, %d failed (%d unacknowledged); %d received",
 			took.Round(time.Millisecond), longest.Round(time.Microsecond), given, st.MessagesWritten, st.WriteErrors, st.Unacknowledged, received.n.Load())
-		if st.MessagesWritten+st.WriteErrors != uint64(given) || st.Unacknowledged == 0 {
+		if st.MessagesWritten+st.WriteErrors != uint64(given) || st.Unacknowledged == 0 || st.PeerCloses != 0 {
 			t.Errorf("%d given: stats %+v", given, st)
 		}
 		eventually(t, "every message written", func() bool { return uint64(received.n.Load()) >= st.MessagesWritten })

@@ -107,6 +107,9 @@ func TestStallFreeze(t *testing.T) {
 			if st.Unacknowledged == 0 {
 				t.Error("no message unacknowledged: the client's kernel held none when the connection failed")
 			}
+			if st.PeerCloses != 0 {
+				t.Errorf("%d peer closes counted: the proxy did not close", st.PeerCloses)
+			}
 		})
 	}
 }
