@@ -148,7 +148,7 @@ func TestManagerWriteNotBlockedByOtherAddress(t *testing.T) {
 	stuck := newRawListener(t)
 	// StallTimeout bounds how long CloseWriter waits for the peer's TCP to
 	// take what the kernel holds: it never will.
-	if err := m.Dial(&bs.TCPConnConfig{Address: stuck.Addr().String(), MaxMessageSize: 1 << 20, StallTimeout: 5 * time.Second}); err != nil {
+	if err := m.Dial(&bs.TCPConnConfig{Address: stuck.Addr().String(), MaxMessageSize: 1 << 20, StallTimeout: 3 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	stuck.accept(t) // accepted, never read

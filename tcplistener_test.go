@@ -729,7 +729,7 @@ func TestStatsUnderTraffic(t *testing.T) {
 	// A writer stuck on a peer that accepted but never reads.
 	stuckPeer := newRawListener(t)
 	stuck := dialAddr(t, stuckPeer.Addr().String(), bs.TCPConnConfig{MaxMessageSize: 1 << 20})
-	stuckPeer.accept(t)
+	stuckNC := stuckPeer.accept(t)
 	stuckDone := make(chan struct{})
 	go func() {
 		defer close(stuckDone)
@@ -846,6 +846,9 @@ func TestStatsUnderTraffic(t *testing.T) {
 		t.Error("the stuck writer was not stuck")
 	default:
 	}
+	// The peer reads at last, so that Close need not wait out its
+	// WriteTimeout for the peer's TCP to acknowledge what it holds.
+	go io.Copy(io.Discard, stuckNC)
 	stuck.Close()
 	<-stuckDone
 }
