@@ -62,7 +62,10 @@ type TCPConn struct {
 
 	// Lock order: rmu, then dmu, then mu. A write engine's own lock comes
 	// before dmu and mu (a write that finds the socket gone dials under
-	// dmu); no lock is held while a callback or OnWriteError runs.
+	// dmu); a tally's lock comes last, and is held for one system call at
+	// most (see unacked.go). No lock is held while a callback or
+	// OnWriteError runs, except rmu when a Read finds the socket failed
+	// and reports the messages its peer's TCP never acknowledged.
 
 	// closed is set by Close and cleared by Reopen, with mu held; it is
 	// read without.
