@@ -113,7 +113,8 @@
 // up), [net.ErrClosed] (the connection was closed first), or is the network
 // error itself. OnWriteError is called without locks held,
 // from the goroutine that found the failure: the Write itself, another
-// Write, the flusher or Close. It must not block for long.
+// Write, the flusher, Close, Reopen, or a Read that found the socket failed.
+// It must not block for long.
 //
 // When a write fails, the connection is closed. With a [RetryPolicy] it
 // dials again at once, with back-off, and writes again the frames that had
