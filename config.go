@@ -220,17 +220,20 @@ type TCPConnConfig struct {
 	SlowConsumer SlowConsumerPolicy
 
 	// OnWriteError, if set, is called once for every message that could
-	// not be written, with the reason; msg is valid only during the call.
-	// See the package documentation, Accounting, for when it is called and
-	// what err can be. Nil means failures are only counted.
+	// not be written, with the reason; msg is valid only during the call,
+	// and nil for a message the kernel had taken whose frame the peer's
+	// TCP never acknowledged (ErrUnacknowledged). See the package
+	// documentation, Accounting, for when it is called and what err can
+	// be. Nil means failures are only counted.
 	OnWriteError func(msg []byte, err error)
 
-	// Retry, if set, makes the connection dial again after a failure with
+	// Retry, if set, makes DialTCP retry the first dial (unless
+	// FirstDialOnce), and the connection dial again after a failure, with
 	// exponential back-off and jitter, within the policy's limits, and
 	// write again the messages that had not reached the kernel. Nil means
-	// one dial attempt per operation after a failure, as in BuffStreams
-	// 2.0. When the policy gives up, the connection has failed for good
-	// until Reopen (see RetryPolicy and TCPConn.Err).
+	// one dial attempt, by DialTCP and then per operation after a failure,
+	// as in BuffStreams 2.0. When the policy gives up, the connection has
+	// failed for good until Reopen (see RetryPolicy and TCPConn.Err).
 	Retry *RetryPolicy
 
 	// TLSConfig, if set, makes the connection use TLS. If its ServerName is
@@ -245,6 +248,20 @@ type TCPConnConfig struct {
 	// complete in time fails with ErrWriteTimeout and closes the
 	// connection. Zero means no limit.
 	WriteTimeout time.Duration
+
+	// StallTimeout bounds how long a connection in plain mode (Acks nil)
+	// keeps writing into a peer that takes nothing: on a TCP socket on
+	// Linux, how long written bytes may stay unacknowledged by the peer's
+	// TCP (the socket's TCP_USER_TIMEOUT); elsewhere, and on other sockets,
+	// how long one write may make no progress. Past it the connection fails
+	// with ErrPeerSilent, rather than after the system's own limit (about
+	// 15 minutes on Linux). A peer that goes on reading, however slowly, is
+	// not cut off; one that stops reading for longer than this is. On
+	// Linux an idle connection is watched by keep-alive instead, and fails
+	// with ErrPeerSilent about twice KeepAlive, or StallTimeout if longer,
+	// after its peer went silent. Zero means 30 seconds; a negative value
+	// turns the bound off.
+	StallTimeout time.Duration
 
 	// ReadTimeout bounds each Read. Zero means no limit.
 	ReadTimeout time.Duration

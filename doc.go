@@ -65,7 +65,8 @@
 // writes them all at once; each Write still returns only when its own frame
 // has been written. A Write that fails returns 0 and the error; its frame
 // was not sent, or only part of it was, which the peer discards. Close has
-// nothing buffered to write.
+// nothing buffered to write; it waits for the peer's TCP to acknowledge
+// what is written, as described under Accounting.
 //
 // While Writes follow each other closely (less than 5 µs between one
 // returning and the next starting), the default mode corks the socket on
@@ -128,19 +129,21 @@
 // through a Manager, ends exactly once in one of two places:
 //
 //   - in ConnStats.MessagesWritten (its payload in BytesWritten), once the
-//     kernel has its whole frame;
+//     kernel has its whole frame, unless it is later found unacknowledged
+//     (below);
 //   - or in TCPConnConfig.OnWriteError, with the reason, and then in
 //     ConnStats.WriteErrors.
 //
 // A Write that returns an error has already passed its message to
 // OnWriteError. The reason matches one of [ErrMessageTooLarge] or
 // [ErrDelimiterInPayload] (refused before anything was sent),
-// [ErrSlowConsumer], [ErrWriteTimeout], [ErrPeerClosed],
-// [ErrReconnectFailed] (the Retry policy gave up), [net.ErrClosed] (the
-// connection was closed first), or is the network error itself.
-// OnWriteError is called without locks held, from the goroutine that found
-// the failure: the Write itself, another Write, the flusher or Close. It
-// must not block for long.
+// [ErrSlowConsumer], [ErrWriteTimeout], [ErrPeerClosed], [ErrPeerSilent],
+// [ErrUnacknowledged] (below), [ErrReconnectFailed] (the Retry policy gave
+// up), [net.ErrClosed] (the connection was closed first), or is the network
+// error itself. OnWriteError is called without locks held,
+// from the goroutine that found the failure: the Write itself, another
+// Write, the flusher, Close, Reopen, or a Read that found the socket failed.
+// It must not block for long.
 //
 // When a write fails, the connection is closed. With a [RetryPolicy] it
 // dials again at once, with back-off, and writes again the frames that had
@@ -149,13 +152,38 @@
 // failed for good: what is buffered fails at once with [ErrReconnectFailed],
 // and so does every later Write, WriteBatch and Flush, without dialing,
 // until [TCPConn.Reopen]. [TCPConn.Err] and [TCPConn.Done] report it. The
-// policy covers DialTCP's first dial only with RetryPolicy.RetryFirstDial;
-// otherwise DialTCP dials once. A frame cut short on the old connection is
+// policy covers DialTCP's first dial too, so that a client may start before
+// its server, unless RetryPolicy.FirstDialOnce. A frame cut short on the old connection is
 // discarded by the peer, which cannot mistake it for a message, so no
-// message arrives twice. A message counts as written once the kernel has
-// its frame, not once the peer's application has read it: frames in the
-// kernels' buffers when a peer dies are lost without an error on this side,
-// because TCP does not tell the sender which they were.
+// message arrives twice.
+//
+// A message counts as written once the kernel has its frame, not once the
+// peer's application has read it. On Linux, for a connection over plain TCP
+// in plain mode, the kernel says how much of what was written the peer's
+// TCP has acknowledged, and the connection keeps a record of where its
+// recent frames end. When its socket fails, or is closed by Close, Reopen
+// or SlowConsumerClose, every message whose frame the peer's TCP had not
+// acknowledged is taken back from MessagesWritten, counted in WriteErrors
+// and ConnStats.Unacknowledged, and passed to OnWriteError with a nil
+// message (the connection no longer holds its bytes) and an error matching
+// [ErrUnacknowledged] and why the socket ended; the socket is reset, so that
+// those frames are not delivered after all. Close first waits for the
+// acknowledgements, within WriteTimeout (10 seconds if zero) and
+// StallTimeout, and returns an error matching ErrUnacknowledged if it had
+// to give up on some. What this cannot know: bytes the peer's kernel
+// acknowledged and its process never read, because it crashed or its host
+// lost power with them in its receive buffer, count as written; and a
+// partition can swallow acknowledgements, so that a few messages reported
+// failed did arrive. Elsewhere, and under TLS, whose records frames cannot
+// be matched to, the count is not available, and what sat in the kernels'
+// buffers when a peer died is lost without an error on this side.
+//
+// A peer that goes silent, with no FIN nor reset, fails the connection with
+// [ErrPeerSilent] once written bytes have stayed unacknowledged for
+// TCPConnConfig.StallTimeout (30 seconds by default), in plain mode. On
+// Linux the kernel keeps that bound (TCP_USER_TIMEOUT); elsewhere a write
+// deadline does, which only sees writes that block (see StallTimeout). A
+// peer that keeps reading, however slowly, is not cut off.
 //
 // A dialed connection that nobody reads watches its socket for the peer's
 // end, at no cost per message. Once the peer has closed or reset it, the
@@ -244,6 +272,6 @@
 // [ListenerStats] and keeps serving every other connection. A Write longer
 // than MaxMessageSize returns ErrMessageTooLarge and sends nothing.
 // TLSConfig on either side turns on TLS, mutual TLS included; dial, read,
-// write, idle and handshake timeouts, TCP keep-alive and MaxConns bound
-// what a peer can hold.
+// write, idle, stall and handshake timeouts, TCP keep-alive and MaxConns
+// bound what a peer can hold.
 package buffstreams

@@ -55,7 +55,7 @@ var (
 	// ErrReconnectFailed is returned when a connection could not be dialed
 	// again within the Retry policy's limits, and then by every Write,
 	// WriteBatch and Flush until Reopen (see TCPConn.Err); also by DialTCP
-	// when the policy, with RetryFirstDial, gives up on the first dial. It
+	// when the policy gives up on the first dial (unless FirstDialOnce). It
 	// wraps the last dial error.
 	ErrReconnectFailed = errors.New("buffstreams: reconnect failed")
 
@@ -94,8 +94,9 @@ var (
 	// of a dialed connection after its peer closed or reset the socket (a
 	// peer that shut down only its sending side counts), and
 	// by Close, when nobody reads the connection (see TCPConn): messages
-	// written shortly before may not have reached the peer's application,
-	// and TCP does not say which. The message of that Write is not written
+	// written shortly before may not have reached the peer's application;
+	// on Linux those its TCP never acknowledged are reported with
+	// ErrUnacknowledged. The message of that Write is not written
 	// into the dead socket. With a Retry policy the connection dials again
 	// and writes it instead of failing, and ConnStats.PeerCloses counts the
 	// event. When the peer had sent bytes that name another protocol (a TLS
@@ -124,16 +125,31 @@ var (
 	// acknowledgement of a message never sent, or one going backwards.
 	ErrAckProtocol = errors.New("buffstreams: the peer broke the acknowledgement protocol")
 
-	// ErrPeerSilent is returned when the peer went silent: with
-	// acknowledged delivery, the listener sent nothing, not even a
-	// heartbeat, for AckConfig.HeartbeatTimeout, as when its host or the
-	// network between went away without a FIN or a reset. The sender then
-	// closes that connection, counts it in ConnStats.SilentPeers, dials
-	// again under its Retry policy and writes again what was not
-	// acknowledged; when the policy sees no progress, OnWriteError receives
-	// ErrReconnectFailed wrapping it. The error also wraps the read's
+	// ErrPeerSilent is returned when the peer went silent: its host, or
+	// the network to it, went away without a FIN or a reset, or it stopped
+	// reading. With acknowledged delivery, the listener sent nothing, not
+	// even a heartbeat, for AckConfig.HeartbeatTimeout: the sender closes
+	// that connection, counts it in ConnStats.SilentPeers, dials again
+	// under its Retry policy (the next address first, with several) and
+	// writes again what was not acknowledged; when the policy sees no
+	// progress, OnWriteError receives ErrReconnectFailed wrapping it. In
+	// plain mode, data that the peer's TCP did not acknowledge for
+	// StallTimeout (or, where that cannot be watched, a write that made no
+	// progress for that long): the Write that found it returns it, or the
+	// next one and Close when the connection was idle, and it is the reason
+	// OnWriteError receives for that Write's message. The error also wraps
+	// the system's error (ETIMEDOUT, an ICMP error such as EHOSTUNREACH) or
 	// os.ErrDeadlineExceeded, so it is a net.Error whose Timeout is true.
-	ErrPeerSilent = errors.New("buffstreams: peer went silent")
+	ErrPeerSilent = errors.New("buffstreams: the peer went silent")
+
+	// ErrUnacknowledged is the error OnWriteError receives, with a nil
+	// message, for each message that had been counted as written (the
+	// kernel had its whole frame) but whose frame the peer's TCP had not
+	// acknowledged when the connection failed or was closed: the message
+	// did not arrive. The error also wraps why the connection ended. Close
+	// returns an error matching it when it had to give up on such messages.
+	// Linux only; see the package documentation, Accounting.
+	ErrUnacknowledged = errors.New("buffstreams: the peer's TCP never acknowledged the message")
 
 	// ErrRejected is the error OnWriteError receives, with acknowledged
 	// delivery, for a message whose listener callback returned an error.

@@ -19,6 +19,7 @@ import (
 	"path"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -616,20 +617,25 @@ func seqMsg(seq uint32, size int) []byte {
 }
 
 // seqLog records sequence numbers: the messages a server received, or the
-// ones a client's OnWriteError was given.
+// ones a client's OnWriteError was given. OnWriteError's nil messages, the
+// ones the peer's TCP never acknowledged, are counted in unacked.
 type seqLog struct {
-	mu   sync.Mutex
-	seen map[uint32]int
-	errs []error
-	n    atomic.Int64
+	mu      sync.Mutex
+	seen    map[uint32]int
+	errs    []error
+	n       atomic.Int64
+	unacked atomic.Int64
 }
 
 func newSeqLog() *seqLog { return &seqLog{seen: make(map[uint32]int)} }
 
 func (s *seqLog) add(p []byte, err error) {
-	seq := binary.BigEndian.Uint32(p)
 	s.mu.Lock()
-	s.seen[seq]++
+	if p == nil {
+		s.unacked.Add(1)
+	} else {
+		s.seen[binary.BigEndian.Uint32(p)]++
+	}
 	if err != nil {
 		s.errs = append(s.errs, err)
 	}
@@ -1337,4 +1343,134 @@ func (rp *recordParser) feed(p []byte, record func(typ byte)) {
 		b = b[n:]
 	}
 	rp.buf = append(rp.buf[:0], b...)
+}
+
+// freezeProxy forwards TCP connections to a target until freeze is called;
+// then the connections open so far stop forwarding, both ways, and stay
+// open, as behind a middlebox that lost its state or a peer that stopped
+// reading; connections made later are forwarded. Everything a forwarding
+// goroutine reads it forwards, so what a frozen connection's client wrote
+// is either forwarded or still in the proxy's socket.
+type freezeProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	pairs  []*proxyPair
+	wg     sync.WaitGroup
+}
+
+// A proxyPair is one connection through a freezeProxy.
+type proxyPair struct {
+	client, server net.Conn
+	forwarded      atomic.Int64 // bytes forwarded from the client to the target
+	frozen         atomic.Bool
+	stop           chan struct{} // closed when the proxy closes
+}
+
+func newFreezeProxy(t testing.TB, target string) *freezeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &freezeProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *freezeProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *freezeProxy) accept() {
+	defer p.wg.Done()
+	for {
+		a, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", p.target)
+		if err != nil {
+			a.Close()
+			continue
+		}
+		pp := &proxyPair{client: a, server: b, stop: make(chan struct{})}
+		p.mu.Lock()
+		p.pairs = append(p.pairs, pp)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(pp, b, a, &pp.forwarded)
+		go p.pipe(pp, a, b, nil)
+	}
+}
+
+// pipe forwards src to dst, counting in n, until an error, or until the
+// pair is frozen: then it waits for the proxy to close.
+func (p *freezeProxy) pipe(pp *proxyPair, dst, src net.Conn, n *atomic.Int64) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				err = werr
+			} else if n != nil {
+				n.Add(int64(k))
+			}
+		}
+		if pp.frozen.Load() {
+			<-pp.stop
+			return
+		}
+		if err != nil {
+			dst.Close()
+			src.Close()
+			return
+		}
+	}
+}
+
+// freeze stops forwarding on every connection open now, and returns them.
+func (p *freezeProxy) freeze() []*proxyPair {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pp := range p.pairs {
+		pp.frozen.Store(true)
+		pp.client.SetReadDeadline(longAgo) // wakes a pipe blocked in Read
+		pp.server.SetReadDeadline(longAgo)
+	}
+	return slices.Clone(p.pairs)
+}
+
+// longAgo is a deadline in the past.
+var longAgo = time.Unix(1, 0)
+
+// held reads what the frozen pair's client sent that the proxy's socket
+// holds unread, which the proxy's TCP acknowledged, and returns its length.
+// It is called once the client's connection has ended: the bytes are all
+// there, and a read that finds none waits for nothing more.
+func (pp *proxyPair) held() int {
+	n := 0
+	buf := make([]byte, 64<<10)
+	for {
+		pp.client.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		k, err := pp.client.Read(buf)
+		n += k
+		if err != nil {
+			return n
+		}
+	}
+}
+
+func (p *freezeProxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	for _, pp := range p.pairs {
+		close(pp.stop)
+		pp.client.Close()
+		pp.server.Close()
+	}
+	p.pairs = nil
+	p.mu.Unlock()
+	p.wg.Wait()
 }

@@ -276,7 +276,8 @@ func (m *Manager) Close() error {
 	// Manager's own listeners, which reads it until the writer is closed;
 	// and a writer closed after its peer reports the peer gone. They close
 	// at once, each within its own bound (its WriteTimeout, or 10 s when
-	// that is zero), so that the slowest sets the time, not the sum.
+	// that is zero), since each may wait for acknowledgements: so the
+	// slowest sets the time, not the sum.
 	errs := make([]error, len(ws))
 	var wg sync.WaitGroup
 	for i, c := range ws {

@@ -146,7 +146,9 @@ func TestManagerWriteNotBlockedByOtherAddress(t *testing.T) {
 	m := bs.NewManager()
 	t.Cleanup(func() { m.Close() })
 	stuck := newRawListener(t)
-	if err := m.Dial(&bs.TCPConnConfig{Address: stuck.Addr().String(), MaxMessageSize: 1 << 20}); err != nil {
+	// StallTimeout bounds how long CloseWriter waits for the peer's TCP to
+	// take what the kernel holds: it never will.
+	if err := m.Dial(&bs.TCPConnConfig{Address: stuck.Addr().String(), MaxMessageSize: 1 << 20, StallTimeout: 3 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
 	stuck.accept(t) // accepted, never read
@@ -196,8 +198,9 @@ func TestManagerWriteNotBlockedByOtherAddress(t *testing.T) {
 		t.Fatal("the stuck writer finished: the test did not block it")
 	default:
 	}
-	// Closing the stuck writer unblocks it.
-	if err := m.CloseWriter(stuck.Addr().String()); err != nil {
+	// Closing the stuck writer unblocks it, failing the messages the peer
+	// never took (on Linux; elsewhere they count as written).
+	if err := m.CloseWriter(stuck.Addr().String()); err != nil && !errors.Is(err, bs.ErrUnacknowledged) && !errors.Is(err, bs.ErrPeerSilent) {
 		t.Fatal(err)
 	}
 	select {

@@ -77,13 +77,24 @@ func (c *TCPConn) watchPeer(w *peerWatch) {
 		return settled
 	})
 	if err == nil && why != nil {
+		if t := c.tallyOf(w.nc); why == ErrPeerClosed && t != nil && t.writeBroke() {
+			// An end of file, once a write took the socket's error,
+			// which that write reports.
+			return
+		}
 		c.peerLeft(w, why)
 	}
 }
 
-// peerLeft records, once, that the peer of w's socket left, and why.
+// peerLeft records, once, that the peer of w's socket left, or went
+// silent, and why.
 func (c *TCPConn) peerLeft(w *peerWatch, why error) {
-	if w.gone.CompareAndSwap(nil, &why) {
+	if !w.gone.CompareAndSwap(nil, &why) {
+		return
+	}
+	if errors.Is(why, ErrPeerSilent) { // the peer did not leave: it stopped answering
+		c.log.Warn("buffstreams: the peer went silent", "err", why)
+	} else {
 		c.stats.peerCloses.Add(1)
 		c.log.Warn("buffstreams: the peer closed the connection", "err", why)
 	}
@@ -161,6 +172,9 @@ func (c *TCPConn) untoldPeerEnd(w *peerWatch) error {
 // close, or the error the socket gave (a reset); p holds the first bytes
 // the peer sent and nobody read, if any.
 func peerError(cause error, p []byte) error {
+	if silent(cause) {
+		return silentError{cause}
+	}
 	if refusal(p) {
 		return fmt.Errorf("%w: %w: the listener has acknowledged delivery on; set Acks on the dialer", ErrPeerClosed, ErrAcksOff)
 	}

@@ -8,10 +8,11 @@ import (
 	"time"
 )
 
-// RetryPolicy bounds how a dialed connection reconnects after a failure:
-// exponential back-off with jitter between attempts, as grpc-go and nats.go
-// do, up to a number of attempts and a total wait. The zero value of every
-// field selects its default.
+// RetryPolicy bounds how a dialed connection dials: its first dial, in
+// DialTCP, and its reconnects after a failure, with exponential back-off
+// and jitter between attempts, as grpc-go and nats.go do, up to a number of
+// attempts and a total wait. The zero value of every field selects its
+// default.
 //
 // When the policy gives up, the connection has failed for good: Write,
 // WriteBatch and Flush return the error, which matches ErrReconnectFailed
@@ -40,13 +41,15 @@ type RetryPolicy struct {
 	// means 0.2; it is capped at 1.
 	Jitter float64
 
-	// RetryFirstDial makes DialTCP and DialTCPContext retry the first dial
-	// too, with the same back-off and bounds, for a client that may start
-	// before its server; DialTCPContext also stops when its context ends.
-	// If the policy gives up, the error matches ErrReconnectFailed and
-	// wraps the last dial error. False means the first dial is tried once,
-	// and DialTCP fails at once if it fails.
-	RetryFirstDial bool
+	// FirstDialOnce makes DialTCP and DialTCPContext try the first dial
+	// once, and fail at once if it fails, as without a policy: for a
+	// program that should report a wrong address at once rather than after
+	// MaxWait. False means the policy covers the first dial as it covers a
+	// reconnect, so that a client may start before its server:
+	// DialTCPContext also stops when its context ends, and if the policy
+	// gives up, the error matches ErrReconnectFailed and wraps the last
+	// dial error.
+	FirstDialOnce bool
 }
 
 // retry is a checked RetryPolicy with its defaults filled in.
@@ -55,7 +58,7 @@ type retry struct {
 	maxWait          time.Duration
 	initial, maxBack time.Duration
 	mult, jitter     float64
-	first            bool // RetryFirstDial
+	first            bool // the policy covers the first dial: not FirstDialOnce
 }
 
 func newRetry(p *RetryPolicy) (*retry, error) {
@@ -72,7 +75,7 @@ func newRetry(p *RetryPolicy) (*retry, error) {
 		maxBack:  orDefault(p.MaxBackoff, 5*time.Second),
 		mult:     orDefault(p.Multiplier, 1.6),
 		jitter:   min(orDefault(p.Jitter, 0.2), 1),
-		first:    p.RetryFirstDial,
+		first:    !p.FirstDialOnce,
 	}
 	if r.mult < 1 {
 		return nil, fmt.Errorf("%w: RetryPolicy.Multiplier %v is below 1", ErrInvalidConfig, p.Multiplier)

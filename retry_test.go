@@ -359,10 +359,11 @@ func (d *countingDialer) dial(ctx context.Context, network, addr string) (net.Co
 	return nd.DialContext(ctx, network, addr)
 }
 
-// TestRetryFirstDial checks RetryPolicy.RetryFirstDial: DialTCP waits for a
-// server that starts late; with no server ever, it gives up within the
-// policy's bounds with ErrReconnectFailed; DialTCPContext stops when its
-// context ends; and without the option the first dial is tried once.
+// TestRetryFirstDial checks that a RetryPolicy covers DialTCP's first dial:
+// DialTCP waits for a server that starts late; with no server ever, it gives
+// up within the policy's bounds with ErrReconnectFailed; DialTCPContext
+// stops when its context ends; and with FirstDialOnce the first dial is
+// tried once.
 func TestRetryFirstDial(t *testing.T) {
 	t.Run("late server", func(t *testing.T) {
 		leakCheck(t)
@@ -390,7 +391,6 @@ func TestRetryFirstDial(t *testing.T) {
 				leakCheck(t)
 				var d countingDialer
 				p := tc.policy
-				p.RetryFirstDial = true
 				start := time.Now()
 				c, err := bs.DialTCP(&bs.TCPConnConfig{Address: freeAddr(t), Retry: &p, DialContext: d.dial})
 				took := time.Since(start)
@@ -411,7 +411,7 @@ func TestRetryFirstDial(t *testing.T) {
 	t.Run("context", func(t *testing.T) {
 		leakCheck(t)
 		var d countingDialer
-		p := bs.RetryPolicy{RetryFirstDial: true, MaxAttempts: 10_000, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, MaxWait: time.Minute}
+		p := bs.RetryPolicy{MaxAttempts: 10_000, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond, MaxWait: time.Minute}
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		start := time.Now()
@@ -428,21 +428,35 @@ func TestRetryFirstDial(t *testing.T) {
 			t.Errorf("%d dials before the context ended, want several", d.n.Load())
 		}
 	})
-	t.Run("off", func(t *testing.T) {
+	t.Run("FirstDialOnce", func(t *testing.T) {
 		leakCheck(t)
 		var d countingDialer
-		c, err := bs.DialTCP(&bs.TCPConnConfig{Address: freeAddr(t), Retry: quickGiveUp(), DialContext: d.dial})
+		p := quickGiveUp()
+		p.FirstDialOnce = true
+		c, err := bs.DialTCP(&bs.TCPConnConfig{Address: freeAddr(t), Retry: p, DialContext: d.dial})
+		if err == nil {
+			c.Close()
+			t.Fatal("DialTCP to nobody succeeded")
+		}
+		if errors.Is(err, bs.ErrReconnectFailed) || !errors.Is(err, syscall.ECONNREFUSED) || d.n.Load() != 1 {
+			t.Errorf("with FirstDialOnce: %v after %d dials, want the dial error after 1", err, d.n.Load())
+		}
+	})
+	t.Run("no policy", func(t *testing.T) {
+		leakCheck(t)
+		var d countingDialer
+		c, err := bs.DialTCP(&bs.TCPConnConfig{Address: freeAddr(t), DialContext: d.dial})
 		if err == nil {
 			c.Close()
 			t.Fatal("DialTCP to nobody succeeded")
 		}
 		if errors.Is(err, bs.ErrReconnectFailed) || d.n.Load() != 1 {
-			t.Errorf("without RetryFirstDial: %v after %d dials, want the dial error after 1", err, d.n.Load())
+			t.Errorf("without a policy: %v after %d dials, want the dial error after 1", err, d.n.Load())
 		}
 	})
 }
 
-// retryFirstDialLate dials, with RetryFirstDial, a port nobody listens on,
+// retryFirstDialLate dials, with a Retry policy, a port nobody listens on,
 // opens a server there once the dial has failed twice, and checks that the
 // dial then succeeds and the connection works. It reports false, to set up
 // again, if the port was taken meanwhile.
@@ -450,7 +464,7 @@ func retryFirstDialLate(t *testing.T) bool {
 	t.Helper()
 	addr := freeAddr(t)
 	var d countingDialer
-	p := bs.RetryPolicy{RetryFirstDial: true, MaxAttempts: 10_000, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxWait: 20 * time.Second}
+	p := bs.RetryPolicy{MaxAttempts: 10_000, InitialBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, MaxWait: 20 * time.Second}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	type result struct {
@@ -478,7 +492,7 @@ func retryFirstDialLate(t *testing.T) bool {
 	}
 	r := <-res
 	if r.err != nil {
-		t.Fatalf("DialTCP with RetryFirstDial, server started late: %v", r.err)
+		t.Fatalf("DialTCP with a Retry policy, server started late: %v", r.err)
 	}
 	defer r.c.Close()
 	if _, err := r.c.Write(seqMsg(1, 16)); err != nil {

@@ -34,6 +34,10 @@ var errAckReads = errors.New("buffstreams: a connection with acknowledged delive
 // errClosed is returned by operations on a closed connection.
 var errClosed = fmt.Errorf("buffstreams: connection is closed: %w", net.ErrClosed)
 
+// errReopened is why the messages of a socket that Reopen closed fail, if
+// its peer's TCP had not acknowledged them.
+var errReopened = errors.New("buffstreams: Reopen closed the connection")
+
 // TCPConn is one connection carrying framed messages. DialTCP returns a
 // dialed one, NewConn wraps any net.Conn, and a TCPListener makes one for
 // each connection it accepts.
@@ -58,7 +62,10 @@ type TCPConn struct {
 
 	// Lock order: rmu, then dmu, then mu. A write engine's own lock comes
 	// before dmu and mu (a write that finds the socket gone dials under
-	// dmu); no lock is held while a callback or OnWriteError runs.
+	// dmu); a tally's lock comes last, and is held for one system call at
+	// most (see unacked.go). No lock is held while a callback or
+	// OnWriteError runs, except rmu when a Read finds the socket failed
+	// and reports the messages its peer's TCP never acknowledged.
 
 	// closed is set by Close and cleared by Reopen, with mu held; it is
 	// read without.
@@ -70,11 +77,12 @@ type TCPConn struct {
 	failure atomic.Pointer[error]
 
 	// mu guards nc, dialCtx, cancelDial, done, ended and reading, and
-	// the changes of watch.
+	// the changes of watch and tally.
 	mu         sync.Mutex
 	nc         net.Conn                  // nil after a failure, until the next dial
 	reading    atomic.Bool               // Read or Messages was called: no peer watch; set with mu held
 	watch      atomic.Pointer[peerWatch] // the watch of nc, if any; see peerwatch.go
+	tally      atomic.Pointer[tally]     // the count of nc's frames, if any; see unacked.go
 	dialCtx    context.Context           // bounds dials; cancelled by Close
 	cancelDial context.CancelFunc        // cancels dialCtx
 	done       chan struct{}             // returned by Done; made by its first call
@@ -99,6 +107,7 @@ type connOptions struct {
 	tls           *tls.Config
 	dialTimeout   time.Duration
 	writeTimeout  time.Duration
+	stall         time.Duration // StallTimeout in effect; zero when off
 	readTimeout   time.Duration
 	keepAlive     time.Duration
 	dialFn        func(ctx context.Context, network, address string) (net.Conn, error)
@@ -116,13 +125,14 @@ type connCounters struct {
 	msgsIn, bytesIn               atomic.Uint64
 	reconnects, dialFailures      atomic.Uint64
 	acked, peerCloses, silent     atomic.Uint64
+	unacked, unackedBytes         atomic.Uint64 // also in msgsOut and bytesOut, and unacked in msgsFailed
 }
 
 // ConnStats is a snapshot of a connection's counters.
 type ConnStats struct {
-	MessagesWritten uint64 // messages whose whole frame reached the kernel
+	MessagesWritten uint64 // messages whose whole frame reached the kernel, less those counted in Unacknowledged
 	BytesWritten    uint64 // payload bytes of those messages, headers excluded
-	WriteErrors     uint64 // messages that could not be written, each passed to OnWriteError
+	WriteErrors     uint64 // messages that could not be written, each passed to OnWriteError; Unacknowledged included
 	MessagesRead    uint64 // messages read, by Read, Messages or a listener's read loop
 	BytesRead       uint64 // payload bytes of those messages
 	Reconnects      uint64 // successful dials after a failure or by Reopen
@@ -130,6 +140,7 @@ type ConnStats struct {
 	MessagesAcked   uint64 // messages the listener acknowledged (acknowledged delivery only)
 	PeerCloses      uint64 // times the peer was found to have closed or reset a dialed connection nobody reads (see ErrPeerClosed)
 	SilentPeers     uint64 // connections closed because the listener sent nothing for HeartbeatTimeout (acknowledged delivery only; see ErrPeerSilent)
+	Unacknowledged  uint64 // messages whose frames had reached the kernel but were never acknowledged by the peer's TCP (see ErrUnacknowledged)
 }
 
 // DialTCP dials cfg.Address and returns a connection that writes and reads
@@ -139,7 +150,7 @@ func DialTCP(cfg *TCPConnConfig) (*TCPConn, error) {
 }
 
 // DialTCPContext is DialTCP with a context that bounds the first dial, and
-// its retries when the Retry policy has RetryFirstDial set. The context is
+// the Retry policy's retries of it (unless FirstDialOnce). The context is
 // not kept: later reconnects are bounded by DialTimeout and the Retry
 // policy.
 func DialTCPContext(ctx context.Context, cfg *TCPConnConfig) (*TCPConn, error) {
@@ -161,8 +172,7 @@ func DialTCPContext(ctx context.Context, cfg *TCPConnConfig) (*TCPConn, error) {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.nc = nc
-	c.startWatch(nc)
+	c.adopt(nc)
 	c.mu.Unlock()
 	c.rd = newFrameReader(nc, c.wire)
 	c.eng.attached(nc)
@@ -186,7 +196,7 @@ func NewConn(nc net.Conn, cfg *TCPConnConfig) (*TCPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.nc = nc
+	c.adopt(nc)
 	c.rd = newFrameReader(nc, c.wire)
 	return c, nil
 }
@@ -225,6 +235,7 @@ func newConn(cfg *TCPConnConfig) (*TCPConn, error) {
 		tls:           cfg.TLSConfig,
 		dialTimeout:   orDefault(cfg.DialTimeout, defaultDialTimeout),
 		writeTimeout:  cfg.WriteTimeout,
+		stall:         stallTimeout(cfg.StallTimeout),
 		readTimeout:   cfg.ReadTimeout,
 		keepAlive:     cfg.KeepAlive,
 		dialFn:        cfg.DialContext,
@@ -357,8 +368,8 @@ func (c *TCPConn) dialAddr(ctx context.Context, addr string) (net.Conn, error) {
 	return nc, nil
 }
 
-// firstDial makes DialTCPContext's connection: one dial, or, with
-// RetryFirstDial, as many as the Retry policy allows within ctx.
+// firstDial makes DialTCPContext's connection: as many dials as the Retry
+// policy allows within ctx, or one without a policy or with FirstDialOnce.
 func (c *TCPConn) firstDial(ctx context.Context) (net.Conn, error) {
 	r := c.opts.retry
 	if r == nil || !r.first {
@@ -520,8 +531,7 @@ func (c *TCPConn) dialOrClosed(ctx context.Context) (net.Conn, error) {
 			nc.Close()
 		}
 	case err == nil:
-		c.nc = nc
-		c.startWatch(nc)
+		c.adopt(nc)
 	}
 	c.mu.Unlock()
 	if nc != nil {
@@ -541,7 +551,7 @@ func (c *TCPConn) dialOrClosed(ctx context.Context) (net.Conn, error) {
 // nc.Close wakes it.
 func (c *TCPConn) fail(nc net.Conn, err error) error {
 	closed := c.closed.Load()
-	nc.Close()
+	c.drop(nc, err)
 	c.mu.Lock()
 	if c.nc == nc {
 		c.nc = nil
@@ -660,7 +670,7 @@ func (c *TCPConn) next() ([]byte, error) {
 	}
 	p, err := c.rd.next()
 	if err != nil {
-		return nil, c.fail(nc, err)
+		return nil, c.fail(nc, silence(err))
 	}
 	return p, nil
 }
@@ -682,15 +692,33 @@ func (c *TCPConn) Reopen() error {
 	old := c.nc
 	c.mu.Unlock()
 	if old != nil {
-		old.Close() // unblocks a write stuck on a peer that stopped reading
+		c.drop(old, errReopened) // unblocks a write stuck on a peer that stopped reading
 	}
 	c.dmu.Lock()
-	defer c.dmu.Unlock()
 	c.mu.Lock()
-	if c.nc != nil { // old, or one dialed since
-		c.nc.Close()
-		c.nc = nil
+	stale := c.nc // old, or one dialed since
+	c.nc = nil
+	c.mu.Unlock()
+	var frames int
+	var payload uint64
+	if stale != nil {
+		frames, payload, _ = c.shut(stale)
 	}
+	err := c.redialed()
+	c.dmu.Unlock()
+	c.unacked(frames, payload, errReopened) // without dmu: OnWriteError may write
+	if err != nil {
+		return err
+	}
+	c.stats.reconnects.Add(1)
+	c.eng.reopened()
+	return nil
+}
+
+// redialed puts the connection back in its state before any failure or
+// Close, and dials. c.dmu is held.
+func (c *TCPConn) redialed() error {
+	c.mu.Lock()
 	c.watch.Store(nil) // the old socket's end is Reopen's doing, or moot
 	c.closed.Store(false)
 	c.failure.Store(nil)
@@ -704,28 +732,29 @@ func (c *TCPConn) Reopen() error {
 	ctx := c.dialCtx
 	c.mu.Unlock()
 	c.eng.reopening()
-	if _, err := c.dialOrClosed(ctx); err != nil {
-		return err
-	}
-	c.stats.reconnects.Add(1)
-	c.eng.reopened()
-	return nil
+	_, err := c.dialOrClosed(ctx)
+	return err
 }
 
 // Close closes the connection. In batching mode it first writes what is
-// buffered (see the package documentation, Batching). Writes and Reads in
-// progress, and a dial in progress, then return errors; later ones return
-// errors matching net.ErrClosed until Reopen is called. Close returns an
-// error matching ErrPeerClosed if the peer of a dialed connection nobody
-// reads had closed or reset it and no write reported that (see the package
-// documentation, Accounting). Closing a closed connection does nothing and
-// returns nil.
+// buffered (see the package documentation, Batching). On Linux over plain
+// TCP it then waits, within WriteTimeout (10 seconds if zero) and
+// StallTimeout, for the peer's TCP to acknowledge what is written, and
+// reports what it did not as failed (see the package documentation,
+// Accounting). Writes and Reads in progress, and a dial in progress, then
+// return errors; later ones return errors matching net.ErrClosed until
+// Reopen is called. Close returns an error matching ErrPeerClosed or
+// ErrPeerSilent if the peer of a dialed connection nobody reads had closed,
+// reset or gone silent and no write reported that, and otherwise one
+// matching ErrUnacknowledged if messages failed so. Closing a closed
+// connection does nothing and returns nil.
 func (c *TCPConn) Close() error {
 	c.mu.Lock()
 	if c.closed.Load() {
 		c.mu.Unlock()
 		return nil
 	}
+	until := time.Now().Add(c.closeWait())
 	c.eng.closing() // before closed: a flusher must not fail what it can still write
 	c.closed.Store(true)
 	c.endDone()
@@ -739,9 +768,18 @@ func (c *TCPConn) Close() error {
 	c.mu.Unlock()
 	w := c.watch.Load()
 	gone := c.untoldPeerEnd(w)
-	var err error
+	var err, lost error
 	if nc != nil {
-		err = nc.Close()
+		why := gone
+		if t := c.tallyOf(nc); t != nil && why == nil {
+			// Give the peer's TCP until the deadline to acknowledge what
+			// is written, as a lingering close would.
+			why = t.acked(until)
+		}
+		if why == nil {
+			why = errAckWait // bytes written while it waited
+		}
+		lost, err = c.drop(nc, why)
 	}
 	if w != nil && gone == nil {
 		// The watch ends with the socket, and may have found the peer
@@ -749,10 +787,13 @@ func (c *TCPConn) Close() error {
 		<-w.done
 		gone = c.untoldPeerEnd(w)
 	}
-	if err != nil && !errors.Is(err, net.ErrClosed) {
+	switch {
+	case err != nil && !errors.Is(err, net.ErrClosed):
 		return err
+	case gone != nil:
+		return gone
 	}
-	return gone
+	return lost
 }
 
 // LocalAddr returns the local address of the current connection, or nil if
@@ -793,9 +834,14 @@ func (c *TCPConn) MaxMessageSize() int { return c.wire.max }
 
 // Stats returns a snapshot of the connection's counters. It does not block.
 func (c *TCPConn) Stats() ConnStats {
+	// Unacknowledged messages are counted when their socket ends, after
+	// they were counted as written, except that a socket may end between a
+	// write and its counting: hence the floor at zero.
+	unacked, unackedBytes := c.stats.unacked.Load(), c.stats.unackedBytes.Load()
+	written, bytes := c.stats.msgsOut.Load(), c.stats.bytesOut.Load()
 	return ConnStats{
-		MessagesWritten: c.stats.msgsOut.Load(),
-		BytesWritten:    c.stats.bytesOut.Load(),
+		MessagesWritten: written - min(unacked, written),
+		BytesWritten:    bytes - min(unackedBytes, bytes),
 		WriteErrors:     c.stats.msgsFailed.Load(),
 		MessagesRead:    c.stats.msgsIn.Load(),
 		BytesRead:       c.stats.bytesIn.Load(),
@@ -804,6 +850,7 @@ func (c *TCPConn) Stats() ConnStats {
 		MessagesAcked:   c.stats.acked.Load(),
 		PeerCloses:      c.stats.peerCloses.Load(),
 		SilentPeers:     c.stats.silent.Load(),
+		Unacknowledged:  unacked,
 	}
 }
 

@@ -416,8 +416,12 @@ func (l *TCPListener) startAcks(c *TCPConn, nc net.Conn) (*ackReader, error) {
 	}
 	// A sender that vanished never acknowledges the heartbeats: TCP then
 	// gives up on the socket after the sender's own timeout, and the
-	// session is free for its next connection.
-	setUserTimeout(nc, hb)
+	// session is free for its next connection. Outside Linux that happens
+	// only when TCP gives up retransmitting them, after minutes: keep-alive
+	// does not probe while they are in flight.
+	if rc := rawTCP(nc); rc != nil && hb > 0 {
+		setUserTimeout(rc, hb)
+	}
 	return &ackReader{
 		l: l, o: l.acks.o, c: c, s: s, done: done,
 		w:   newRecordWriter(nc, orDefault(l.connOpts.writeTimeout, ackWriteTimeout), hb/3, seq),

@@ -729,7 +729,7 @@ func TestStatsUnderTraffic(t *testing.T) {
 	// A writer stuck on a peer that accepted but never reads.
 	stuckPeer := newRawListener(t)
 	stuck := dialAddr(t, stuckPeer.Addr().String(), bs.TCPConnConfig{MaxMessageSize: 1 << 20})
-	stuckPeer.accept(t)
+	stuckNC := stuckPeer.accept(t)
 	stuckDone := make(chan struct{})
 	go func() {
 		defer close(stuckDone)
@@ -846,6 +846,9 @@ func TestStatsUnderTraffic(t *testing.T) {
 		t.Error("the stuck writer was not stuck")
 	default:
 	}
+	// The peer reads at last, so that Close need not wait out its
+	// WriteTimeout for the peer's TCP to acknowledge what it holds.
+	go io.Copy(io.Discard, stuckNC)
 	stuck.Close()
 	<-stuckDone
 }
@@ -1578,9 +1581,12 @@ func TestTLSMutual(t *testing.T) {
 		if err == nil {
 			// With TLS 1.3 the client finishes its handshake before the
 			// server has checked its certificate: the refusal arrives as an
-			// alert on the first read.
-			_, _ = c.Write([]byte("must not arrive")) // may already fail: the Read below says why
-			_, err = recvOne(c)
+			// alert on the first read, or, once the peer watch has seen
+			// the server close, fails the first write. A Read after a
+			// failed Write would dial again, and be refused again.
+			if _, err = c.Write([]byte("must not arrive")); err == nil {
+				_, err = recvOne(c)
+			}
 			c.Close()
 			st := c.Stats()
 			refusedConns += st.Reconnects + st.DialFailures

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"runtime"
 	"sort"
 	"sync"
@@ -261,6 +260,11 @@ type sender struct {
 
 	// cork, when set, corks the socket while frames stream (cork.go).
 	cork *corker
+
+	// The write deadline that bounds a stall where the kernel does not
+	// (see boundedWrite), and the socket it was set on.
+	guard   time.Time
+	guardNC net.Conn
 }
 
 // transmit writes segs, in order, as one stream of frames, whose spans
@@ -281,14 +285,14 @@ func (s *sender) transmit(segs [][]byte, spans []span) (int, error) {
 		}
 		n := 0
 		if err = c.peerGone(nc, !s.draining.Load()); err == nil {
-			n, err = s.writeTo(nc, segs, off)
+			n, err = s.writeTo(nc, segs, spans, off)
 			if err == nil {
 				return total, nil
 			}
 			if !s.draining.Load() {
 				c.writeFailed(nc) // its error reports the peer's end, if that was it
 			}
-			err = wrapWrite(err)
+			err = c.writeError(nc, err)
 		}
 		if k := whole(spans, off+n); k > 0 {
 			off = spans[k-1].end
@@ -329,18 +333,38 @@ func (s *sender) socket() (net.Conn, error) {
 	return nc, nil
 }
 
-// writeTo writes the stream of segs from byte off on, and returns how many
-// bytes of it it wrote.
-func (s *sender) writeTo(nc net.Conn, segs [][]byte, off int) (int, error) {
+// writeTo writes the stream of segs, whose frames lie at spans, from byte
+// off on, within the deadline of the final flush or WriteTimeout, and
+// returns how many bytes of it it wrote. On a socket whose unacknowledged
+// frames are counted it writes through the tally; where neither the kernel
+// nor those deadlines bound a stall, through boundedWrite.
+func (s *sender) writeTo(nc net.Conn, segs [][]byte, spans []span, off int) (int, error) {
+	var until time.Time
 	if s.draining.Load() {
-		nc.SetWriteDeadline(s.drainUntil)
+		until = s.drainUntil
 	} else if t := s.c.opts.writeTimeout; t > 0 {
-		nc.SetWriteDeadline(time.Now().Add(t))
+		until = time.Now().Add(t)
 	}
 	if k := s.cork; k != nil {
 		k.before(nc)
 		defer k.after()
 	}
+	t := s.c.tallyOf(nc)
+	if stall := s.c.opts.stall; stall > 0 && (t == nil || !t.kernel) && (until.IsZero() || time.Until(until) > stall) {
+		return s.boundedWrite(nc, segs, off, until)
+	}
+	if !until.IsZero() {
+		nc.SetWriteDeadline(until)
+	}
+	if t != nil && t.rc != nil {
+		return t.write(segs, spans, off)
+	}
+	return s.put(nc, segs, off)
+}
+
+// put writes the stream of segs from byte off on, and returns how many
+// bytes of it it wrote.
+func (s *sender) put(nc net.Conn, segs [][]byte, off int) (int, error) {
 	if len(segs) == 1 {
 		return nc.Write(segs[0][off:])
 	}
@@ -356,12 +380,4 @@ func (s *sender) writeTo(nc net.Conn, segs [][]byte, off int) (int, error) {
 	n, err := s.vec.WriteTo(nc)
 	s.iov = [4][]byte{}
 	return int(n), err
-}
-
-// wrapWrite names a write error, marking timeouts with ErrWriteTimeout.
-func wrapWrite(err error) error {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return fmt.Errorf("%w: %w", ErrWriteTimeout, err)
-	}
-	return fmt.Errorf("buffstreams: write: %w", err)
 }

@@ -395,7 +395,7 @@ func (e *ackEngine) push() {
 		// writing, and its reader takes what is left, within
 		// ackDrainWait, before it drops the socket and a reconnect
 		// resumes after what was acknowledged.
-		c.log.Warn("buffstreams: connection failed", "err", wrapWrite(err))
+		c.log.Warn("buffstreams: connection failed", "err", c.writeError(nc, err))
 		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}

@@ -7,7 +7,7 @@
 //	       [-n 0] [-conns 1] [-size 110] [-rate 0]
 //	       [-tls] [-tls-ca FILE] [-tls-server-name NAME]
 //	       [-batch] [-buffer 256KiB] [-flush-interval 0] [-write-timeout 0]
-//	       [-retries 0] [-retry-wait 0] [-echo] [-reply-wait 5s]
+//	       [-stall 0] [-retries 0] [-retry-wait 0] [-echo] [-reply-wait 5s]
 //	       [-ack] [-ack-wait 10s] [-heartbeat 0]
 //
 // Flags:
@@ -55,6 +55,12 @@
 //	-write-timeout
 //	          TCPConnConfig.WriteTimeout; 0 means no limit (Close in batching
 //	          mode still gives up after 10 s)
+//	-stall    TCPConnConfig.StallTimeout, without -ack: how long what a
+//	          connection wrote may stay unacknowledged by the server's TCP
+//	          (on Linux; elsewhere, how long a write may make no progress)
+//	          before the connection fails with buffstreams.ErrPeerSilent;
+//	          0 means the library's default (30 s), a negative value turns
+//	          the bound off
 //	-retries  when positive, reconnect after a failure with
 //	          buffstreams.RetryPolicy{MaxAttempts: retries, MaxWait:
 //	          retry-wait}: a failed write dials again with back-off and
@@ -110,7 +116,7 @@
 // second, they are closed under them, and a second signal kills the
 // process. At the end it prints one line on stdout:
 //
-//	sent=N written=W failed=F acked=A bytes=B errors=E reconnects=R elapsed=S rate=X
+//	sent=N written=W failed=F unacked=U acked=A bytes=B errors=E reconnects=R elapsed=S rate=X
 //
 // and with -ack the same line ends with
 //
@@ -126,8 +132,10 @@
 // ConnStats.MessagesAcked, summed over the connections: the messages the
 // server's callback has had, which it acknowledged (0 without -ack).
 // Without -ack, W is the messages whose whole frame reached the kernel
-// (ConnStats.MessagesWritten); such a message may still be lost if the
-// server dies before reading it, since TCP does not tell. With -ack, W is
+// (ConnStats.MessagesWritten), less, on Linux, those the server's TCP had
+// not acknowledged when their connection failed or closed: U, which are
+// in F (ConnStats.Unacknowledged). A message in W may still be lost if the
+// server's process dies before reading it, since TCP does not tell. With -ack, W is
 // A: a message counts as written once acknowledged, and one never
 // acknowledged is in F. B is the payload bytes of W; E is
 // ConnStats.WriteErrors, which equals F (it is the field the line had
@@ -199,6 +207,7 @@ func main() {
 	flag.Var(&cfg.buffer, "buffer", "write buffer of -batch, in bytes or with a KiB or MiB suffix")
 	flag.DurationVar(&cfg.flushInterval, "flush-interval", 0, "how long the flusher of -batch may wait for more messages")
 	flag.DurationVar(&cfg.writeTimeout, "write-timeout", 0, "bound on each write system call (0: no limit)")
+	flag.DurationVar(&cfg.stall, "stall", 0, "how long written bytes may stay unacknowledged by the server's TCP before the connection fails with ErrPeerSilent (0: the library's 30 s; negative: no bound)")
 	flag.IntVar(&cfg.retries, "retries", 0, "reconnect with a RetryPolicy of this many attempts (0: no policy)")
 	flag.DurationVar(&cfg.retryWait, "retry-wait", 0, "longest time one reconnect may take with -retries (0: the library's 30 s)")
 	flag.BoolVar(&cfg.echo, "echo", false, "expect a reply to every message and report round-trip times")
@@ -252,6 +261,7 @@ type config struct {
 	buffer              byteSize
 	flushInterval       time.Duration
 	writeTimeout        time.Duration
+	stall               time.Duration
 	retries             int
 	retryWait           time.Duration
 	echo                bool
@@ -352,7 +362,7 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 		abort:   abort,
 	}
 	if cfg.retries > 0 {
-		s.retry = &buffstreams.RetryPolicy{MaxAttempts: cfg.retries, MaxWait: cfg.retryWait, RetryFirstDial: true}
+		s.retry = &buffstreams.RetryPolicy{MaxAttempts: cfg.retries, MaxWait: cfg.retryWait}
 	}
 	var wg sync.WaitGroup
 	for i := range cfg.conns {
@@ -400,8 +410,10 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 			}
 		case <-tick.C:
 			st := s.stats()
+			// MessagesWritten goes down when a connection fails with
+			// messages its server's TCP never acknowledged.
 			fmt.Fprintf(os.Stderr, "progress sent=%d written=%d rate=%d/s failed=%d acked=%d reconnects=%d",
-				s.attempted.Load(), st.MessagesWritten, st.MessagesWritten-prev, s.failed.Load(), st.MessagesAcked, st.Reconnects)
+				s.attempted.Load(), st.MessagesWritten, max(int64(st.MessagesWritten)-int64(prev), 0), s.failed.Load(), st.MessagesAcked, st.Reconnects)
 			if cfg.ack {
 				fmt.Fprintf(os.Stderr, " silent=%d", st.SilentPeers)
 			}
@@ -418,8 +430,8 @@ func run(cfg config, framing buffstreams.Framing, tlsConfig *tls.Config) bool {
 	// Every connection is closed: the counters are final.
 	st := s.stats()
 	sent, failed := s.attempted.Load(), s.failed.Load()
-	line := fmt.Sprintf("sent=%d written=%d failed=%d acked=%d bytes=%d errors=%d reconnects=%d elapsed=%.3f rate=%.0f",
-		sent, st.MessagesWritten, failed, st.MessagesAcked, st.BytesWritten, st.WriteErrors, st.Reconnects,
+	line := fmt.Sprintf("sent=%d written=%d failed=%d unacked=%d acked=%d bytes=%d errors=%d reconnects=%d elapsed=%.3f rate=%.0f",
+		sent, st.MessagesWritten, failed, st.Unacknowledged, st.MessagesAcked, st.BytesWritten, st.WriteErrors, st.Reconnects,
 		elapsed.Seconds(), float64(st.MessagesWritten)/elapsed.Seconds())
 	ok := st.MessagesWritten > 0 || (cfg.n == 0 && wasInterrupted)
 	if n := s.connErrors.Load(); n > 0 {
@@ -482,6 +494,7 @@ func (s *sender) stats() buffstreams.ConnStats {
 			sum.Reconnects += st.Reconnects
 			sum.PeerCloses += st.PeerCloses
 			sum.SilentPeers += st.SilentPeers
+			sum.Unacknowledged += st.Unacknowledged
 		}
 	}
 	return sum
@@ -522,6 +535,7 @@ func (s *sender) send(ctx context.Context, i, quota int) error {
 		TLSConfig:      s.tls,
 		Retry:          s.retry,
 		WriteTimeout:   s.cfg.writeTimeout,
+		StallTimeout:   s.cfg.stall,
 		OnWriteError: func(_ []byte, err error) {
 			s.failed.Add(1)
 			giveUp(err)

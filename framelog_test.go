@@ -1,0 +1,136 @@
+package buffstreams
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// logModel is what a frameLog should say: the end of every frame written,
+// and the kernel's view of how much of the stream is acknowledged.
+type logModel struct {
+	ends     []uint64
+	payloads []int
+	acked    uint64 // what the kernel says when asked
+	asked    int    // times it was asked
+}
+
+// write adds a frame of payload bytes and wire bytes to l and the model.
+func (m *logModel) write(l *frameLog, wire, payload int) {
+	end := uint64(wire)
+	if n := len(m.ends); n > 0 {
+		end += m.ends[n-1]
+	}
+	m.ends = append(m.ends, end)
+	m.payloads = append(m.payloads, payload)
+	l.add(end, payload, func() (uint64, bool) { m.asked++; return m.acked, true })
+}
+
+// unacked counts the frames that end after acked, and their payload bytes.
+func (m *logModel) unacked(acked uint64) (frames int, payload uint64) {
+	for i, e := range m.ends {
+		if e > acked {
+			frames++
+			payload += uint64(m.payloads[i])
+		}
+	}
+	return frames, payload
+}
+
+// TestFrameLogUnacked writes frames of random sizes while the kernel
+// acknowledges at random, behind by up to a few thousand frames, and checks
+// that the log counts exactly the frames, and payload bytes, beyond any
+// point at or after the last acknowledgement it was told of.
+func TestFrameLogUnacked(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var l frameLog
+	var m logModel
+	for i := range 50_000 {
+		payload := rng.IntN(300)
+		m.write(&l, payload+1+rng.IntN(4), payload)
+		if rng.IntN(100) == 0 && len(m.ends) > 1 {
+			// The kernel acknowledges up to somewhere in the last few
+			// thousand frames, or in the middle of a frame.
+			k := max(len(m.ends)-1-rng.IntN(3000), 0)
+			m.acked = max(m.acked, m.ends[k]-uint64(rng.IntN(2)))
+		}
+		if i%997 != 0 {
+			continue
+		}
+		for _, a := range []uint64{m.acked, m.acked + uint64(rng.IntN(500)), m.ends[len(m.ends)-1]} {
+			a = min(a, m.ends[len(m.ends)-1])
+			f, p := l.unacked(a)
+			wf, wp := m.unacked(a)
+			if f != wf || p != wp {
+				t.Fatalf("after %d frames, acknowledged to %d: log says %d frames (%d bytes) unacknowledged, want %d (%d bytes)", i+1, a, f, p, wf, wp)
+			}
+		}
+	}
+	if len(l.recs) > 8192 {
+		t.Errorf("ring of %d records for at most 3,100 frames unacknowledged", len(l.recs))
+	}
+	t.Logf("%d frames, %d questions to the kernel, ring of %d records", len(m.ends), m.asked, len(l.recs))
+}
+
+// TestFrameLogKeepsUp checks that a peer that keeps up costs one question
+// to the kernel per ring of frames and a ring of the smallest size.
+func TestFrameLogKeepsUp(t *testing.T) {
+	var l frameLog
+	var m logModel
+	const frames = 100_000
+	for range frames {
+		m.write(&l, 113, 110)
+		m.acked = m.ends[len(m.ends)-1] // acknowledged before the next write
+	}
+	if len(l.recs) != minFrameLog {
+		t.Errorf("ring of %d records, want %d", len(l.recs), minFrameLog)
+	}
+	if want := frames / (minFrameLog - 1); m.asked > want {
+		t.Errorf("%d questions to the kernel for %d frames, want at most %d", m.asked, frames, want)
+	}
+	if f, _ := l.unacked(m.acked); f != 0 {
+		t.Errorf("%d frames unacknowledged, want 0", f)
+	}
+}
+
+// TestFrameLogBounded writes more frames than the largest ring holds to a
+// peer that acknowledges nothing: the ring stops growing, and the count
+// errs toward failed, never toward written.
+func TestFrameLogBounded(t *testing.T) {
+	var l frameLog
+	var m logModel
+	const frames = maxFrameLog + 5000
+	for i := range frames {
+		m.write(&l, 10+i%7, 7+i%7)
+	}
+	if len(l.recs) != maxFrameLog {
+		t.Errorf("ring of %d records, want the largest, %d", len(l.recs), maxFrameLog)
+	}
+	// Nothing acknowledged: every frame is counted, lost or recorded.
+	f, p := l.unacked(0)
+	wf, wp := m.unacked(0)
+	if f != wf || p != wp {
+		t.Errorf("%d frames (%d bytes) unacknowledged, want %d (%d bytes)", f, p, wf, wp)
+	}
+	// Acknowledged within the lost frames: the count is at least right.
+	a := m.ends[2000]
+	f, _ = l.unacked(a)
+	if wf, _ = m.unacked(a); f < wf {
+		t.Errorf("acknowledged to %d: %d frames counted, fewer than the %d unacknowledged", a, f, wf)
+	}
+	// Acknowledged within the records: exact again.
+	a = m.ends[frames-100]
+	f, p = l.unacked(a)
+	if wf, wp = m.unacked(a); f != wf || p != wp {
+		t.Errorf("acknowledged to %d: %d frames (%d bytes), want %d (%d bytes)", a, f, p, wf, wp)
+	}
+	// Once the kernel says the lost frames are acknowledged, they no
+	// longer count.
+	m.acked = m.ends[frames-10]
+	for range 2 * maxFrameLog {
+		m.write(&l, 10, 7)
+		m.acked = m.ends[len(m.ends)-1]
+	}
+	if l.lost != 0 {
+		t.Errorf("%d frames still counted as lost after the kernel acknowledged them", l.lost)
+	}
+}
