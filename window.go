@@ -42,6 +42,10 @@ type window struct {
 // starts at at and the frame ends at end.
 type winFrame struct{ at, end int64 }
 
+// spanCost is what the window counts for the bookkeeping of one message,
+// the size of a winFrame.
+const spanCost = 16
+
 // A lendState says whose memory the owner of the socket is writing from,
 // and so how the window may compact. lend moves it to lentBuf and unlend
 // back to lentNone; compacting or growing a lent buf moves it to
