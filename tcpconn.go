@@ -56,9 +56,11 @@ type TCPConn struct {
 	served bool         // accepted by a TCPListener, whose read loop reads it
 	stats  connCounters // atomic
 
-	// Lock order: rmu, then dmu, then mu. A write engine's own lock comes
-	// before dmu and mu (a write that finds the socket gone dials under
-	// dmu); no lock is held while a callback or OnWriteError runs.
+	// Lock order: rmu, then dmu, then mu, then a write engine's own locks,
+	// which are innermost: an engine lets go of them before it finds the
+	// socket or dials, and takes them under dmu (a dial's hello) or mu
+	// (Close calls closing). No lock is held while a callback or
+	// OnWriteError runs.
 
 	// closed is set by Close and cleared by Reopen, with mu held; it is
 	// read without.

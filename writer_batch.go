@@ -22,8 +22,9 @@ import (
 // takes buf and its spans whole, swapping in the spare pair, and writes
 // them without holding mu.
 //
-// Lock order: mu, then TCPConn.mu (taken to find the socket). mu is never
-// held during a system call, nor while OnWriteError runs.
+// Lock order: TCPConn.dmu, then TCPConn.mu, then mu. mu is the innermost
+// lock: no other is taken while it is held, and it is never held during a
+// system call, nor while OnWriteError runs.
 type batchEngine struct {
 	c     *TCPConn
 	size  int           // WriteBufferSize
@@ -466,9 +467,9 @@ func (e *batchEngine) closing() {
 // drain writes what is buffered before Close closes the socket, and waits
 // for the flusher to return.
 func (e *batchEngine) drain() {
-	c := e.c
+	nc := e.c.current() // before mu, which is innermost
 	e.mu.Lock()
-	if nc := c.current(); nc != nil {
+	if nc != nil {
 		nc.SetWriteDeadline(e.tx.drainUntil)
 	}
 	e.cond.Broadcast() // blocked Writes see that the connection is closed

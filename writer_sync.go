@@ -21,8 +21,9 @@ import (
 // corker's timer and Flush take ownership of the socket, as a Write does,
 // before they take the cork off.
 //
-// Lock order: ck.fire, then mu, then TCPConn.mu (taken by the sender to
-// find the socket). None is held during a system call but the corker's.
+// Lock order: TCPConn.dmu, then TCPConn.mu, then ck.fire, then mu. The
+// sender takes TCPConn's locks, to find the socket or dial, with neither
+// engine lock held. None is held during a system call but the corker's.
 type syncEngine struct {
 	c      *TCPConn
 	active atomic.Int32 // Writes in progress, owners and waiters alike
