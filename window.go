@@ -62,8 +62,8 @@ func newWindow(f Framing, bound int) window {
 	return window{framing: f, tlen: len(f.trailer()), bound: bound}
 }
 
-// end returns the offset just past the last frame.
-func (w *window) end() int64 { return w.base + int64(len(w.buf)) }
+// streamEnd returns the offset just past the last frame.
+func (w *window) streamEnd() int64 { return w.base + int64(len(w.buf)) }
 
 // pending returns how many messages are unsettled.
 func (w *window) pending() int { return len(w.frames) - w.k }
@@ -73,20 +73,20 @@ func (w *window) last() uint64 { return w.acked + uint64(w.pending()) }
 
 // held returns what counts against the bound: the frames of the unsettled
 // messages and their bookkeeping.
-func (w *window) held() int { return int(w.end()-w.start) + spanCost*w.pending() }
+func (w *window) held() int { return int(w.streamEnd()-w.start) + spanCost*w.pending() }
 
 // unsent returns how many bytes the current socket has not had.
-func (w *window) unsent() int { return int(w.end() - w.sent) }
+func (w *window) unsent() int { return int(w.streamEnd() - w.sent) }
 
-// room reports whether a message of n bytes fits within the bound. An
+// fits reports whether a message of n bytes fits within the bound. An
 // empty window takes a message of any size.
-func (w *window) room(n int) bool {
+func (w *window) fits(n int) bool {
 	h := w.held()
 	return h == 0 || h+maxHeaderLen+n+w.tlen+spanCost <= w.bound
 }
 
 // push appends the frame of msg, recording where it lies, and returns its
-// sequence number. The caller checked room (or overrides the bound).
+// sequence number. The caller checked fits (or overrides the bound).
 func (w *window) push(msg []byte) uint64 {
 	need := maxHeaderLen + len(msg) + w.tlen
 	if len(w.buf)+need > cap(w.buf) || len(w.frames) == cap(w.frames) {
@@ -94,7 +94,7 @@ func (w *window) push(msg []byte) uint64 {
 	}
 	var at int
 	w.buf, at = frameTo(w.framing, w.buf, msg)
-	w.frames = append(w.frames, winFrame{w.base + int64(at), w.end()})
+	w.frames = append(w.frames, winFrame{w.base + int64(at), w.streamEnd()})
 	return w.last()
 }
 
@@ -232,7 +232,7 @@ func (w *window) failAll() [][]byte {
 			msgs = append(msgs, w.payload(seq))
 		}
 	}
-	end := w.end()
+	end := w.streamEnd()
 	w.acked = w.last()
 	w.wrote = max(w.wrote, w.acked)
 	if len(msgs) > 0 || w.lent == lentBuf {

@@ -92,7 +92,7 @@ func TestWindowReplay(t *testing.T) {
 		t.Fatalf("replay: %q, want %q", b, want)
 	}
 	// Replayed frames are not counted as written twice.
-	if n, _ := w.sentTo(w.end()); n != 0 {
+	if n, _ := w.sentTo(w.streamEnd()); n != 0 {
 		t.Errorf("replaying counted %d messages again", n)
 	}
 }
@@ -172,23 +172,23 @@ func TestWindowFailAll(t *testing.T) {
 	}
 }
 
-// TestWindowBound checks that room follows the bound, that an empty
+// TestWindowBound checks that fits follows the bound, that an empty
 // window takes a message of any size, and that the buffer does not grow
 // past what the bound needs.
 func TestWindowBound(t *testing.T) {
 	const bound = 4096
 	w := testWindow(t, bound)
 	big := make([]byte, 2*bound)
-	if !w.room(len(big)) {
+	if !w.fits(len(big)) {
 		t.Fatal("an empty window refused a message")
 	}
 	w.push(big)
-	if w.room(1) {
+	if w.fits(1) {
 		t.Fatal("a window past its bound has room")
 	}
 	w.ackUpTo(1)
 	n := 0
-	for w.room(100) {
+	for w.fits(100) {
 		w.push(make([]byte, 100))
 		n++
 	}

@@ -117,7 +117,8 @@ type failTally struct {
 	last error // the latest failure
 }
 
-func (t *failTally) count(n int, err error) {
+// add counts n messages failed with err, the latest.
+func (t *failTally) add(n int, err error) {
 	if n > 0 {
 		t.n += uint64(n)
 		t.last = err
@@ -178,7 +179,7 @@ func (e *ackEngine) writeBatch(msgs [][]byte) (int, error) { return writeEach(e.
 // SlowConsumer policy when it is full, and returns its sequence number.
 // e.mu is held; on error it is released and msg has been reported.
 func (e *ackEngine) appendMsg(msg []byte) (uint64, error) {
-	if e.win.room(len(msg)) && !e.c.closed.Load() {
+	if e.win.fits(len(msg)) && !e.c.closed.Load() {
 		return e.win.push(msg), nil
 	}
 	return e.appendSlow(msg)
@@ -200,7 +201,7 @@ func (e *ackEngine) appendSlow(msg []byte) (uint64, error) {
 		switch {
 		case c.closed.Load():
 			err = errClosed
-		case e.win.room(len(msg)):
+		case e.win.fits(len(msg)):
 			return e.win.push(msg), nil
 		case c.opts.slow == SlowConsumerError:
 			err = fmt.Errorf("%w: %d bytes await acknowledgement", ErrSlowConsumer, e.win.held())
@@ -614,7 +615,7 @@ func (e *ackEngine) takeRejected(seq uint64) failedRun {
 		run.errs = append(run.errs, fmt.Errorf("%w: message %d: %s", ErrRejected, s, text))
 	}
 	if len(run.errs) > 0 {
-		e.fails.count(len(run.msgs), run.errs[len(run.errs)-1])
+		e.fails.add(len(run.msgs), run.errs[len(run.errs)-1])
 	}
 	return run
 }
@@ -640,7 +641,7 @@ func (e *ackEngine) abandonAll(err error) failedRun {
 	var run failedRun
 	if msgs := e.win.failAll(); len(msgs) > 0 {
 		run = failedRun{msgs: msgs, errs: []error{err}}
-		e.fails.count(len(msgs), err)
+		e.fails.add(len(msgs), err)
 	}
 	e.forget()
 	clear(e.rejected)
