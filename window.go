@@ -25,14 +25,14 @@ type window struct {
 	tlen    int // length of the framing's trailer
 	bound   int // AckConfig.Window, which held may reach
 
-	buf    []byte     // the stream from offset base on; the frames before start are settled
-	base   int64      // offset of buf[0]
-	start  int64      // offset of the first unsettled frame
-	sent   int64      // the current socket has had the stream up to this offset
-	frames []winFrame // frames[k:] are the unsettled frames, in order
-	k      int
-	acked  uint64 // messages settled (acknowledged or failed), from the first
-	wrote  uint64 // the last message whose frame reached the kernel at least once
+	buf     []byte     // the stream from offset base on; the frames before start are settled
+	base    int64      // offset of buf[0]
+	start   int64      // offset of the first unsettled frame
+	sent    int64      // the current socket has had the stream up to this offset
+	frames  []winFrame // frames[k:] are the unsettled frames, in order
+	k       int
+	acked   uint64 // messages settled (acknowledged or failed), from the first
+	reached uint64 // the last message whose frame reached the kernel at least once
 
 	spare []byte    // the other buffer, to compact into while buf is lent
 	lent  lendState // whose memory the owner of the socket writes from
@@ -127,20 +127,20 @@ func (w *window) unlend() {
 // the kernel for the first time.
 func (w *window) sentTo(off int64) (int, uint64) {
 	w.sent = max(w.sent, off)
-	return w.markWritten(off)
+	return w.markReached(off)
 }
 
-// markWritten records that every frame ending at or before off reached
+// markReached records that every frame ending at or before off reached
 // the kernel, and returns how many messages, and payload bytes, did for
 // the first time.
-func (w *window) markWritten(off int64) (int, uint64) {
-	w.wrote = max(w.wrote, w.acked)
+func (w *window) markReached(off int64) (int, uint64) {
+	w.reached = max(w.reached, w.acked)
 	n, nb := 0, uint64(0)
-	for i := w.k + int(w.wrote-w.acked); i < len(w.frames) && w.frames[i].end <= off; i++ {
+	for i := w.k + int(w.reached-w.acked); i < len(w.frames) && w.frames[i].end <= off; i++ {
 		n++
 		nb += uint64(w.frames[i].end - int64(w.tlen) - w.frames[i].at)
 	}
-	w.wrote += uint64(n)
+	w.reached += uint64(n)
 	return n, nb
 }
 
@@ -153,7 +153,7 @@ func (w *window) ackUpTo(seq uint64) (int, uint64) {
 		return 0, 0
 	}
 	i := w.k + int(seq-w.acked) - 1
-	n, nb := w.markWritten(w.frames[i].end)
+	n, nb := w.markReached(w.frames[i].end)
 	w.k, w.acked, w.start = i+1, seq, w.frames[i].end
 	w.sent = max(w.sent, w.start)
 	if w.pending() == 0 && w.lent != lentBuf {
@@ -234,7 +234,7 @@ func (w *window) failAll() [][]byte {
 	}
 	end := w.streamEnd()
 	w.acked = w.last()
-	w.wrote = max(w.wrote, w.acked)
+	w.reached = max(w.reached, w.acked)
 	if len(msgs) > 0 || w.lent == lentBuf {
 		// The payloads returned, or the owner of the socket, still read
 		// buf: start a new one.

@@ -60,8 +60,8 @@ func TestWindowPushAndAck(t *testing.T) {
 		t.Errorf("payload(2) = %q", w.payload(2))
 	}
 	// Acknowledging the second counts it as written too.
-	if n, _ := w.ackUpTo(2); n != 1 || w.wrote != 2 || w.acked != 2 || w.pending() != 1 {
-		t.Fatalf("ackUpTo(2): %d newly written; wrote %d, acked %d, pending %d", n, w.wrote, w.acked, w.pending())
+	if n, _ := w.ackUpTo(2); n != 1 || w.reached != 2 || w.acked != 2 || w.pending() != 1 {
+		t.Fatalf("ackUpTo(2): %d newly written; reached %d, acked %d, pending %d", n, w.reached, w.acked, w.pending())
 	}
 	if n, _ := w.ackUpTo(3); n != 1 || w.pending() != 0 || w.held() != 0 {
 		t.Fatalf("ackUpTo(3): %d newly written, pending %d, held %d", n, w.pending(), w.held())
@@ -127,8 +127,8 @@ func TestWindowLentStaysPut(t *testing.T) {
 	w.unlend()
 	// The owner wrote all it was lent: messages 7 and 8 reached the
 	// kernel; 1 to 6 counted when they were acknowledged.
-	if n, _ := w.sentTo(from + int64(len(b))); n != 1 || w.wrote != 8 {
-		t.Fatalf("sentTo: %d newly written, wrote %d; want 1, 8", n, w.wrote)
+	if n, _ := w.sentTo(from + int64(len(b))); n != 1 || w.reached != 8 {
+		t.Fatalf("sentTo: %d newly written, reached %d; want 1, 8", n, w.reached)
 	}
 	rest, _ := w.lend()
 	w.unlend()
@@ -154,8 +154,8 @@ func TestWindowFailAll(t *testing.T) {
 	if len(failed) != 3 {
 		t.Fatalf("failAll returned %d messages, want 3", len(failed))
 	}
-	if w.pending() != 0 || w.acked != 5 || w.wrote != 5 || w.held() != 0 || w.unsent() != 0 {
-		t.Fatalf("after failAll: pending %d, acked %d, wrote %d, held %d, unsent %d", w.pending(), w.acked, w.wrote, w.held(), w.unsent())
+	if w.pending() != 0 || w.acked != 5 || w.reached != 5 || w.held() != 0 || w.unsent() != 0 {
+		t.Fatalf("after failAll: pending %d, acked %d, reached %d, held %d, unsent %d", w.pending(), w.acked, w.reached, w.held(), w.unsent())
 	}
 	for i := 6; i <= 50; i++ {
 		if seq := w.push(msgN(i)); seq != uint64(i) {

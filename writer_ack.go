@@ -554,7 +554,7 @@ var errGoaway = errors.New("buffstreams: the listener is shutting down (goaway)"
 func (e *ackEngine) noteWritten(n int, nb uint64) {
 	if n > 0 {
 		e.c.wrote(n, nb)
-		e.resolve(e.win.wrote, nil)
+		e.resolve(e.win.reached, nil)
 	}
 }
 
@@ -893,7 +893,7 @@ func (e *ackEngine) flush() error {
 	target, failures := e.win.last(), e.fails.n
 	e.hurry()
 	e.kick()
-	for e.win.wrote < target && e.win.acked < target && e.owner != ownerStopped {
+	for e.win.reached < target && e.win.acked < target && e.owner != ownerStopped {
 		e.waitCond()
 	}
 	if e.fails.n != failures {
