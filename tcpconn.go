@@ -60,12 +60,14 @@ type TCPConn struct {
 	served bool         // accepted by a TCPListener, whose read loop reads it
 	stats  connCounters // atomic
 
-	// Lock order: rmu, then dmu, then mu. A write engine's own lock comes
-	// before dmu and mu (a write that finds the socket gone dials under
-	// dmu); a tally's lock comes last, and is held for one system call at
-	// most (see unacked.go). No lock is held while a callback or
-	// OnWriteError runs, except rmu when a Read finds the socket failed
-	// and reports the messages its peer's TCP never acknowledged.
+	// Lock order: rmu, then dmu, then mu, then a write engine's own locks,
+	// which are innermost: an engine lets go of them before it finds the
+	// socket or dials, and takes them under dmu (a dial's hello) or mu
+	// (Close calls closing). A tally's lock (unacked.go) is taken with none
+	// of those held, for one system call at most. No lock is held while a
+	// callback or OnWriteError runs, except rmu when a Read finds the
+	// socket failed and reports the messages its peer's TCP never
+	// acknowledged.
 
 	// closed is set by Close and cleared by Reopen, with mu held; it is
 	// read without.

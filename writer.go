@@ -19,9 +19,10 @@ import (
 //
 // A connection's engine is chosen once, by newConn: syncEngine
 // (writer_sync.go) in the default mode, batchEngine (writer_batch.go) when
-// WriteBufferSize > 0, and ackEngine (writer_ack.go), in either mode, with
-// Acks. The guarantees they keep are stated once, in the
-// package documentation under Batching and Accounting.
+// WriteBufferSize > 0, and ackEngine (writer_ack.go, with its replay
+// window in window.go), in either mode, with Acks. The guarantees they
+// keep are stated once, in the package documentation under Batching and
+// Accounting.
 
 // largeWrite is the payload size from which a message is written from the
 // caller's slice, in a vectored write with its header, instead of being
@@ -230,12 +231,18 @@ type span struct{ at, end int }
 // appendFrame appends the frame of msg to dst and records its span, with
 // offsets from the start of dst.
 func appendFrame(f Framing, dst []byte, spans []span, msg []byte) ([]byte, []span) {
+	dst, at := frameTo(f, dst, msg)
+	return dst, append(spans, span{at, len(dst)})
+}
+
+// frameTo appends the frame of msg to dst and returns it with the offset,
+// in dst, at which the payload starts.
+func frameTo(f Framing, dst []byte, msg []byte) ([]byte, int) {
 	n := len(dst)
 	dst = append(dst, make([]byte, maxHeaderLen)...)
 	h := f.putHeader(dst[n:], len(msg))
 	dst = append(dst[:n+h], msg...)
-	dst = append(dst, f.trailer()...)
-	return dst, append(spans, span{n + h, len(dst)})
+	return append(dst, f.trailer()...), n + h
 }
 
 // whole returns how many of the frames of spans end within the first n

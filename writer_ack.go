@@ -15,66 +15,114 @@ import (
 	"time"
 )
 
+// Lock order of the acknowledgement engine, outermost first:
+//
+//	TCPConn.dmu, then TCPConn.mu, then ackEngine.mu
+//
+// ackEngine.mu is the innermost lock: no other lock is taken while it is
+// held, and it is never held during a system call, a dial or a callback
+// (OnWriteError). A dial holds dmu when it says hello and takes mu in
+// connected; Close holds TCPConn.mu when it calls closing, which takes
+// mu. The window (window.go) has no lock of its own: mu guards it.
+
 // ackEngine is the write engine of acknowledged delivery (TCPConnConfig.Acks
-// set). Write appends the frame to a replay window, win, where it stays
+// set). Write appends the frame to the replay window, win, where it stays
 // until the listener acknowledges it; the frames are numbered implicitly,
-// the first of a session 1, and nothing is added to them on the wire. One
-// goroutine at a time owns the socket for writing and writes whatever part
-// of the window the current socket has not had: in batching mode the pump
-// goroutine, in the default mode a Write (which then returns once the
-// kernel has its frame), or the pump when no Write is there to do it.
+// the first of a session 1, and nothing is added to them on the wire.
+//
+// One goroutine at a time owns the socket, and the owner state, owner,
+// says which phase it is in (see ownerState): it writes whatever part of
+// the window the current socket has not had (writeOut), or dials when
+// there is no socket and messages are unsettled (dialAgain). The owner is
+// the pump goroutine in batching mode, and in the default mode a Write,
+// which returns once the kernel has its frame, or the pump when no Write
+// is there to do it. In batching mode with SlowConsumerBlock, a Write
+// that finds a write buffer's worth unsent writes it itself.
 //
 // Each socket has a reader goroutine that reads the listener's records:
-// acknowledgements trim the window, a goaway or a read error ends the
-// socket, and the pump dials again and, after the hello, writes the window
-// from the first message the listener has not delivered. A listener that
-// sends no record, not even a heartbeat, for HeartbeatTimeout fails the
-// reader's read with ErrPeerSilent, which ends the socket the same way.
-//
-// Lock order: TCPConn.dmu, then mu, then TCPConn.mu. mu is never held
-// during a system call, nor while OnWriteError runs.
+// acknowledgements settle messages in the window, a goaway or a read error
+// ends the socket, and the pump dials again and, after the hello, writes
+// the window from the first message the listener has not delivered. A
+// listener that sends no record, not even a heartbeat, for
+// HeartbeatTimeout fails the reader's read with ErrPeerSilent, which ends
+// the socket the same way.
 type ackEngine struct {
-	c    *TCPConn
-	o    *ackOptions
-	id   SessionID
-	wait bool // default mode: Write returns once the kernel has its frame
-	tlen int  // length of the framing's trailer
+	c       *TCPConn
+	o       *ackOptions
+	id      SessionID
+	wait    bool // default mode: Write returns once the kernel has its frame
+	flushAt int  // batching mode with SlowConsumerBlock: unsent bytes from which a Write writes the window itself; 0 for never
 
 	mu        sync.Mutex
 	cond      sync.Cond         // signalled on every change below; L is &mu
-	win       []byte            // frames; those of unsettled messages from head on; guarded by mu
-	head      int               // bytes of win before the first unsettled frame; guarded by mu
-	spans     []span            // spans[sk:] are the unsettled frames, in order; guarded by mu
-	sk        int               // guarded by mu
-	acked     uint64            // messages settled (acknowledged or failed), from the first; guarded by mu
-	wrote     uint64            // the last message whose frame reached the kernel at least once; guarded by mu
-	sent      int               // bytes of win the current socket has had; guarded by mu
-	nc        net.Conn          // the socket the last hello was accepted on; nil when down; guarded by mu
-	src       *recordSource     // what nc's reader reads from; guarded by mu
-	gen       uint64            // counts sockets; guarded by mu
-	owned     bool              // a goroutine is writing to nc or dialing; guarded by mu
-	running   bool              // the pump goroutine exists; guarded by mu
-	idle      bool              // the pump is waiting for work; guarded by mu
-	stop      bool              // Close is done with the window, until Reopen: the pump returns; guarded by mu
-	draining  bool              // Close waits for acknowledgements; guarded by mu
-	until     time.Time         // when Close stops waiting; guarded by mu
+	win       window            // the unsettled frames; guarded by mu
+	owner     ownerState        // who may write to the socket; guarded by mu
+	cur       *recordSource     // the socket the last hello was accepted on, and its reader's source; nil when down; guarded by mu
+	pump      pumpState         // guarded by mu
+	until     time.Time         // when Close stops waiting for acknowledgements; zero unless it waits; guarded by mu
 	strikes   int               // sockets lost since the window last moved; guarded by mu
 	lostErr   error             // why the last socket was lost; guarded by mu
 	waiters   []*ackWait        // default-mode Writes waiting for their frame, in order; guarded by mu
 	rejected  map[uint64]string // callback errors of unsettled messages; guarded by mu
 	reporting int               // rejections being passed to OnWriteError; guarded by mu
-	failures  uint64            // messages failed or rejected; guarded by mu
-	lastErr   error             // the latest of those failures; guarded by mu
-	spare     []byte            // the other buffer of win, for compacting while the socket is owned; guarded by mu
-	spareBusy bool              // the owner is writing from spare; guarded by mu
-	moved     int               // how far win's offsets moved since the owner took it; guarded by mu
-	broken    bool              // a write on nc failed: its reader takes the last records, then drops it; guarded by mu
+	fails     failTally         // what Flush and Sync report; guarded by mu
 	sleepers  int               // goroutines in waitCond; guarded by mu
-	pausing   bool              // the pump leaves the window to busy writers for busyPause; guarded by mu
-	pauseEnd  *time.Timer       // ends a pause; made by the first
-	flushAt   int               // batching mode with SlowConsumerBlock: unsent bytes from which a Write writes the window itself; 0 for never
 
 	wg sync.WaitGroup // the pump and the readers
+}
+
+// An ownerState says who may write to the session's socket. A goroutine
+// becomes the owner by moving the state from ownerIdle to ownerWriting or
+// ownerDialing, with mu held, and only the owner moves it back, once it
+// has mu again; so at most one goroutine writes to the socket or dials.
+// The transitions:
+//
+//	idle    → writing  a Write or the pump takes the socket to write what it has not had (writeOut)
+//	idle    → dialing  it takes it to dial, when there is no socket and messages are unsettled (dialAgain)
+//	writing → idle     the write is done, or failed on a socket that is no longer current
+//	writing → broken   the write failed on the current socket
+//	dialing → idle     the dial is done, or failed and with it the window
+//	broken  → idle     the socket's reader dropped it (lose), a new socket's hello was accepted (connected), or the window failed (abandonAll)
+//	idle, broken → stopped  Close is done with the window (halt, once the owner, if any, let go)
+//	stopped → idle     Reopen (reopening)
+type ownerState uint8
+
+const (
+	ownerIdle    ownerState = iota // nobody writes: a goroutine with work may take the socket
+	ownerWriting                   // the owner writes to the socket, without mu
+	ownerDialing                   // the owner dials a new socket, without mu
+	ownerBroken                    // a write on the socket failed: its reader takes the listener's last records, then drops it; nobody writes
+	ownerStopped                   // Close is done with the window: nobody writes or dials until Reopen
+)
+
+// A pumpState is the life of the pump goroutine, which writes the window
+// when no Write does and dials again after a loss.
+type pumpState struct {
+	phase    pumpPhase
+	pauseEnd *time.Timer // ends a pause; made by the first
+}
+
+type pumpPhase uint8
+
+const (
+	pumpGone   pumpPhase = iota // there is no pump: kick starts one
+	pumpBusy                    // the pump runs, and looks for work before it waits
+	pumpIdle                    // the pump waits for work: kick wakes it
+	pumpPaused                  // the pump leaves the window to busy Writes for busyPause: hurry ends it
+)
+
+// A failTally counts the messages failed or rejected, for Flush and Sync.
+type failTally struct {
+	n    uint64
+	last error // the latest failure
+}
+
+// add counts n messages failed with err, the latest.
+func (t *failTally) add(n int, err error) {
+	if n > 0 {
+		t.n += uint64(n)
+		t.last = err
+	}
 }
 
 // An ackWait is a default-mode Write waiting until the kernel has its frame
@@ -93,7 +141,7 @@ func newAckEngine(c *TCPConn) *ackEngine {
 		o:    c.opts.ack,
 		id:   newSessionID(),
 		wait: c.opts.bufSize == 0,
-		tlen: len(c.wire.framing.trailer()),
+		win:  newWindow(c.wire.framing, c.opts.ack.window),
 	}
 	if c.opts.slow == SlowConsumerBlock {
 		// Under the other policies a Write must not wait for the socket,
@@ -104,65 +152,42 @@ func newAckEngine(c *TCPConn) *ackEngine {
 	return e
 }
 
-// last returns the sequence number of the last message written. e.mu is
-// held.
-func (e *ackEngine) last() uint64 { return e.acked + uint64(len(e.spans)-e.sk) }
-
-// spanCost is what the window counts for the bookkeeping of one message,
-// the size of a span.
-const spanCost = 16
-
-// held returns the bytes the window holds: the frames of the unsettled
-// messages and their bookkeeping. e.mu is held.
-func (e *ackEngine) held() int { return len(e.win) - e.head + spanCost*(len(e.spans)-e.sk) }
-
 func (e *ackEngine) write(msg []byte) error {
 	e.mu.Lock()
-	seq, err := e.add(msg)
+	seq, err := e.appendMsg(msg)
 	if err != nil {
-		return err // add unlocked e.mu and reported msg
+		return err // appendMsg unlocked e.mu and reported msg
 	}
 	if !e.wait {
-		if e.flushAt > 0 && !e.owned && e.nc != nil && !e.broken && len(e.win)-e.sent >= e.flushAt {
+		if e.flushAt > 0 && e.owner == ownerIdle && e.cur != nil && e.win.unsent() >= e.flushAt {
 			// A write buffer's worth is waiting: write it here, as bufio
 			// does, while the frames are in this processor's cache,
 			// rather than have the pump copy them from another.
-			e.push()
+			e.writeOut()
 		} else {
 			e.kick()
 		}
 		e.mu.Unlock()
 		return nil
 	}
-	return e.await(seq)
+	return e.awaitKernel(seq)
 }
 
 func (e *ackEngine) writeBatch(msgs [][]byte) (int, error) { return writeEach(e.write, msgs) }
 
-// add appends the frame of msg to the window, applying the SlowConsumer
-// policy when it is full, and returns its sequence number. e.mu is held;
-// on error it is released and msg has been reported.
-func (e *ackEngine) add(msg []byte) (uint64, error) {
-	c := e.c
-	need := maxHeaderLen + len(msg) + e.tlen + spanCost
-	if h := e.held(); (h == 0 || h+need <= e.o.window) && !c.closed.Load() {
-		return e.append(msg, need), nil
+// appendMsg appends the frame of msg to the window, applying the
+// SlowConsumer policy when it is full, and returns its sequence number.
+// e.mu is held; on error it is released and msg has been reported.
+func (e *ackEngine) appendMsg(msg []byte) (uint64, error) {
+	if e.win.fits(len(msg)) && !e.c.closed.Load() {
+		return e.win.push(msg), nil
 	}
-	return e.addSlow(msg, need)
+	return e.appendSlow(msg)
 }
 
-// append appends the frame of msg, for which the window has room, and
-// returns its sequence number. e.mu is held.
-func (e *ackEngine) append(msg []byte, need int) uint64 {
-	if len(e.win)+need > cap(e.win) || len(e.spans) == cap(e.spans) {
-		e.grow(need)
-	}
-	e.win, e.spans = appendFrame(e.c.wire.framing, e.win, e.spans, msg)
-	return e.last()
-}
-
-// addSlow is add when the window is full or the connection closed.
-func (e *ackEngine) addSlow(msg []byte, need int) (uint64, error) {
+// appendSlow is appendMsg when the window is full or the connection
+// closed.
+func (e *ackEngine) appendSlow(msg []byte) (uint64, error) {
 	c := e.c
 	var deadline time.Time
 	var timer *time.Timer
@@ -172,37 +197,23 @@ func (e *ackEngine) addSlow(msg []byte, need int) (uint64, error) {
 		}
 	}()
 	for {
-		if c.closed.Load() {
-			e.mu.Unlock()
-			c.failed(msg, errClosed)
-			return 0, errClosed
-		}
-		if e.held() == 0 || e.held()+need <= e.o.window {
-			break
-		}
 		var err error
-		switch c.opts.slow {
-		case SlowConsumerError:
-			err = fmt.Errorf("%w: %d bytes await acknowledgement", ErrSlowConsumer, e.held())
-		case SlowConsumerClose:
-			err = fmt.Errorf("%w: closed the connection with %d messages unacknowledged", ErrSlowConsumer, len(e.spans)-e.sk)
-			nc := e.nc
-			run := e.failAll(err)
-			e.mu.Unlock()
-			if nc != nil {
-				c.fail(nc, err)
-			}
-			run.report(c)
-			c.failed(msg, err)
-			return 0, err
-		default:
-			if t := c.opts.writeTimeout; t > 0 {
-				if deadline.IsZero() {
-					deadline = time.Now().Add(t)
-					timer = time.AfterFunc(t, e.broadcast)
-				} else if !time.Now().Before(deadline) {
-					err = fmt.Errorf("%w: replay window still full after %v: %w", ErrWriteTimeout, t, os.ErrDeadlineExceeded)
-				}
+		switch {
+		case c.closed.Load():
+			err = errClosed
+		case e.win.fits(len(msg)):
+			return e.win.push(msg), nil
+		case c.opts.slow == SlowConsumerError:
+			err = fmt.Errorf("%w: %d bytes await acknowledgement", ErrSlowConsumer, e.win.held())
+		case c.opts.slow == SlowConsumerClose:
+			return 0, e.closeSlow(msg)
+		case c.opts.writeTimeout > 0:
+			t := c.opts.writeTimeout
+			if deadline.IsZero() {
+				deadline = time.Now().Add(t)
+				timer = time.AfterFunc(t, e.broadcast)
+			} else if !time.Now().Before(deadline) {
+				err = fmt.Errorf("%w: replay window still full after %v: %w", ErrWriteTimeout, t, os.ErrDeadlineExceeded)
 			}
 		}
 		if err != nil {
@@ -213,19 +224,38 @@ func (e *ackEngine) addSlow(msg []byte, need int) (uint64, error) {
 		e.kick()
 		e.waitCond()
 	}
-	return e.append(msg, need), nil
 }
 
-// await makes a default-mode Write wait until the kernel has the frame of
-// message seq, writing it itself when nobody else is. e.mu is held, and
-// released.
-func (e *ackEngine) await(seq uint64) error {
+// closeSlow applies SlowConsumerClose to a Write that found the window
+// full: it closes the socket and fails every unsettled message, and msg.
+// e.mu is held, and released.
+func (e *ackEngine) closeSlow(msg []byte) error {
+	c := e.c
+	err := fmt.Errorf("%w: closed the connection with %d messages unacknowledged", ErrSlowConsumer, e.win.pending())
+	var nc net.Conn
+	if e.cur != nil {
+		nc = e.cur.nc
+	}
+	run := e.abandonAll(err)
+	e.mu.Unlock()
+	if nc != nil {
+		c.fail(nc, err)
+	}
+	run.report(c)
+	c.failed(msg, err)
+	return err
+}
+
+// awaitKernel makes a default-mode Write wait until the kernel has the
+// frame of message seq, writing it itself when nobody else is. e.mu is
+// held, and released.
+func (e *ackEngine) awaitKernel(seq uint64) error {
 	w := ackWaitPool.Get().(*ackWait)
 	w.seq, w.done, w.err = seq, false, nil
 	e.waiters = append(e.waiters, w)
 	for !w.done {
-		if !e.owned && !e.stop && e.work() {
-			e.push()
+		if e.due() {
+			e.writeOut()
 			continue
 		}
 		e.waitCond()
@@ -236,17 +266,31 @@ func (e *ackEngine) await(seq uint64) error {
 	return err
 }
 
+// due reports whether the socket is free and the window needs its owner:
+// frames the current socket has not had, or unsettled messages and no
+// socket. e.mu is held.
+func (e *ackEngine) due() bool {
+	switch {
+	case e.owner != ownerIdle:
+		return false
+	case e.cur == nil:
+		return e.win.pending() > 0
+	default:
+		return e.win.unsent() > 0
+	}
+}
+
 // kick wakes the pump, starting it if needed, when there is something for
 // it to do. e.mu is held.
 func (e *ackEngine) kick() {
 	switch {
-	case e.stop:
-	case !e.running:
-		e.running = true
+	case e.owner == ownerStopped:
+	case e.pump.phase == pumpGone:
+		e.pump.phase = pumpBusy
 		e.wg.Add(1)
-		go e.pump()
-	case e.idle:
-		e.idle = false // one wake-up is enough
+		go e.runPump()
+	case e.pump.phase == pumpIdle:
+		e.pump.phase = pumpBusy // one wake-up is enough
 		e.cond.Broadcast()
 	}
 }
@@ -274,47 +318,40 @@ func (e *ackEngine) broadcast() {
 	e.mu.Unlock()
 }
 
-// work reports whether the window needs the socket's owner: frames the
-// current socket has not had, or unsettled messages and no socket. e.mu is
-// held.
-func (e *ackEngine) work() bool {
-	if e.nc == nil {
-		return e.sk < len(e.spans)
-	}
-	return e.sent < len(e.win) && !e.broken
-}
-
-// pump writes the window whenever nobody else does, and dials again when
-// the socket is lost with messages unsettled. It returns when Close is done.
-func (e *ackEngine) pump() {
+// runPump is the pump goroutine: it writes the window whenever nobody else
+// does, and dials again when the socket is lost with messages unsettled.
+// It returns when Close is done (ownerStopped).
+func (e *ackEngine) runPump() {
 	defer e.wg.Done()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for !e.stop {
-		if e.owned || !e.work() {
-			e.idle = true
+	for e.owner != ownerStopped {
+		if !e.due() {
+			e.pump.phase = pumpIdle
 			e.cond.Wait()
-			e.idle = false
+			e.pump.phase = pumpBusy
 			continue
 		}
-		if e.flushAt > 0 && e.nc != nil && e.sleepers == 0 && !e.draining && e.writersBusy() {
+		if e.flushAt > 0 && e.cur != nil && e.sleepers == 0 && e.until.IsZero() && e.windowFilling() {
 			e.pause()
 			continue
 		}
-		e.push()
+		if e.due() { // windowFilling let go of e.mu
+			e.writeOut()
+		}
 	}
-	if e.pauseEnd != nil {
-		e.pauseEnd.Stop()
+	if e.pump.pauseEnd != nil {
+		e.pump.pauseEnd.Stop()
 	}
-	e.running = false
+	e.pump.phase = pumpGone
 	e.signal()
 }
 
-// relock takes e.mu again for the pump, or a reader of acknowledgements,
-// that let go of it. In batching mode Writes hold it briefly for every
-// message, and it is taken behind them without queueing (lockBehind); in
-// the default mode each Write waits for the socket anyway, and a plain
-// Lock measured no worse.
+// relock takes e.mu again for the owner of the socket, or a reader of
+// acknowledgements, that let go of it. In batching mode Writes hold it
+// briefly for every message, and it is taken behind them without queueing
+// (lockBehind); in the default mode each Write waits for the socket
+// anyway, and a plain Lock measured no worse.
 func (e *ackEngine) relock() {
 	if e.wait {
 		e.mu.Lock()
@@ -323,15 +360,15 @@ func (e *ackEngine) relock() {
 	}
 }
 
-// writersBusy reports whether Writes added frames to the window while the
-// pump yielded its processor once. e.mu is held, and released while
+// windowFilling reports whether Writes added frames to the window while
+// the pump yielded its processor once. e.mu is held, and released while
 // yielding.
-func (e *ackEngine) writersBusy() bool {
-	seen := e.last()
+func (e *ackEngine) windowFilling() bool {
+	seen := e.win.last()
 	e.mu.Unlock()
 	runtime.Gosched()
 	lockBehind(&e.mu)
-	return e.last() != seen
+	return e.win.last() != seen
 }
 
 // pause leaves the window, for busyPause, to Writes that are adding frames
@@ -340,16 +377,16 @@ func (e *ackEngine) writersBusy() bool {
 // Sync or Close ends the pause (hurry). e.mu is held, and released while
 // waiting.
 func (e *ackEngine) pause() {
-	e.pausing = true
-	if e.pauseEnd == nil {
-		e.pauseEnd = time.AfterFunc(busyPause, e.endPause)
+	e.pump.phase = pumpPaused
+	if e.pump.pauseEnd == nil {
+		e.pump.pauseEnd = time.AfterFunc(busyPause, e.endPause)
 	} else {
-		e.pauseEnd.Reset(busyPause)
+		e.pump.pauseEnd.Reset(busyPause)
 	}
-	for e.pausing && !e.stop {
+	for e.pump.phase == pumpPaused && e.owner != ownerStopped {
 		e.cond.Wait()
 	}
-	e.pausing = false
+	e.pump.phase = pumpBusy
 }
 
 // endPause ends the pump's pause when its time is up.
@@ -362,27 +399,46 @@ func (e *ackEngine) endPause() {
 // hurry ends the pump's pause, if it is in one, for a goroutine that waits
 // for the window to be written. e.mu is held.
 func (e *ackEngine) hurry() {
-	if e.pausing {
-		e.pausing = false
+	if e.pump.phase == pumpPaused {
+		e.pump.phase = pumpBusy
 		e.cond.Broadcast()
 	}
 }
 
-// push, as the owner of the socket, writes what the socket has not had of
-// the window, or dials again if there is no socket. e.mu is held, and
-// released meanwhile.
-func (e *ackEngine) push() {
-	c := e.c
-	if e.nc == nil {
-		e.reconnect()
+// writeOut takes the socket (ownerIdle, and due) and writes what it has
+// not had of the window, or dials again if there is no socket. e.mu is
+// held, and released meanwhile.
+func (e *ackEngine) writeOut() {
+	if e.cur == nil {
+		e.dialAgain()
 		return
 	}
-	nc, src, gen, from := e.nc, e.src, e.gen, e.sent
-	b := e.win[from:]
+	s := e.cur
+	b, from := e.win.lend()
 	until := e.until
-	e.owned = true
-	e.moved = 0
+	e.owner = ownerWriting
 	e.mu.Unlock()
+	n, err := e.writeSocket(s, b, until)
+	e.relock()
+	e.win.unlend()
+	e.owner = ownerIdle
+	if e.cur == s {
+		e.noteWritten(e.win.sentTo(from + int64(n)))
+		if err != nil {
+			e.owner = ownerBroken
+		}
+	}
+	e.released()
+}
+
+// writeSocket writes b to the socket of s, by the deadline until if Close
+// set one, and returns how much it wrote. When the write fails, records
+// the listener sent before the failure, a goaway say, may still be unread:
+// the socket is not closed but ends for writing, and its reader takes what
+// is left, within ackDrainWait, before it drops the socket and a reconnect
+// resumes after what was acknowledged. It runs without e.mu.
+func (e *ackEngine) writeSocket(s *recordSource, b []byte, until time.Time) (int, error) {
+	c, nc := e.c, s.nc
 	if !until.IsZero() {
 		nc.SetWriteDeadline(until)
 	} else if t := c.opts.writeTimeout; t > 0 {
@@ -390,48 +446,30 @@ func (e *ackEngine) push() {
 	}
 	n, err := nc.Write(b)
 	if err != nil {
-		// Records the listener sent before the failure, a goaway say,
-		// may still be unread: the socket is not closed but ends for
-		// writing, and its reader takes what is left, within
-		// ackDrainWait, before it drops the socket and a reconnect
-		// resumes after what was acknowledged.
 		c.log.Warn("buffstreams: connection failed", "err", c.writeError(nc, err))
 		if cw, ok := nc.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
-		src.drain(time.Now().Add(ackDrainWait))
+		s.windDown(time.Now().Add(ackDrainWait))
 	}
-	e.relock()
-	e.owned = false
-	e.spareBusy = false
-	if e.gen == gen {
-		e.sent = max(from+n-e.moved, 0)
-		e.written(e.sent)
-		if err != nil {
-			e.broken = true
-		}
-	}
-	if e.head > len(e.win)/2 {
-		e.compact()
-	}
-	e.released()
+	return n, err
 }
 
 // released is called when the owner lets go of the socket: it wakes the
 // Writes that wait and, if there is work left, the pump. e.mu is held.
 func (e *ackEngine) released() {
 	e.signal()
-	if e.work() {
+	if e.due() {
 		e.kick()
 	}
 }
 
-// reconnect dials again, as the owner, after the socket was lost; the
-// hello's answer resumes the window (see connected). It fails every
-// unsettled message when the dial fails, when Close is waiting, or when
-// sockets keep failing without the window moving. e.mu is held, and
-// released meanwhile.
-func (e *ackEngine) reconnect() {
+// dialAgain dials, as the owner, after the socket was lost; the hello's
+// answer resumes the window (see connected). It fails every unsettled
+// message when the dial fails, when Close is waiting, or when sockets keep
+// failing without the window moving. e.mu is held, and released
+// meanwhile.
+func (e *ackEngine) dialAgain() {
 	c := e.c
 	limit := 1
 	if r := c.opts.retry; r != nil {
@@ -439,48 +477,59 @@ func (e *ackEngine) reconnect() {
 	}
 	var err error
 	switch {
-	case e.draining || c.closed.Load():
+	case !e.until.IsZero() || c.closed.Load():
 		err = fmt.Errorf("buffstreams: the connection was lost before the listener acknowledged: %w", errClosed)
 	case e.strikes > limit:
 		err = fmt.Errorf("%w: %d connections lost without progress; the last: %w", ErrReconnectFailed, e.strikes, e.lostErr)
 	default:
-		e.owned = true
-		e.mu.Unlock()
-		var nc net.Conn
-		nc, err = c.conn()
-		e.mu.Lock()
-		e.owned = false
-		e.spareBusy = false
-		if err == nil && e.nc == nil {
-			// A socket without an accepted hello: drop it, so that the
-			// next attempt dials.
-			e.mu.Unlock()
-			c.fail(nc, errNoSession)
-			e.mu.Lock()
-			e.strikes++
-			e.lostErr = errNoSession
-			e.released()
-			return
-		}
-		if err == nil {
-			e.released()
+		if err = e.dialOnce(); err == nil {
 			return
 		}
 	}
-	run := e.failAll(err)
+	run := e.abandonAll(err)
 	e.strikes = 0
 	e.mu.Unlock()
 	run.report(c)
 	e.mu.Lock()
 }
 
-// lose forgets the socket nc, lost with err. e.mu is held.
-func (e *ackEngine) lose(nc net.Conn, err error) {
-	if e.nc != nc {
-		return
+// dialOnce is dialAgain's dial, as the owner (ownerDialing). It returns the
+// dial's error; a socket whose hello was not accepted is dropped and
+// counted as a strike. e.mu is held, and released meanwhile.
+func (e *ackEngine) dialOnce() error {
+	e.owner = ownerDialing
+	e.mu.Unlock()
+	nc, err := e.c.conn()
+	e.mu.Lock()
+	e.owner = ownerIdle
+	if err != nil {
+		return err
 	}
-	e.nc = nil
-	e.broken = false
+	if e.cur == nil {
+		// A socket without an accepted hello: drop it, so that the next
+		// attempt dials.
+		e.mu.Unlock()
+		e.c.fail(nc, errNoSession)
+		e.mu.Lock()
+		e.strikes++
+		e.lostErr = errNoSession
+	}
+	e.released()
+	return nil
+}
+
+// forget forgets the current socket: a broken one no longer keeps the
+// owner state from ownerIdle. e.mu is held.
+func (e *ackEngine) forget() {
+	e.cur = nil
+	if e.owner == ownerBroken {
+		e.owner = ownerIdle
+	}
+}
+
+// lose forgets the current socket, lost with err. e.mu is held.
+func (e *ackEngine) lose(err error) {
+	e.forget()
 	if !errors.Is(err, errGoaway) {
 		e.strikes++
 		e.lostErr = err
@@ -499,26 +548,14 @@ var errNoSession = errors.New("buffstreams: the connection has no session")
 // errGoaway ends a socket whose listener said goaway.
 var errGoaway = errors.New("buffstreams: the listener is shutting down (goaway)")
 
-// written records that the current socket has had the first end bytes of
-// the window: the frames that end within them have reached the kernel.
-// e.mu is held.
-func (e *ackEngine) written(end int) {
-	if e.wrote < e.acked {
-		e.wrote = e.acked
+// noteWritten counts n messages, of nb payload bytes, whose frames reached
+// the kernel for the first time, and ends the waits of their Writes. e.mu
+// is held.
+func (e *ackEngine) noteWritten(n int, nb uint64) {
+	if n > 0 {
+		e.c.wrote(n, nb)
+		e.resolve(e.win.reached, nil)
 	}
-	i := e.sk + int(e.wrote-e.acked)
-	var n int
-	var nb uint64
-	for ; i < len(e.spans) && e.spans[i].end <= end; i++ {
-		n++
-		nb += uint64(e.spans[i].end - e.tlen - e.spans[i].at)
-	}
-	if n == 0 {
-		return
-	}
-	e.wrote += uint64(n)
-	e.c.wrote(n, nb)
-	e.resolve(e.wrote, nil)
 }
 
 // resolve ends the waits of the Writes of messages up to seq, with err.
@@ -537,118 +574,50 @@ func (e *ackEngine) resolve(seq uint64, err error) {
 	}
 }
 
-// settle records that the listener delivered every message up to seq:
+// confirm records that the listener delivered every message up to seq:
 // acknowledged, or rejected by its callback. It returns the rejected ones,
 // to report without the lock. e.mu is held.
-func (e *ackEngine) settle(seq uint64) (failedRun, error) {
+func (e *ackEngine) confirm(seq uint64) (failedRun, error) {
 	var run failedRun
-	switch {
-	case seq == e.acked:
+	switch acked, last := e.win.acked, e.win.last(); {
+	case seq == acked:
 		return run, nil
-	case seq < e.acked:
-		return run, fmt.Errorf("%w: acknowledgement of message %d after %d", ErrAckProtocol, seq, e.acked)
-	case seq > e.last():
-		return run, fmt.Errorf("%w: acknowledgement of message %d, but only %d were written", ErrAckProtocol, seq, e.last())
+	case seq < acked:
+		return run, fmt.Errorf("%w: acknowledgement of message %d after %d", ErrAckProtocol, seq, acked)
+	case seq > last:
+		return run, fmt.Errorf("%w: acknowledgement of message %d, but only %d were written", ErrAckProtocol, seq, last)
 	}
-	if e.wrote < seq {
-		e.written(e.spans[e.sk+int(seq-e.acked)-1].end)
-	}
-	k := int(seq - e.acked)
-	ok := uint64(k)
+	ok := seq - e.win.acked
 	if len(e.rejected) > 0 {
-		for i := range k {
-			s := e.acked + 1 + uint64(i)
-			text, bad := e.rejected[s]
-			if !bad {
-				continue
-			}
-			delete(e.rejected, s)
-			sp := e.spans[e.sk+i]
-			run.msgs = append(run.msgs, append([]byte(nil), e.win[sp.at:sp.end-e.tlen]...))
-			run.errs = append(run.errs, fmt.Errorf("%w: message %d: %s", ErrRejected, s, text))
-			ok--
-		}
-		e.failures += uint64(len(run.msgs))
-		if len(run.errs) > 0 {
-			e.lastErr = run.errs[len(run.errs)-1]
-		}
+		run = e.takeRejected(seq)
+		ok -= uint64(len(run.msgs))
 	}
-	e.sk += k
-	e.acked = seq
-	e.head = e.spans[e.sk-1].end
+	e.noteWritten(e.win.ackUpTo(seq))
 	e.strikes = 0
 	e.c.stats.acked.Add(ok)
 	e.resolve(seq, nil)
-	if e.sk == len(e.spans) && !e.owned {
-		e.compact()
-	}
 	e.signal()
 	return run, nil
 }
 
-// grow makes room in win for need more bytes: it compacts, and if that is
-// not enough, reallocates, doubling but never beyond what the window's
-// bound requires, so that a window that never drains holds no more memory
-// than its bound and one frame. e.mu is held.
-func (e *ackEngine) grow(need int) {
-	if e.head > 0 {
-		e.compact()
-	}
-	if len(e.spans) == cap(e.spans) {
-		s := make([]span, len(e.spans), max(64, cap(e.spans)+cap(e.spans)/4))
-		copy(s, e.spans)
-		e.spans = s
-	}
-	if len(e.win)+need <= cap(e.win) {
-		return
-	}
-	// The frames may take what the bookkeeping leaves of the bound. Beyond
-	// that (frames already settled but not yet compacted away, while the
-	// socket is written), grow by a quarter at least, so that appending
-	// stays cheap.
-	limit := e.o.window - spanCost*(len(e.spans)-e.sk) + maxHeaderLen
-	n := min(max(2*cap(e.win), 4096), limit)
-	if n < len(e.win)+need {
-		n = max(len(e.win)+need, cap(e.win)+cap(e.win)/4)
-	}
-	w := make([]byte, len(e.win), n)
-	copy(w, e.win)
-	e.win = w
-	e.spare = nil // too small now; the next compaction makes one of this size
-}
-
-// compact moves the unsettled frames to the front of the window. e.mu is
-// held, and nobody owns the socket (its write may be reading win).
-func (e *ackEngine) compact() {
-	h := e.head
-	if h == 0 {
-		return
-	}
-	if e.owned {
-		// The owner may be writing from win: move the frames to the
-		// spare buffer instead, unless the owner's buffer is the spare.
-		if e.spareBusy {
-			return
+// takeRejected returns, with copies of their payloads, the messages up to
+// seq whose callback returned an error, before they are settled. e.mu is
+// held.
+func (e *ackEngine) takeRejected(seq uint64) failedRun {
+	var run failedRun
+	for s := e.win.acked + 1; s <= seq; s++ {
+		text, bad := e.rejected[s]
+		if !bad {
+			continue
 		}
-		if cap(e.spare) < cap(e.win) {
-			e.spare = make([]byte, 0, cap(e.win)) // the two buffers keep the same size
-		}
-		dst := append(e.spare[:0], e.win[h:]...)
-		e.spare, e.win = e.win[:0], dst
-		e.spareBusy = true
-		e.moved += h
-	} else {
-		n := copy(e.win, e.win[h:])
-		e.win = e.win[:n]
+		delete(e.rejected, s)
+		run.msgs = append(run.msgs, append([]byte(nil), e.win.payload(s)...))
+		run.errs = append(run.errs, fmt.Errorf("%w: message %d: %s", ErrRejected, s, text))
 	}
-	m := copy(e.spans, e.spans[e.sk:])
-	e.spans = e.spans[:m]
-	for i := range e.spans {
-		e.spans[i].at -= h
-		e.spans[i].end -= h
+	if len(run.errs) > 0 {
+		e.fails.add(len(run.msgs), run.errs[len(run.errs)-1])
 	}
-	e.sk, e.head = 0, 0
-	e.sent = max(e.sent-h, 0)
+	return run
 }
 
 // A failedRun is messages to pass to OnWriteError once the lock is
@@ -664,33 +633,17 @@ func (r failedRun) report(c *TCPConn) {
 	}
 }
 
-// failAll fails every unsettled message with err, emptying the window, and
-// returns them to report once the lock is released. e.mu is held.
-func (e *ackEngine) failAll(err error) failedRun {
+// abandonAll fails every unsettled message with err, emptying the window,
+// and returns them to report once the lock is released. The socket's
+// stream no longer matches the window: it is forgotten, and a reconnect
+// resumes the session. e.mu is held.
+func (e *ackEngine) abandonAll(err error) failedRun {
 	var run failedRun
-	if n := len(e.spans) - e.sk; n > 0 {
-		run.msgs = make([][]byte, 0, n)
-		for _, sp := range e.spans[e.sk:] {
-			run.msgs = append(run.msgs, e.win[sp.at:sp.end-e.tlen])
-		}
-		run.errs = []error{err}
-		e.failures += uint64(n)
-		e.lastErr = err
-		e.acked = e.last()
-		// The owner may be writing the old window: start a new one.
-		e.win, e.spans = nil, nil
-	} else if !e.owned {
-		e.win, e.spans = e.win[:0], e.spans[:0]
-	} else {
-		e.win, e.spans = nil, nil
+	if msgs := e.win.failAll(); len(msgs) > 0 {
+		run = failedRun{msgs: msgs, errs: []error{err}}
+		e.fails.add(len(msgs), err)
 	}
-	e.wrote = max(e.wrote, e.acked)
-	e.sk, e.head, e.sent = 0, 0, 0
-	// The socket's stream no longer matches the window: a reconnect
-	// resumes it.
-	e.gen++
-	e.nc = nil
-	e.broken = false
+	e.forget()
 	clear(e.rejected)
 	e.resolve(^uint64(0), err)
 	e.signal()
@@ -705,7 +658,7 @@ func (e *ackEngine) failAll(err error) failedRun {
 func (e *ackEngine) hello(ctx context.Context, nc net.Conn) error {
 	c := e.c
 	e.mu.Lock()
-	first := e.acked + 1
+	first := e.win.acked + 1
 	e.mu.Unlock()
 	var buf [helloFixed + maxFramingName]byte
 	b := appendHello(buf[:0], hello{
@@ -736,19 +689,18 @@ func (e *ackEngine) hello(ctx context.Context, nc net.Conn) error {
 }
 
 // connected resumes the window on nc, whose listener has delivered every
-// message up to delivered.
+// message up to delivered: nc becomes the current socket, and has the
+// window replayed from the first message not delivered.
 func (e *ackEngine) connected(nc net.Conn, delivered uint64) error {
 	e.mu.Lock()
-	run, err := e.settle(delivered)
+	run, err := e.confirm(delivered)
 	if err != nil {
 		e.mu.Unlock()
 		return fmt.Errorf("buffstreams: hello: %w", err)
 	}
-	e.gen++
-	e.nc = nc
-	e.src = &recordSource{nc: nc, timeout: e.o.heartbeat}
-	e.broken = false
-	e.sent = e.head
+	e.forget()
+	e.cur = &recordSource{nc: nc, timeout: e.o.heartbeat}
+	e.win.replay()
 	e.kick()
 	e.signal()
 	e.mu.Unlock()
@@ -762,21 +714,22 @@ func (e *ackEngine) connected(nc net.Conn, delivered uint64) error {
 // meanwhile is closed and forgotten instead.
 func (e *ackEngine) attached(nc net.Conn) {
 	e.mu.Lock()
-	if e.nc != nc {
+	s := e.cur
+	if s == nil || s.nc != nc {
 		e.mu.Unlock()
 		e.c.fail(nc, errClosed)
 		return
 	}
 	e.wg.Add(1)
-	go e.read(e.src, e.gen)
+	go e.readAcks(s)
 	e.mu.Unlock()
 }
 
-// read is a socket's reader goroutine: it applies the listener's records
-// until the socket fails, the listener goes silent, or a goaway ends it.
-func (e *ackEngine) read(src *recordSource, gen uint64) {
+// readAcks is a socket's reader goroutine: it applies the listener's
+// records until the socket fails, the listener goes silent, or a goaway
+// ends it, and then drops the socket.
+func (e *ackEngine) readAcks(src *recordSource) {
 	defer e.wg.Done()
-	nc := src.nc
 	br := bufio.NewReaderSize(src, 256)
 	rec := new(recordBuf) // one per socket, not per record: it escapes
 	var err error
@@ -784,35 +737,41 @@ func (e *ackEngine) read(src *recordSource, gen uint64) {
 		var typ byte
 		var seq uint64
 		var text string
-		if typ, seq, text, err = readRecord(br, rec); err != nil {
-			break
-		}
-		switch typ {
-		case typeAck, typeHeartbeat:
-			// A heartbeat carries the last position acknowledged: the
-			// same checks apply, and settling it again changes nothing.
-			err = e.onAck(gen, seq)
-		case typeGoaway:
-			if err = e.onAck(gen, seq); err == nil {
-				err = errGoaway
-			}
-		case typeRejected:
-			err = e.onRejected(gen, seq, text)
+		if typ, seq, text, err = readRecord(br, rec); err == nil {
+			err = e.apply(src, typ, seq, text)
 		}
 	}
 	if !errors.Is(err, errGoaway) && !isClosedErr(err) {
 		e.c.log.Warn("buffstreams: acknowledgements stopped", "err", err)
 	}
 	silent := errors.Is(err, ErrPeerSilent)
-	err = e.c.fail(nc, err)
+	err = e.c.fail(src.nc, err)
 	e.mu.Lock()
-	if e.gen == gen {
-		if silent && e.nc == nc {
+	if e.cur == src {
+		if silent {
 			e.c.stats.silent.Add(1)
 		}
-		e.lose(nc, err)
+		e.lose(err)
 	}
 	e.mu.Unlock()
+}
+
+// apply applies one record read on the socket of src.
+func (e *ackEngine) apply(src *recordSource, typ byte, seq uint64, text string) error {
+	switch typ {
+	case typeAck, typeHeartbeat:
+		// A heartbeat carries the last position acknowledged: the same
+		// checks apply, and confirming it again changes nothing.
+		return e.onAck(src, seq)
+	case typeGoaway:
+		if err := e.onAck(src, seq); err != nil {
+			return err
+		}
+		return errGoaway
+	case typeRejected:
+		return e.onRejected(src, seq, text)
+	}
+	return nil
 }
 
 // A recordSource is what a socket's reader reads the listener's records
@@ -820,12 +779,12 @@ func (e *ackEngine) read(src *recordSource, gen uint64) {
 // HeartbeatTimeout ahead, so that the read fails with ErrPeerSilent when
 // the listener sends nothing for that long; the time the reader spends
 // applying records does not count. After a write on the socket failed,
-// drain brings the deadline forward, for good, to let the reader take the
+// windDown brings the deadline forward, for good, to let the reader take the
 // listener's last records.
 type recordSource struct {
 	nc      net.Conn
 	timeout time.Duration // HeartbeatTimeout; 0 when heartbeats are off
-	drainBy atomic.Int64  // the deadline drain set, in Unix nanoseconds; 0 before
+	drainBy atomic.Int64  // the deadline windDown set, in Unix nanoseconds; 0 before
 }
 
 func (r *recordSource) Read(p []byte) (int, error) {
@@ -835,7 +794,7 @@ func (r *recordSource) Read(p []byte) (int, error) {
 	if r.drainBy.Load() == 0 {
 		r.nc.SetReadDeadline(time.Now().Add(r.timeout))
 		if by := r.drainBy.Load(); by != 0 {
-			r.nc.SetReadDeadline(time.Unix(0, by)) // drain ran meanwhile: its deadline stands
+			r.nc.SetReadDeadline(time.Unix(0, by)) // windDown ran meanwhile: its deadline stands
 		}
 	}
 	n, err := r.nc.Read(p)
@@ -845,9 +804,9 @@ func (r *recordSource) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// drain sets the read deadline to d for good. Called by the owner of the
-// socket, after its write failed.
-func (r *recordSource) drain(d time.Time) {
+// windDown sets the read deadline to d for good. Called by the owner of
+// the socket, after its write failed.
+func (r *recordSource) windDown(d time.Time) {
 	r.drainBy.Store(d.UnixNano())
 	r.nc.SetReadDeadline(d)
 }
@@ -886,14 +845,14 @@ func readRecord(br *bufio.Reader, rec *recordBuf) (typ byte, seq uint64, text st
 	return typ, seq, string(b), nil
 }
 
-// onAck applies an acknowledgement read on the socket of generation gen.
-func (e *ackEngine) onAck(gen, seq uint64) error {
+// onAck applies an acknowledgement read on the socket of src.
+func (e *ackEngine) onAck(src *recordSource, seq uint64) error {
 	e.relock()
-	if e.gen != gen {
+	if e.cur != src {
 		e.mu.Unlock()
 		return errGoaway // a later socket took over; this one is done
 	}
-	run, err := e.settle(seq)
+	run, err := e.confirm(seq)
 	if len(run.msgs) == 0 {
 		e.mu.Unlock()
 		return err
@@ -908,15 +867,16 @@ func (e *ackEngine) onAck(gen, seq uint64) error {
 	return err
 }
 
-// onRejected records that the callback of message seq returned an error.
-func (e *ackEngine) onRejected(gen, seq uint64, text string) error {
+// onRejected records that the callback of message seq, read on the socket
+// of src, returned an error.
+func (e *ackEngine) onRejected(src *recordSource, seq uint64, text string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	switch {
-	case e.gen != gen:
+	switch acked, last := e.win.acked, e.win.last(); {
+	case e.cur != src:
 		return errGoaway
-	case seq <= e.acked || seq > e.last():
-		return fmt.Errorf("%w: rejection of message %d, outside the unacknowledged %d to %d", ErrAckProtocol, seq, e.acked+1, e.last())
+	case seq <= acked || seq > last:
+		return fmt.Errorf("%w: rejection of message %d, outside the unacknowledged %d to %d", ErrAckProtocol, seq, acked+1, last)
 	}
 	if e.rejected == nil {
 		e.rejected = make(map[uint64]string)
@@ -930,14 +890,14 @@ func (e *ackEngine) onRejected(gen, seq uint64, text string) error {
 func (e *ackEngine) flush() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	target, failures := e.last(), e.failures
+	target, failures := e.win.last(), e.fails.n
 	e.hurry()
 	e.kick()
-	for e.wrote < target && e.acked < target && !e.stop {
+	for e.win.reached < target && e.win.acked < target && e.owner != ownerStopped {
 		e.waitCond()
 	}
-	if e.failures != failures {
-		return e.lastErr
+	if e.fails.n != failures {
+		return e.fails.last
 	}
 	return nil
 }
@@ -949,20 +909,20 @@ func (e *ackEngine) sync(ctx context.Context) error {
 	defer stop()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	target, failures := e.last(), e.failures
+	target, failures := e.win.last(), e.fails.n
 	e.hurry()
 	e.kick()
-	for e.acked < target || e.reporting > 0 {
+	for e.win.acked < target || e.reporting > 0 {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("buffstreams: %d of the messages written are not acknowledged yet: %w", target-e.acked, err)
+			return fmt.Errorf("buffstreams: %d of the messages written are not acknowledged yet: %w", target-e.win.acked, err)
 		}
-		if e.stop {
+		if e.owner == ownerStopped {
 			return errClosed
 		}
 		e.waitCond()
 	}
-	if e.failures != failures {
-		return e.lastErr
+	if e.fails.n != failures {
+		return e.fails.last
 	}
 	return nil
 }
@@ -970,47 +930,60 @@ func (e *ackEngine) sync(ctx context.Context) error {
 // closing fixes how long Close waits for acknowledgements. c.mu is held.
 func (e *ackEngine) closing() {
 	e.mu.Lock()
-	e.draining = true
 	e.until = time.Now().Add(drainWait(e.c.opts.writeTimeout))
 	e.mu.Unlock()
 }
 
 // drain waits, until the deadline closing fixed, for the acknowledgement of
-// every message written, fails those left, and stops the pump and the
-// readers.
+// every message written, fails those left, closes the socket, and stops
+// the pump and the readers.
 func (e *ackEngine) drain() {
 	c := e.c
 	e.mu.Lock()
-	timer := time.AfterFunc(time.Until(e.until), e.broadcast)
-	if nc := e.nc; nc != nil {
-		nc.SetWriteDeadline(e.until)
+	until, s := e.until, e.cur
+	e.mu.Unlock()
+	if s != nil {
+		s.nc.SetWriteDeadline(until)
 	}
+	e.mu.Lock()
+	timer := time.AfterFunc(time.Until(until), e.broadcast)
 	e.hurry()
 	e.kick()
-	for e.sk < len(e.spans) && (e.nc != nil || e.owned) && time.Now().Before(e.until) {
+	for e.win.pending() > 0 && (e.cur != nil || e.owner == ownerWriting || e.owner == ownerDialing) && time.Now().Before(until) {
 		e.waitCond()
 	}
 	timer.Stop()
-	nc := e.nc
+	s = e.cur
 	var run failedRun
-	if e.sk < len(e.spans) {
+	if e.win.pending() > 0 {
 		err := errClosed
-		if !time.Now().Before(e.until) {
+		if !time.Now().Before(until) {
 			err = fmt.Errorf("buffstreams: closed before the listener acknowledged, after waiting %v: %w", drainWait(c.opts.writeTimeout), errors.Join(ErrWriteTimeout, net.ErrClosed))
 		}
-		run = e.failAll(err)
+		run = e.abandonAll(err)
 	}
-	e.stop = true
-	e.draining = false
+	e.forget()
 	e.until = time.Time{}
-	e.nc = nil
-	e.cond.Broadcast() // the pump too
 	e.mu.Unlock()
-	if nc != nil {
-		nc.Close()
+	if s != nil {
+		s.nc.Close()
 	}
 	run.report(c)
+	e.halt()
 	e.wg.Wait()
+}
+
+// halt waits for the owner of the socket, if any, to let go, which it does
+// soon once the socket is closed and dials see the connection closed, and
+// then stops the engine (ownerStopped): the pump returns.
+func (e *ackEngine) halt() {
+	e.mu.Lock()
+	for e.owner == ownerWriting || e.owner == ownerDialing {
+		e.waitCond()
+	}
+	e.owner = ownerStopped
+	e.cond.Broadcast() // the pump too
+	e.mu.Unlock()
 }
 
 // reopening undoes what drain stopped, so that the engine dials again
@@ -1018,8 +991,8 @@ func (e *ackEngine) drain() {
 // since Reopen reopened the connection wins.
 func (e *ackEngine) reopening() {
 	e.mu.Lock()
-	if !e.c.closed.Load() {
-		e.stop = false
+	if e.owner == ownerStopped && !e.c.closed.Load() {
+		e.owner = ownerIdle
 	}
 	e.mu.Unlock()
 }

@@ -22,8 +22,9 @@ import (
 // takes buf and its spans whole, swapping in the spare pair, and writes
 // them without holding mu.
 //
-// Lock order: mu, then TCPConn.mu (taken to find the socket). mu is never
-// held during a system call, nor while OnWriteError runs.
+// Lock order: TCPConn.dmu, then TCPConn.mu, then mu. mu is the innermost
+// lock: no other is taken while it is held, and it is never held during a
+// system call, nor while OnWriteError runs.
 type batchEngine struct {
 	c     *TCPConn
 	size  int           // WriteBufferSize
@@ -172,7 +173,7 @@ func (e *batchEngine) makeRoom(n int) error {
 			e.mu.Unlock()
 			return fmt.Errorf("%w: %d bytes buffered", ErrSlowConsumer, e.size)
 		case SlowConsumerClose:
-			return e.abandon() // unlocks e.mu
+			return e.abandonBuffer() // unlocks e.mu
 		}
 		if t := c.opts.writeTimeout; t > 0 {
 			if deadline.IsZero() {
@@ -199,9 +200,9 @@ func (e *batchEngine) makeRoom(n int) error {
 	return nil
 }
 
-// abandon applies SlowConsumerClose: it closes the socket and fails every
-// buffered message. e.mu is held, and released.
-func (e *batchEngine) abandon() error {
+// abandonBuffer applies SlowConsumerClose: it closes the socket and fails
+// every buffered message. e.mu is held, and released.
+func (e *batchEngine) abandonBuffer() error {
 	c := e.c
 	out, spans := e.buf, e.spans
 	n := len(spans)
@@ -211,7 +212,7 @@ func (e *batchEngine) abandon() error {
 		c.fail(nc, ErrSlowConsumer)
 	}
 	err := fmt.Errorf("%w: closed the connection with %d messages buffered", ErrSlowConsumer, n)
-	e.settle(out, spans, 0, err)
+	e.accountCut(out, spans, 0, err)
 	e.mu.Lock()
 	e.settled += uint64(n)
 	e.noteFailure(n, err)
@@ -287,7 +288,7 @@ func (e *batchEngine) flusher() {
 				linger.Reset(wait)
 			}
 			e.mu.Unlock()
-			e.linger(linger, busy)
+			e.waitLinger(linger, busy)
 			e.lockBehindWriters()
 			continue
 		}
@@ -296,10 +297,10 @@ func (e *batchEngine) flusher() {
 	}
 }
 
-// linger waits for t to fire. A FlushInterval's wait also ends when the
+// waitLinger waits for t to fire. A FlushInterval's wait also ends when the
 // flusher is kicked; a busyPause only when Flush or Close is waiting, not
 // when the writers' next frame starts a buffer they emptied.
-func (e *batchEngine) linger(t *time.Timer, busy bool) {
+func (e *batchEngine) waitLinger(t *time.Timer, busy bool) {
 	for {
 		select {
 		case <-t.C:
@@ -339,10 +340,10 @@ func (e *batchEngine) writersBusy() bool {
 // wrote the buffer, without queueing on it (see lockBehind).
 func (e *batchEngine) lockBehindWriters() { lockBehind(&e.mu) }
 
-// take makes the caller the owner of the socket and hands it buf, its
-// spans and its payload bytes, leaving the spare pair in their place.
+// takeBuffer makes the caller the owner of the socket and hands it buf,
+// its spans and its payload bytes, leaving the spare pair in their place.
 // e.mu is held.
-func (e *batchEngine) take() ([]byte, []span, uint64) {
+func (e *batchEngine) takeBuffer() ([]byte, []span, uint64) {
 	e.owned = true
 	out, spans, nb := e.buf, e.spans, e.nbytes
 	e.buf, e.spans, e.nbytes = e.spareB[:0], e.spareS[:0], 0
@@ -369,12 +370,12 @@ func (e *batchEngine) give(out []byte, spans []span, n, failed int, err error) {
 // writeBuffered writes the frames in buf as the owner of the socket. e.mu
 // is held, and released during the write.
 func (e *batchEngine) writeBuffered() {
-	out, spans, nb := e.take()
+	out, spans, nb := e.takeBuffer()
 	e.mu.Unlock()
 	e.segs[0] = out
 	sent, err := e.tx.transmit(e.segs[:1], spans)
 	e.segs[0] = nil
-	failed := e.settleBytes(out, spans, nb, sent, err)
+	failed := e.accountRun(out, spans, nb, sent, err)
 	e.lockBehindWriters()
 	e.give(out, spans, len(spans), failed, err)
 }
@@ -391,7 +392,7 @@ func (e *batchEngine) writeLarge(msg []byte) error {
 		e.mu.Unlock()
 		return errClosed
 	}
-	out, spans, nb := e.take()
+	out, spans, nb := e.takeBuffer()
 	e.accepted++
 	e.mu.Unlock()
 
@@ -402,7 +403,7 @@ func (e *batchEngine) writeLarge(msg []byte) error {
 	e.segs = [4][]byte{out, e.tx.hdr[:h], msg, f.trailer()}
 	sent, err := e.tx.transmit(e.segs[:], all)
 	e.segs = [4][]byte{}
-	failed := e.settleBytes(out, spans, nb, sent, err)
+	failed := e.accountRun(out, spans, nb, sent, err)
 	ok := sent >= end
 	if !ok {
 		failed++ // Write reports its own message
@@ -418,21 +419,21 @@ func (e *batchEngine) writeLarge(msg []byte) error {
 	return nil
 }
 
-// settleBytes accounts for the messages framed in out, of which the first
+// accountRun accounts for the messages framed in out, of which the first
 // sent bytes reached the kernel (sent is at a frame boundary, or beyond
 // out), and returns how many failed.
-func (e *batchEngine) settleBytes(out []byte, spans []span, nb uint64, sent int, err error) int {
+func (e *batchEngine) accountRun(out []byte, spans []span, nb uint64, sent int, err error) int {
 	if sent >= len(out) {
 		e.c.wrote(len(spans), nb)
 		return 0
 	}
-	return e.settle(out, spans, sent, err)
+	return e.accountCut(out, spans, sent, err)
 }
 
-// settle counts the frames of spans that end within the first sent bytes
-// of out as written, and passes the others to TCPConn.failed with err. It
+// accountCut counts the frames of spans that end within the first sent
+// bytes of out as written, and passes the others to TCPConn.failed with err. It
 // returns how many failed.
-func (e *batchEngine) settle(out []byte, spans []span, sent int, err error) int {
+func (e *batchEngine) accountCut(out []byte, spans []span, sent int, err error) int {
 	c := e.c
 	k := whole(spans, sent)
 	t := len(c.wire.framing.trailer())
@@ -466,9 +467,9 @@ func (e *batchEngine) closing() {
 // drain writes what is buffered before Close closes the socket, and waits
 // for the flusher to return.
 func (e *batchEngine) drain() {
-	c := e.c
+	nc := e.c.current() // before mu, which is innermost
 	e.mu.Lock()
-	if nc := c.current(); nc != nil {
+	if nc != nil {
 		nc.SetWriteDeadline(e.tx.drainUntil)
 	}
 	e.cond.Broadcast() // blocked Writes see that the connection is closed

@@ -21,8 +21,9 @@ import (
 // corker's timer and Flush take ownership of the socket, as a Write does,
 // before they take the cork off.
 //
-// Lock order: ck.fire, then mu, then TCPConn.mu (taken by the sender to
-// find the socket). None is held during a system call but the corker's.
+// Lock order: TCPConn.dmu, then TCPConn.mu, then ck.fire, then mu. The
+// sender takes TCPConn's locks, to find the socket or dial, with neither
+// engine lock held. None is held during a system call but the corker's.
 type syncEngine struct {
 	c      *TCPConn
 	active atomic.Int32 // Writes in progress, owners and waiters alike
@@ -127,7 +128,7 @@ func (e *syncEngine) uncorkIdle() {
 	e.mu.Unlock()
 	k.idle()
 	e.mu.Lock()
-	e.release()
+	e.handOff()
 	e.mu.Unlock()
 }
 
@@ -150,7 +151,7 @@ func (e *syncEngine) flush() error {
 		k.uncork()
 	}
 	e.mu.Lock()
-	e.release()
+	e.handOff()
 	e.mu.Unlock()
 	return nil
 }
@@ -177,16 +178,16 @@ func (e *syncEngine) send(msg []byte, batch [][]byte) (int, error) {
 	e.mu.Lock()
 	if c.closed.Load() {
 		e.mu.Unlock()
-		return e.settle(msg, batch, 0, errClosed), errClosed
+		return e.account(msg, batch, 0, errClosed), errClosed
 	}
 	if !e.owned && len(e.pend) == 0 && !others {
 		e.owned = true
 		e.mu.Unlock()
 		written, err := e.writeAlone(msg, batch)
 		e.mu.Lock()
-		e.release()
+		e.handOff()
 		e.mu.Unlock()
-		return e.settle(msg, batch, written, err), err
+		return e.account(msg, batch, written, err), err
 	}
 	// Someone is writing: add the frames to the next run and wait.
 	x := waiterPool.Get().(*waiter)
@@ -216,7 +217,7 @@ func (e *syncEngine) send(msg []byte, batch [][]byte) (int, error) {
 	written, err := x.written, x.err
 	x.err = nil
 	waiterPool.Put(x)
-	return e.settle(msg, batch, written, err), err
+	return e.account(msg, batch, written, err), err
 }
 
 // writeAlone writes the frames of msg or batch as the owner, with nothing
@@ -279,13 +280,13 @@ func (e *syncEngine) lead(self *waiter) {
 		e.spareB, e.spareS = nil, nil
 	}
 	e.spareW = ws[:0]
-	e.release()
+	e.handOff()
 	e.mu.Unlock()
 }
 
-// release ends the caller's ownership of the socket, handing it to the
+// handOff ends the caller's ownership of the socket, handing it to the
 // first waiting Write, if any. e.mu is held.
-func (e *syncEngine) release() {
+func (e *syncEngine) handOff() {
 	if len(e.waiters) > 0 {
 		e.waiters[0].tell(waitLead)
 		return
@@ -293,9 +294,10 @@ func (e *syncEngine) release() {
 	e.owned = false
 }
 
-// settle accounts for the messages of one Write or WriteBatch, of which the
-// first written reached the kernel whole, and returns written.
-func (e *syncEngine) settle(msg []byte, batch [][]byte, written int, err error) int {
+// account records what became of the messages of one Write or
+// WriteBatch, of which the first written reached the kernel whole, and
+// returns written.
+func (e *syncEngine) account(msg []byte, batch [][]byte, written int, err error) int {
 	c := e.c
 	if batch == nil {
 		if written == 0 {
