@@ -142,6 +142,16 @@ var (
 	// os.ErrDeadlineExceeded, so it is a net.Error whose Timeout is true.
 	ErrPeerSilent = errors.New("buffstreams: the peer went silent")
 
+	// ErrPeerRefused is returned, wrapped with ErrPeerClosed, when a
+	// listener without acknowledged delivery closed a plain connection
+	// after telling it why: its bytes could not be read as frames, because
+	// the two ends disagree on the framing or on MaxMessageSize (with the
+	// default framing, the header width follows it), or the peer sent
+	// something else. The error's text carries the listener's words, such
+	// as which MaxMessageSize each side has. A Retry policy gives up at
+	// once: every new connection would be refused the same way.
+	ErrPeerRefused = errors.New("buffstreams: the listener refused the connection")
+
 	// ErrUnacknowledged is the error OnWriteError receives, with a nil
 	// message, for each message that had been counted as written (the
 	// kernel had its whole frame) but whose frame the peer's TCP had not

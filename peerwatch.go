@@ -2,6 +2,7 @@ package buffstreams
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -176,6 +177,9 @@ func peerError(cause error, p []byte) error {
 		return silentError{cause}
 	}
 	if refusal(p) {
+		if reason, text, ok := refusalText(p); ok && reason != reasonNoHello {
+			return fmt.Errorf("%w: %w: %s", ErrPeerClosed, ErrPeerRefused, text)
+		}
 		return fmt.Errorf("%w: %w: the listener has acknowledged delivery on; set Acks on the dialer", ErrPeerClosed, ErrAcksOff)
 	}
 	if len(p) > 0 {
@@ -192,10 +196,24 @@ func peerError(cause error, p []byte) error {
 	return fmt.Errorf("%w: %w", ErrPeerClosed, cause)
 }
 
-// refusal reports whether p starts with the refusal a listener of
-// acknowledged delivery sends a dialer that did not say hello. Once it has
-// arrived the listener is going to close the connection, and the dialer
-// need not wait for that.
+// refusalText returns the reason and the text of the refusal that p begins
+// with, and false if p holds less than the whole of it.
+func refusalText(p []byte) (reason byte, text string, ok bool) {
+	if len(p) < answerFixed+3 {
+		return 0, "", false
+	}
+	n := int(binary.BigEndian.Uint16(p[answerFixed+1:]))
+	if len(p) < answerFixed+3+n {
+		return 0, "", false
+	}
+	return p[answerFixed], string(p[answerFixed+3 : answerFixed+3+n]), true
+}
+
+// refusal reports whether p starts with a refusal: the one a listener of
+// acknowledged delivery sends a dialer that did not say hello, or the one a
+// listener without it sends a dialer whose bytes it could not read. Once it
+// has arrived the listener is going to close the connection, and the
+// dialer need not wait for that.
 func refusal(p []byte) bool {
 	return len(p) >= len(ackMagic)+2 && bytes.Equal(p[:len(ackMagic)], ackMagic[:]) && p[len(ackMagic)+1] == typeRefuse
 }

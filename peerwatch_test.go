@@ -3,12 +3,15 @@
 package buffstreams_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -437,4 +440,64 @@ func TestPeerWatchLazyTLSFromDialContext(t *testing.T) {
 		t.Fatal("the listener did not get the message")
 	}
 	c.Close()
+}
+
+// TestMaxMessageSizeMismatchNamed sets a different MaxMessageSize on the
+// two ends of the default framing, in each direction, and checks that both
+// ends name it: the listener in the connection's end, and the dialer, which
+// never reads, from the refusal the listener sends before it closes, in
+// its Write or Close error, matching ErrPeerRefused. A listener with the
+// narrower header recognises the mix-up before it delivers anything.
+func TestMaxMessageSizeMismatchNamed(t *testing.T) {
+	leakCheck(t)
+	for _, tc := range []struct {
+		name                 string
+		listener, dialer     int
+		deliversNothingFirst bool
+	}{
+		{"listener wider", 65536, 4096, true},
+		{"dialer wider", 4096, 65536, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var delivered atomic.Int64
+			ended := make(chan error, 1)
+			l := listen(t, bs.TCPListenerConfig{MaxMessageSize: tc.listener,
+				Callback:  func([]byte) error { delivered.Add(1); return nil },
+				OnConnEnd: func(_ *bs.TCPConn, err error) { ended <- err }})
+			c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String(), MaxMessageSize: tc.dialer})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			msg := bytes.Repeat([]byte{0x6f}, 100)
+			var werr error
+			for range 200 {
+				if _, werr = c.Write(msg); werr != nil {
+					break
+				}
+			}
+			var lerr error
+			select {
+			case lerr = <-ended:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the listener did not end the connection within 10 s")
+			}
+			for i := 0; werr == nil && i < 100; i++ {
+				_, werr = c.Write(msg)
+			}
+			if werr == nil {
+				werr = c.Close()
+			}
+			if !errors.Is(werr, bs.ErrPeerRefused) || !errors.Is(werr, bs.ErrPeerClosed) || !strings.Contains(werr.Error(), "MaxMessageSize") {
+				t.Errorf("the dialer's error: %v; want ErrPeerRefused naming MaxMessageSize", werr)
+			}
+			if !strings.Contains(lerr.Error(), "MaxMessageSize") {
+				t.Errorf("the listener's end: %v; want it to name MaxMessageSize", lerr)
+			}
+			if tc.deliversNothingFirst && delivered.Load() != 0 {
+				t.Errorf("the listener delivered %d messages of the wrong framing", delivered.Load())
+			}
+			t.Logf("listener: %v\ndialer: %v\ndelivered: %d", lerr, werr, delivered.Load())
+		})
+	}
 }

@@ -40,7 +40,7 @@ func watchable(nc net.Conn) syscall.RawConn {
 
 // peekLen is how many unread bytes probePeer looks at, to name the
 // protocol of a peer that answered and left, or to find a refusal.
-const peekLen = 16
+const peekLen = answerFixed + 3 + maxReasonText
 
 // probePeer looks at the socket fd without taking bytes from it. It returns
 // settled false while the peer is there, and otherwise why it left. A

@@ -116,7 +116,7 @@ func (c *TCPConn) writeError(nc net.Conn, err error) error {
 		return fmt.Errorf("%w: %w", ErrWriteTimeout, err)
 	case silent(err):
 		return silentError{err}
-	case errors.Is(err, syscall.EPIPE):
+	case errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNRESET):
 		// A dead socket tells its error once: if the peer watch took it,
 		// the write sees only a broken pipe.
 		if why := c.watchVerdict(nc); why != nil {

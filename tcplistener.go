@@ -359,7 +359,7 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 	}
 	cause = l.readLoop(c, nc, a)
 	if a == nil {
-		l.refuseBadInput(nc, cause)
+		l.refuseBadInput(nc, &c.rd, cause)
 	}
 }
 
@@ -368,9 +368,13 @@ func (l *TCPListener) serve(c *TCPConn, nc net.Conn) {
 // refusal of the acknowledgement protocol (docs/wire.md): a dialer of this
 // package reads it and names the mismatch in its own errors (see
 // ErrPeerRefused). A BuffStreams 2.0 dialer never reads, and never sees
-// it. The write is bounded, and nothing is read after it.
-func (l *TCPListener) refuseBadInput(nc net.Conn, cause error) {
+// it, nor does a peer of another protocol (HTTP, TLS, SSH), which gets no
+// answer in ours. The write is bounded, and nothing is read after it.
+func (l *TCPListener) refuseBadInput(nc net.Conn, rd *frameReader, cause error) {
 	if errors.Is(cause, errAcksWanted) { // refused already, with its own reason
+		return
+	}
+	if rd.r == 0 && recogniseProtocol(rd.buf[:rd.w]) != "" {
 		return
 	}
 	reason := byte(reasonFraming)
@@ -506,11 +510,25 @@ func (l *TCPListener) timedOut(partial bool, err error) error {
 // connection fails before the peer has spoken ours (by a frame, or by the
 // hello of acknowledged delivery) and the bytes received so far show what
 // the peer speaks instead.
+//
+// A bad header after the first frame, with the BuffStreams framing, gets a
+// hint instead: a dialer with a larger MaxMessageSize writes wider headers,
+// whose first frames read as plausible ones, so the mix-up shows only later.
 func (l *TCPListener) sniffFirst(rd *frameReader, spoke bool, err error) error {
 	if spoke || rd.r != 0 || rd.w == 0 {
-		return err
+		return l.hintMaxMessageSize(err)
 	}
 	return sniff(rd.buf[:rd.w], l.wire, err)
+}
+
+// hintMaxMessageSize adds to err, a bad header of the BuffStreams framing,
+// that both ends must set the same MaxMessageSize.
+func (l *TCPListener) hintMaxMessageSize(err error) error {
+	f, ok := l.wire.framing.(zigzagFraming)
+	if !ok || errors.Is(err, ErrWrongProtocol) || !errors.Is(err, ErrMalformedHeader) && !errors.Is(err, ErrMessageTooLarge) {
+		return err
+	}
+	return fmt.Errorf("%w; with the buffstreams framing both ends must set the same MaxMessageSize: this listener's is %d, with %d-byte headers, and a dialer's other setting shows as bad headers", err, l.wire.max, f.width)
 }
 
 // handshake completes the TLS handshake of a connection, if the listener

@@ -309,7 +309,7 @@ func (s *sender) transmit(segs [][]byte, spans []span) (int, error) {
 		if r == nil || c.closed.Load() || s.draining.Load() {
 			return off, err
 		}
-		if errors.Is(err, ErrPeerClosed) && (errors.Is(err, ErrWrongProtocol) || permanent(err)) {
+		if errors.Is(err, ErrPeerClosed) && (errors.Is(err, ErrWrongProtocol) || errors.Is(err, ErrPeerRefused) || permanent(err)) {
 			// The peer answered in another protocol, or refused a dialer
 			// without Acks: dialing again would lose a message on every
 			// connection.
