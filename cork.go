@@ -19,7 +19,7 @@ import (
 // the socket: each Write still hands its whole frame to the kernel before
 // it returns, but the kernel packs the frames into full segments. The cork
 // comes off, pushing what the kernel holds, when
-//   - a Write arrives after a gap of at least streamGap (the stream has
+//   - a Write starts streamGap or more after the previous one (the stream has
 //     slowed down, or this is a lone request: it leaves at once),
 //   - the connection has been quiet for corkQuiet (checked by a timer that
 //     runs only while the socket is corked),
@@ -29,11 +29,14 @@ import (
 // the socket for writing (see syncEngine); the timer and Flush take that
 // ownership before they touch them.
 
-// streamGap is the longest pause between the end of one Write's system
-// call and the start of the next for which the second is taken to be part
-// of a stream, and corked. A request that waits for a reply pauses far
-// longer: a loopback round trip takes tens of microseconds.
-var streamGap = 5 * time.Microsecond // a variable for the tests
+// streamGap is the longest time from the start of one Write's system call
+// to the start of the next for which the second is taken to be part of a
+// stream, and corked: a small write takes one or two microseconds, so this
+// leaves a pause of several between them. A request that waits for its
+// reply pauses longer, a loopback round trip taking ten microseconds or
+// more; and a Read takes the cork off before it waits. One clock reading
+// per Write, at its start, is all the corker costs a stream.
+var streamGap = 8 * time.Microsecond // a variable for the tests
 
 // corkQuiet is how long a corked socket must see no Write before the timer
 // takes the cork off. It bounds how long the last frame of a burst waits
@@ -48,11 +51,11 @@ var epoch = time.Now()
 func now() int64 { return int64(time.Since(epoch)) }
 
 type corker struct {
-	nc      net.Conn        // the socket the state below is about
-	rc      syscall.RawConn // nc's raw socket, nil where corking is not supported
-	corked  bool            // TCP_CORK is set on rc
-	lastEnd int64           // when the last write returned (see now)
-	timer   *time.Timer     // runs the engine's uncorkIdle; made stopped with the engine
+	nc     net.Conn        // the socket the state below is about
+	rc     syscall.RawConn // nc's raw socket, nil where corking is not supported
+	corked bool            // TCP_CORK is set on rc
+	last   int64           // when the last write started (see now)
+	timer  *time.Timer     // runs the engine's uncorkIdle; made stopped with the engine
 
 	hint atomic.Bool // corked, readable without owning the socket
 	push atomic.Bool // Flush or Read asked the owner to take the cork off
@@ -75,7 +78,9 @@ func (k *corker) before(nc net.Conn) {
 	if k.rc == nil {
 		return
 	}
-	stream := now()-k.lastEnd < int64(streamGap)
+	t := now()
+	stream := t-k.last < int64(streamGap)
+	k.last = t
 	switch {
 	case stream && !k.corked:
 		if setCork(k.rc, true) != nil {
@@ -91,7 +96,6 @@ func (k *corker) before(nc net.Conn) {
 
 // after is called by the owner when its write returned.
 func (k *corker) after() {
-	k.lastEnd = now()
 	if k.push.Load() && k.push.Swap(false) && k.corked {
 		k.uncork()
 	}
@@ -110,7 +114,7 @@ func (k *corker) idle() {
 	if !k.corked {
 		return
 	}
-	if quiet := time.Duration(now() - k.lastEnd); quiet < corkQuiet {
+	if quiet := time.Duration(now() - k.last); quiet < corkQuiet {
 		k.timer.Reset(corkQuiet - quiet)
 		return
 	}
