@@ -14,7 +14,7 @@ import (
 // Version is the version of this module. A release is tagged "v" followed
 // by it, so that go get github.com/buffstreams/buffstreams@v1.0.0 fetches
 // this one. The major version is 1, not 3, because the module path is new:
-// see "Versions" in the README.
+// see "Install" in the README.
 const Version = "1.0.0"
 
 // DefaultMaxMessageSize is the MaxMessageSize used when a configuration
