@@ -14,15 +14,10 @@ import (
 // acknowledged can be read from it: a plain TCP socket. Beneath TLS the
 // bytes on the wire are records, which frames cannot be matched to.
 func countable(nc net.Conn) syscall.RawConn {
-	tcp, ok := nc.(*net.TCPConn)
-	if !ok {
+	if _, ok := nc.(*net.TCPConn); !ok {
 		return nil
 	}
-	rc, err := tcp.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
+	return rawTCP(nc)
 }
 
 // outq returns how many bytes written on the socket fd its peer's TCP has
