@@ -1205,8 +1205,9 @@ type proxy struct {
 // A link is one connection through the proxy: a from the dialer, b to the
 // target.
 type link struct {
-	a, b   net.Conn
-	frozen atomic.Bool
+	a, b      net.Conn
+	frozen    atomic.Bool
+	forwarded atomic.Int64 // bytes forwarded from a to b
 }
 
 func newProxy(t testing.TB, target string) *proxy {
@@ -1241,30 +1242,34 @@ func (p *proxy) accept() {
 		p.links = append(p.links, l)
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(l, b, a, nil)
-		go p.pipe(l, a, b, new(recordParser))
+		go p.pipe(l, b, a, &l.forwarded, nil)
+		go p.pipe(l, a, b, nil, new(recordParser))
 	}
 }
 
 // pipe copies src to dst until either fails or the link freezes; then it
 // forwards nothing more, and reads nothing more, until the proxy closes.
-// rp, if set, counts the records that pass.
-func (p *proxy) pipe(l *link, dst, src net.Conn, rp *recordParser) {
+// Everything it reads it forwards, so what the dialer of a frozen link
+// wrote is either forwarded (counted in n, if set) or still unread in the
+// proxy's socket. rp, if set, counts the records that pass.
+func (p *proxy) pipe(l *link, dst, src net.Conn, n *atomic.Int64, rp *recordParser) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
-		n, err := src.Read(buf)
+		k, err := src.Read(buf)
+		if k > 0 {
+			if rp != nil {
+				rp.feed(buf[:k], func(typ byte) { p.records[typ].Add(1) })
+			}
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				err = werr
+			} else if n != nil {
+				n.Add(int64(k))
+			}
+		}
 		if l.frozen.Load() {
 			<-p.done
 			return
-		}
-		if n > 0 {
-			if rp != nil {
-				rp.feed(buf[:n], func(typ byte) { p.records[typ].Add(1) })
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				err = werr
-			}
 		}
 		if err != nil {
 			dst.Close()
@@ -1291,14 +1296,38 @@ func (p *proxy) cut() {
 
 // freeze makes every connection going through the proxy stop forwarding,
 // both ways, and stay open: what arrives is neither passed on nor read,
-// and no FIN or reset is sent. New connections still pass.
-func (p *proxy) freeze() {
+// and no FIN or reset is sent. New connections still pass. It returns the
+// links it froze.
+func (p *proxy) freeze() []*link {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range p.links {
 		l.frozen.Store(true)
+		l.a.SetReadDeadline(longAgo) // wakes a pipe blocked in Read
+		l.b.SetReadDeadline(longAgo)
 	}
 	p.freezes.Add(1)
+	return slices.Clone(p.links)
+}
+
+// longAgo is a deadline in the past.
+var longAgo = time.Unix(1, 0)
+
+// held reads what the frozen link's dialer sent that the proxy's socket
+// holds unread, which the proxy's TCP acknowledged, and returns its length.
+// It is called once the dialer's connection has ended: the bytes are all
+// there, and a read that finds none waits for nothing more.
+func (l *link) held() int {
+	n := 0
+	buf := make([]byte, 64<<10)
+	for {
+		l.a.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		k, err := l.a.Read(buf)
+		n += k
+		if err != nil {
+			return n
+		}
+	}
 }
 
 // seen returns the number of records of type typ that went back through
@@ -1343,134 +1372,4 @@ func (rp *recordParser) feed(p []byte, record func(typ byte)) {
 		b = b[n:]
 	}
 	rp.buf = append(rp.buf[:0], b...)
-}
-
-// freezeProxy forwards TCP connections to a target until freeze is called;
-// then the connections open so far stop forwarding, both ways, and stay
-// open, as behind a middlebox that lost its state or a peer that stopped
-// reading; connections made later are forwarded. Everything a forwarding
-// goroutine reads it forwards, so what a frozen connection's client wrote
-// is either forwarded or still in the proxy's socket.
-type freezeProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	pairs  []*proxyPair
-	wg     sync.WaitGroup
-}
-
-// A proxyPair is one connection through a freezeProxy.
-type proxyPair struct {
-	client, server net.Conn
-	forwarded      atomic.Int64 // bytes forwarded from the client to the target
-	frozen         atomic.Bool
-	stop           chan struct{} // closed when the proxy closes
-}
-
-func newFreezeProxy(t testing.TB, target string) *freezeProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &freezeProxy{ln: ln, target: target}
-	p.wg.Add(1)
-	go p.accept()
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *freezeProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *freezeProxy) accept() {
-	defer p.wg.Done()
-	for {
-		a, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		b, err := net.Dial("tcp", p.target)
-		if err != nil {
-			a.Close()
-			continue
-		}
-		pp := &proxyPair{client: a, server: b, stop: make(chan struct{})}
-		p.mu.Lock()
-		p.pairs = append(p.pairs, pp)
-		p.mu.Unlock()
-		p.wg.Add(2)
-		go p.pipe(pp, b, a, &pp.forwarded)
-		go p.pipe(pp, a, b, nil)
-	}
-}
-
-// pipe forwards src to dst, counting in n, until an error, or until the
-// pair is frozen: then it waits for the proxy to close.
-func (p *freezeProxy) pipe(pp *proxyPair, dst, src net.Conn, n *atomic.Int64) {
-	defer p.wg.Done()
-	buf := make([]byte, 32<<10)
-	for {
-		k, err := src.Read(buf)
-		if k > 0 {
-			if _, werr := dst.Write(buf[:k]); werr != nil {
-				err = werr
-			} else if n != nil {
-				n.Add(int64(k))
-			}
-		}
-		if pp.frozen.Load() {
-			<-pp.stop
-			return
-		}
-		if err != nil {
-			dst.Close()
-			src.Close()
-			return
-		}
-	}
-}
-
-// freeze stops forwarding on every connection open now, and returns them.
-func (p *freezeProxy) freeze() []*proxyPair {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, pp := range p.pairs {
-		pp.frozen.Store(true)
-		pp.client.SetReadDeadline(longAgo) // wakes a pipe blocked in Read
-		pp.server.SetReadDeadline(longAgo)
-	}
-	return slices.Clone(p.pairs)
-}
-
-// longAgo is a deadline in the past.
-var longAgo = time.Unix(1, 0)
-
-// held reads what the frozen pair's client sent that the proxy's socket
-// holds unread, which the proxy's TCP acknowledged, and returns its length.
-// It is called once the client's connection has ended: the bytes are all
-// there, and a read that finds none waits for nothing more.
-func (pp *proxyPair) held() int {
-	n := 0
-	buf := make([]byte, 64<<10)
-	for {
-		pp.client.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		k, err := pp.client.Read(buf)
-		n += k
-		if err != nil {
-			return n
-		}
-	}
-}
-
-func (p *freezeProxy) close() {
-	p.ln.Close()
-	p.mu.Lock()
-	for _, pp := range p.pairs {
-		close(pp.stop)
-		pp.client.Close()
-		pp.server.Close()
-	}
-	p.pairs = nil
-	p.mu.Unlock()
-	p.wg.Wait()
 }

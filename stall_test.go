@@ -39,7 +39,7 @@ func TestStallFreeze(t *testing.T) {
 			counted := tc.kernel && runtime.GOOS == "linux"
 			received := newSeqLog()
 			l := listen(t, bs.TCPListenerConfig{Framing: bs.Fixed4, Callback: received.callback})
-			p := newFreezeProxy(t, l.Addr().String())
+			p := newProxy(t, l.Addr().String())
 			hooked := newSeqLog()
 			var failedAt atomic.Int64
 			c := dialAddr(t, p.addr(), bs.TCPConnConfig{Framing: bs.Fixed4, StallTimeout: bound, WriteBufferSize: tc.buffer,
@@ -48,7 +48,7 @@ func TestStallFreeze(t *testing.T) {
 					hooked.hook(m, err)
 				}})
 
-			var frozen []*proxyPair
+			var frozen []*link
 			var frozeAt time.Time
 			var err error
 			given := 0
