@@ -11,7 +11,6 @@ import (
 	"net"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -864,18 +863,7 @@ func TestDialFailoverAcrossKill(t *testing.T) {
 				return
 			}
 			ids1, ids2 := readAckRecord(t, rec1), readAckRecord(t, rec2)
-			seen := make([]int, n)
-			for _, ids := range [][]uint64{ids1, ids2} {
-				for _, id := range ids {
-					if id >= n {
-						t.Fatalf("message %d recorded; only %d were written", id, n)
-					}
-					seen[id]++
-				}
-			}
-			if i := slices.Index(seen, 0); i >= 0 {
-				t.Fatalf("message %d never delivered (first listener: %d records, second: %d)", i, len(ids1), len(ids2))
-			}
+			checkEveryOnce(t, n, ids1, ids2)
 			dups := len(ids1) + len(ids2) - n
 			t.Logf("first listener: %d records, second: %d; %d duplicates", len(ids1), len(ids2), dups)
 			if most := window / (size + 16); dups > most {

@@ -821,6 +821,25 @@ func (p *ackChildProc) complained() bool {
 	return strings.Contains(s, "DATA RACE") || strings.Contains(s, "panic:")
 }
 
+// checkEveryOnce fails the test unless the records of two listener
+// processes, together, hold every message number below n at least once
+// and nothing else.
+func checkEveryOnce(t *testing.T, n int, ids1, ids2 []uint64) {
+	t.Helper()
+	seen := make([]int, n)
+	for _, ids := range [][]uint64{ids1, ids2} {
+		for _, id := range ids {
+			if id >= uint64(n) {
+				t.Fatalf("message %d recorded; only %d were written", id, n)
+			}
+			seen[id]++
+		}
+	}
+	if i := slices.Index(seen, 0); i >= 0 {
+		t.Fatalf("message %d never delivered (first listener: %d records, second: %d)", i, len(ids1), len(ids2))
+	}
+}
+
 // readAckRecord returns the message numbers recorded in the file name, in
 // the order the listener process delivered them.
 func readAckRecord(t *testing.T, name string) []uint64 {
@@ -973,18 +992,7 @@ func TestAckAtLeastOnceAcrossKill(t *testing.T) {
 					}
 				}
 			}
-			seen := make([]int, n)
-			for _, ids := range [][]uint64{ids1, ids2} {
-				for _, id := range ids {
-					if id >= n {
-						t.Fatalf("message %d recorded; only %d were written", id, n)
-					}
-					seen[id]++
-				}
-			}
-			if i := slices.Index(seen, 0); i >= 0 {
-				t.Fatalf("message %d never delivered (first listener: %d records, second: %d)", i, len(ids1), len(ids2))
-			}
+			checkEveryOnce(t, n, ids1, ids2)
 			if len(ids2) == 0 || ids2[len(ids2)-1] != n-1 {
 				t.Fatalf("the second listener did not deliver the end of the stream")
 			}
