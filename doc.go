@@ -167,7 +167,11 @@
 // and ConnStats.Unacknowledged, and passed to OnWriteError with a nil
 // message (the connection no longer holds its bytes) and an error matching
 // [ErrUnacknowledged] and why the socket ended; the socket is reset, so that
-// those frames are not delivered after all. Close first waits for the
+// those frames are not delivered after all. A reset cannot take back a
+// frame the kernel already sent, which may sit in the peer's receive queue
+// with its acknowledgement on the way: while the connection lives, only the
+// frames the kernel had not yet sent whole are taken back, and a frame sent
+// whole counts as written. Close first waits for the
 // acknowledgements, within WriteTimeout (10 seconds if zero) and
 // StallTimeout, and returns an error matching ErrUnacknowledged if it had
 // to give up on some. What this cannot know: bytes the peer's kernel

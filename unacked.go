@@ -17,8 +17,12 @@ import (
 // A frame counts as written once the kernel has all of it, but the kernel
 // may then hold it for a long time: with a peer that went silent, until
 // the connection fails. On Linux the socket says how many of the bytes
-// written on it its peer's TCP has not acknowledged (SIOCOUTQ); a log of
-// where the recent frames end (frameLog) turns that into frames. So that
+// written on it its peer's TCP has not acknowledged (SIOCOUTQ), and how
+// many of those it has not sent yet (SIOCOUTQNSD); a log of where the
+// recent frames end (frameLog) turns that into frames. Of a connection that
+// still lives only the frames not yet sent whole count: a reset keeps them
+// from the peer, but one the kernel sent may already be in the peer's
+// receive queue, its acknowledgement on the way. So that
 // the log always agrees with the kernel, the frames are written with the
 // socket's own system calls, each under the tally's lock, and recorded
 // before it is released: a goroutine that ends the socket takes the lock,
@@ -85,10 +89,13 @@ func (c *TCPConn) tallyOf(nc net.Conn) *tally {
 }
 
 // seal ends the tally of a socket about to be closed, and returns how many
-// of the frames written on it the peer's TCP has not acknowledged, and their
-// payload bytes. If any bytes are unacknowledged, it makes closing the
-// socket reset it, so that they are not delivered after being reported as
-// failed. Later calls return zeros.
+// of the frames written on it the peer's TCP has not acknowledged and a
+// reset keeps from it, and their payload bytes. If there are any, it makes
+// closing the socket reset it, so that they are not delivered after being
+// reported as failed. A frame the kernel sent whole may have reached the
+// peer's receive queue before its acknowledgement reached this side, and a
+// reset does not take it back: on a connection that still lives, it counts
+// as written (see unsentBytes). Later calls return zeros.
 func (t *tally) seal() (frames int, payload uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -97,7 +104,7 @@ func (t *tally) seal() (frames int, payload uint64) {
 		return 0, 0
 	}
 	t.sealed = true
-	q, ok := unackedBytes(t.rc)
+	q, ok := unsentBytes(t.rc)
 	if !ok {
 		return 0, 0
 	}

@@ -36,6 +36,33 @@ func unackedBytes(rc syscall.RawConn) (n int, ok bool) {
 	return n, ok
 }
 
+// siocOutqNsd is SIOCOUTQNSD, which the syscall package does not name.
+const siocOutqNsd = 0x894b
+
+// unsentBytes returns how many bytes written on the socket of rc a reset
+// keeps from its peer: those the kernel has not sent yet, while the
+// connection lives (SIOCOUTQNSD). Bytes sent and not yet acknowledged may
+// be in the peer's receive queue already, its acknowledgement on the way,
+// and a reset does not take them back: the peer's process reads them. Once
+// the connection has ended (the peer reset it, or the kernel gave up on a
+// silent peer), nothing more is sent, and every byte the peer's TCP has not
+// acknowledged counts (SIOCOUTQ). False if the socket is closed.
+func unsentBytes(rc syscall.RawConn) (n int, ok bool) {
+	err := rc.Control(func(fd uintptr) {
+		if s, tcp := tcpState(fd); tcp && s == tcpClose {
+			n, ok = outq(fd)
+			return
+		}
+		var v int32
+		_, _, e := syscall.Syscall(syscall.SYS_IOCTL, fd, siocOutqNsd, uintptr(unsafe.Pointer(&v)))
+		n, ok = int(v), e == 0
+	})
+	if err != nil {
+		return 0, false
+	}
+	return n, ok
+}
+
 // resetOnClose makes closing the socket of rc reset the connection and
 // discard what it has not sent (SO_LINGER with a zero timeout).
 func resetOnClose(rc syscall.RawConn) {

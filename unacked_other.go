@@ -12,6 +12,7 @@ import (
 func countable(nc net.Conn) syscall.RawConn { return nil }
 
 func unackedBytes(rc syscall.RawConn) (int, bool) { return 0, false }
+func unsentBytes(rc syscall.RawConn) (int, bool)  { return 0, false }
 func resetOnClose(rc syscall.RawConn)             {}
 func socketError(rc syscall.RawConn) error        { return nil }
 
