@@ -57,6 +57,12 @@ type corker struct {
 	last   int64           // when the last write started (see now)
 	timer  *time.Timer     // runs the engine's uncorkIdle; made stopped with the engine
 
+	// set is called by rc.Control to set TCP_CORK to opt, and leaves the
+	// result in optErr: made once, so that corking allocates nothing.
+	set    func(fd uintptr)
+	opt    int
+	optErr error
+
 	hint atomic.Bool // corked, readable without owning the socket
 	push atomic.Bool // Flush or Read asked the owner to take the cork off
 
@@ -83,7 +89,7 @@ func (k *corker) before(nc net.Conn) {
 	k.last = t
 	switch {
 	case stream && !k.corked:
-		if setCork(k.rc, true) != nil {
+		if k.setOpt(1) != nil {
 			return
 		}
 		k.corked = true
@@ -105,7 +111,19 @@ func (k *corker) after() {
 func (k *corker) uncork() {
 	k.corked = false
 	k.hint.Store(false)
-	setCork(k.rc, false)
+	k.setOpt(0)
+}
+
+// setOpt sets TCP_CORK on rc to v.
+func (k *corker) setOpt(v int) error {
+	if k.set == nil {
+		k.set = func(fd uintptr) { k.optErr = setCork(fd, k.opt) }
+	}
+	k.opt = v
+	if err := k.rc.Control(k.set); err != nil {
+		return err
+	}
+	return k.optErr
 }
 
 // idle is run by the timer's goroutine once it owns the socket: it takes

@@ -6,17 +6,7 @@ import "syscall"
 // taken off (which sends them) or 200 ms pass.
 const corkSupported = true
 
-// setCork sets or clears TCP_CORK on rc.
-func setCork(rc syscall.RawConn, on bool) error {
-	v := 0
-	if on {
-		v = 1
-	}
-	var err error
-	if cerr := rc.Control(func(fd uintptr) {
-		err = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, v)
-	}); cerr != nil {
-		return cerr
-	}
-	return err
+// setCork sets TCP_CORK on the socket fd to v (1 or 0).
+func setCork(fd uintptr, v int) error {
+	return syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK, v)
 }
