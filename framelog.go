@@ -46,27 +46,27 @@ const (
 	maxFrameLog = 1 << 16
 )
 
-// add records a frame of payload bytes that ends at stream offset end. acked
+// record records a frame of payload bytes that ends at stream offset end. acked
 // asks the kernel up to which stream offset the peer's TCP has acknowledged;
 // it is called only when the ring is full and its oldest record is not
 // known to be acknowledged, and reports false if the kernel cannot tell.
-func (l *frameLog) add(end uint64, payload int, acked func() (uint64, bool)) {
+func (l *frameLog) record(end uint64, payload int, acked func() (uint64, bool)) {
 	if l.n == 0 {
 		l.start = l.end
 	}
 	wire := uint32(end - l.end)
 	if l.n == len(l.recs) {
-		l.makeRoom(acked)
+		l.prune(acked)
 	}
 	l.recs[(l.head+l.n)&(len(l.recs)-1)] = frameRec{wire, uint32(payload)}
 	l.n++
 	l.end = end
 }
 
-// makeRoom frees a slot in the full ring: it overwrites the oldest record
+// prune frees a slot in the full ring: it overwrites the oldest record
 // if that is acknowledged, and otherwise grows the ring or, at its largest,
 // drops the record as lost.
-func (l *frameLog) makeRoom(acked func() (uint64, bool)) {
+func (l *frameLog) prune(acked func() (uint64, bool)) {
 	if len(l.recs) == 0 {
 		l.recs = make([]frameRec, minFrameLog)
 		return
@@ -102,10 +102,10 @@ func (l *frameLog) oldestAcked() bool {
 	return l.start+uint64(l.recs[l.head].wire) <= l.acked
 }
 
-// unacked returns how many of the frames recorded end after stream offset
+// unackedAfter returns how many of the frames recorded end after stream offset
 // acked, and their payload bytes: the frames of which the peer's TCP did
 // not acknowledge every byte.
-func (l *frameLog) unacked(acked uint64) (frames int, payload uint64) {
+func (l *frameLog) unackedAfter(acked uint64) (frames int, payload uint64) {
 	e := l.end
 	for i := l.n - 1; i >= 0 && e > acked; i-- {
 		r := l.recs[(l.head+i)&(len(l.recs)-1)]

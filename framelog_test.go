@@ -22,7 +22,7 @@ func (m *logModel) write(l *frameLog, wire, payload int) {
 	}
 	m.ends = append(m.ends, end)
 	m.payloads = append(m.payloads, payload)
-	l.add(end, payload, func() (uint64, bool) { m.asked++; return m.acked, true })
+	l.record(end, payload, func() (uint64, bool) { m.asked++; return m.acked, true })
 }
 
 // unacked counts the frames that end after acked, and their payload bytes.
@@ -58,7 +58,7 @@ func TestFrameLogUnacked(t *testing.T) {
 		}
 		for _, a := range []uint64{m.acked, m.acked + uint64(rng.IntN(500)), m.ends[len(m.ends)-1]} {
 			a = min(a, m.ends[len(m.ends)-1])
-			f, p := l.unacked(a)
+			f, p := l.unackedAfter(a)
 			wf, wp := m.unacked(a)
 			if f != wf || p != wp {
 				t.Fatalf("after %d frames, acknowledged to %d: log says %d frames (%d bytes) unacknowledged, want %d (%d bytes)", i+1, a, f, p, wf, wp)
@@ -87,7 +87,7 @@ func TestFrameLogKeepsUp(t *testing.T) {
 	if want := frames / (minFrameLog - 1); m.asked > want {
 		t.Errorf("%d questions to the kernel for %d frames, want at most %d", m.asked, frames, want)
 	}
-	if f, _ := l.unacked(m.acked); f != 0 {
+	if f, _ := l.unackedAfter(m.acked); f != 0 {
 		t.Errorf("%d frames unacknowledged, want 0", f)
 	}
 }
@@ -106,20 +106,20 @@ func TestFrameLogBounded(t *testing.T) {
 		t.Errorf("ring of %d records, want the largest, %d", len(l.recs), maxFrameLog)
 	}
 	// Nothing acknowledged: every frame is counted, lost or recorded.
-	f, p := l.unacked(0)
+	f, p := l.unackedAfter(0)
 	wf, wp := m.unacked(0)
 	if f != wf || p != wp {
 		t.Errorf("%d frames (%d bytes) unacknowledged, want %d (%d bytes)", f, p, wf, wp)
 	}
 	// Acknowledged within the lost frames: the count is at least right.
 	a := m.ends[2000]
-	f, _ = l.unacked(a)
+	f, _ = l.unackedAfter(a)
 	if wf, _ = m.unacked(a); f < wf {
 		t.Errorf("acknowledged to %d: %d frames counted, fewer than the %d unacknowledged", a, f, wf)
 	}
 	// Acknowledged within the records: exact again.
 	a = m.ends[frames-100]
-	f, p = l.unacked(a)
+	f, p = l.unackedAfter(a)
 	if wf, wp = m.unacked(a); f != wf || p != wp {
 		t.Errorf("acknowledged to %d: %d frames (%d bytes), want %d (%d bytes)", a, f, p, wf, wp)
 	}

@@ -97,7 +97,7 @@ func (fr *frameReader) put(b []byte) {
 // read reads once into fr.buf[fr.w:], taking a buffer first if needed.
 func (fr *frameReader) read() (int, error) {
 	if fr.raw != nil {
-		return fr.raw.read(fr)
+		return fr.raw.readInto(fr)
 	}
 	fr.take()
 	return fr.src.Read(fr.buf[fr.w:])

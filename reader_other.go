@@ -10,4 +10,4 @@ type rawReader struct{}
 
 func newRawReader(io.Reader) *rawReader { return nil }
 
-func (*rawReader) read(*frameReader) (int, error) { panic("unreachable") }
+func (*rawReader) readInto(*frameReader) (int, error) { panic("unreachable") }

@@ -45,7 +45,7 @@ func newRawReader(src io.Reader) *rawReader {
 	return r
 }
 
-func (r *rawReader) read(fr *frameReader) (int, error) {
+func (r *rawReader) readInto(fr *frameReader) (int, error) {
 	r.fr, r.n, r.err = fr, 0, nil
 	err := r.rc.Read(r.call)
 	r.fr = nil

@@ -105,7 +105,7 @@ func likeliest(p []byte, ours Framing) (best, alt Framing) {
 		if f == ours {
 			continue
 		}
-		frames, whole := fits(p, f)
+		frames, whole := framesFit(p, f)
 		if frames == 0 {
 			continue
 		}
@@ -194,11 +194,11 @@ func (f zigzagFraming) sizes() (lo, hi int) {
 	return lo, 1<<(8*(f.width-1)) - 1
 }
 
-// fits returns how many whole, non-empty frames of f begin p, and whether
+// framesFit returns how many whole, non-empty frames of f begin p, and whether
 // they make up all of p. It returns 0 if p is cut other than at a frame
 // boundary or inside the last frame, or if an empty frame comes first (an
 // empty message is too easily a coincidence).
-func fits(p []byte, f Framing) (frames int, whole bool) {
+func framesFit(p []byte, f Framing) (frames int, whole bool) {
 	for len(p) > 0 {
 		_, n, size, err := f.split(p, MaxMessageSizeLimit)
 		if err != nil || size == 0 || size > len(p) {

@@ -167,7 +167,7 @@ func (s *sender) boundedWrite(nc net.Conn, segs [][]byte, off int, until time.Ti
 			nc.SetWriteDeadline(guard)
 			s.guard, s.guardNC = guard, nc
 		}
-		n, err := s.put(nc, segs, off+written)
+		n, err := s.writeSegs(nc, segs, off+written)
 		written += n
 		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || !until.IsZero() && !time.Now().Before(until) {
 			return written, err

@@ -598,7 +598,7 @@ func (c *TCPConn) Read(b []byte) (int, error) {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	p, err := c.next()
+	p, err := c.nextMessage()
 	if err != nil {
 		return 0, err
 	}
@@ -640,7 +640,7 @@ func (c *TCPConn) Messages() iter.Seq2[[]byte, error] {
 		c.rmu.Lock()
 		defer c.rmu.Unlock()
 		for {
-			p, err := c.next()
+			p, err := c.nextMessage()
 			if err != nil {
 				yield(nil, err)
 				return
@@ -654,8 +654,8 @@ func (c *TCPConn) Messages() iter.Seq2[[]byte, error] {
 	}
 }
 
-// next reads the next message, dialing again if needed. c.rmu is held.
-func (c *TCPConn) next() ([]byte, error) {
+// nextMessage reads the next message, dialing again if needed. c.rmu is held.
+func (c *TCPConn) nextMessage() ([]byte, error) {
 	if e, ok := c.eng.(*syncEngine); ok {
 		e.flush() // a request held under the cork leaves before we wait for its reply
 	}

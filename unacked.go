@@ -113,7 +113,7 @@ func (t *tally) seal() (frames int, payload uint64) {
 	}
 	// Bytes written on the socket before it was the connection's (NewConn)
 	// come first: if they count, everything after them does too.
-	frames, payload = t.log.unacked(t.total - min(uint64(q), t.total))
+	frames, payload = t.log.unackedAfter(t.total - min(uint64(q), t.total))
 	t.log = frameLog{}
 	return frames, payload
 }

@@ -126,7 +126,7 @@ type rawWrite struct {
 }
 
 // write writes the run of frames segs, whose spans are given, from byte off
-// on, as sender.put does, and records each frame in the log as the kernel
+// on, as sender.writeSegs does, and records each frame in the log as the kernel
 // takes the last of its bytes. Deadlines set on the socket apply.
 func (t *tally) write(segs [][]byte, spans []span, off int) (int, error) {
 	w := &t.w
@@ -173,7 +173,7 @@ func (t *tally) step(fd uintptr) bool {
 			w.err = io.ErrUnexpectedEOF
 			return true
 		}
-		t.wrote(n)
+		t.taken(n)
 	}
 	return true
 }
@@ -209,16 +209,16 @@ func (w *rawWrite) sys(fd uintptr) (int, error) {
 	return int(r), nil
 }
 
-// wrote counts n more bytes taken by the kernel and records the frames they
+// taken counts n more bytes taken by the kernel and records the frames they
 // complete. t.mu is held.
-func (t *tally) wrote(n int) {
+func (t *tally) taken(n int) {
 	w := &t.w
 	base := t.total
 	t.total += uint64(n)
 	w.n += n
 	for ; w.k < len(w.spans) && w.spans[w.k].end <= w.pos+n; w.k++ {
 		s := w.spans[w.k]
-		t.log.add(base+uint64(s.end-w.pos), s.end-t.tlen-s.at, w.ask)
+		t.log.record(base+uint64(s.end-w.pos), s.end-t.tlen-s.at, w.ask)
 	}
 	w.pos += n
 }

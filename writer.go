@@ -366,12 +366,12 @@ func (s *sender) writeTo(nc net.Conn, segs [][]byte, spans []span, off int) (int
 	if t != nil && t.rc != nil {
 		return t.write(segs, spans, off)
 	}
-	return s.put(nc, segs, off)
+	return s.writeSegs(nc, segs, off)
 }
 
-// put writes the stream of segs from byte off on, and returns how many
+// writeSegs writes the stream of segs from byte off on, and returns how many
 // bytes of it it wrote.
-func (s *sender) put(nc net.Conn, segs [][]byte, off int) (int, error) {
+func (s *sender) writeSegs(nc net.Conn, segs [][]byte, off int) (int, error) {
 	if len(segs) == 1 {
 		return nc.Write(segs[0][off:])
 	}

@@ -117,8 +117,8 @@ type failTally struct {
 	last error // the latest failure
 }
 
-// add counts n messages failed with err, the latest.
-func (t *failTally) add(n int, err error) {
+// count counts n messages failed with err, the latest.
+func (t *failTally) count(n int, err error) {
 	if n > 0 {
 		t.n += uint64(n)
 		t.last = err
@@ -615,7 +615,7 @@ func (e *ackEngine) takeRejected(seq uint64) failedRun {
 		run.errs = append(run.errs, fmt.Errorf("%w: message %d: %s", ErrRejected, s, text))
 	}
 	if len(run.errs) > 0 {
-		e.fails.add(len(run.msgs), run.errs[len(run.errs)-1])
+		e.fails.count(len(run.msgs), run.errs[len(run.errs)-1])
 	}
 	return run
 }
@@ -641,7 +641,7 @@ func (e *ackEngine) abandonAll(err error) failedRun {
 	var run failedRun
 	if msgs := e.win.failAll(); len(msgs) > 0 {
 		run = failedRun{msgs: msgs, errs: []error{err}}
-		e.fails.add(len(msgs), err)
+		e.fails.count(len(msgs), err)
 	}
 	e.forget()
 	clear(e.rejected)
