@@ -50,6 +50,8 @@ var epoch = time.Now()
 // now returns monotonic nanoseconds since epoch.
 func now() int64 { return int64(time.Since(epoch)) }
 
+// A corker keeps the socket of a default-mode connection corked while its
+// Writes stream, as described above.
 type corker struct {
 	nc     net.Conn        // the socket the state below is about
 	rc     syscall.RawConn // nc's raw socket, nil where corking is not supported
