@@ -8,6 +8,19 @@ import (
 	bs "github.com/buffstreams/buffstreams"
 )
 
+// partitioned returns a partition, a listener on its far side that logs
+// what it receives, and a connection to it across the partition, with
+// StallTimeout bound, whose OnWriteError logs in hooked.
+func partitioned(t *testing.T, bound time.Duration) (p *partition, received, hooked *seqLog, c *bs.TCPConn) {
+	t.Helper()
+	p = newPartition(t)
+	received, hooked = newSeqLog(), newSeqLog()
+	l := apiServe(t, p.listen(), bs.TCPListenerConfig{Framing: bs.Fixed4, Callback: received.callback})
+	c = dialAddr(t, l.Addr().String(), bs.TCPConnConfig{Framing: bs.Fixed4, StallTimeout: bound,
+		DialContext: p.a.dial, OnWriteError: hooked.hook})
+	return p, received, hooked, c
+}
+
 // TestStallPartition streams messages between two network namespaces
 // joined by a veth pair and takes the link down mid-stream, as a cable or
 // a cloud network that fails. For good: the connection fails with
@@ -18,12 +31,7 @@ func TestStallPartition(t *testing.T) {
 	const size, frame = 110, 114 // Fixed4
 	t.Run("down for good", func(t *testing.T) {
 		const bound = time.Second
-		p := newPartition(t)
-		received := newSeqLog()
-		l := apiServe(t, p.listen(), bs.TCPListenerConfig{Framing: bs.Fixed4, Callback: received.callback})
-		hooked := newSeqLog()
-		c := dialAddr(t, l.Addr().String(), bs.TCPConnConfig{Framing: bs.Fixed4, StallTimeout: bound,
-			DialContext: p.a.dial, OnWriteError: hooked.hook})
+		p, received, hooked, c := partitioned(t, bound)
 		var downAt time.Time
 		var err error
 		given := 0
@@ -74,12 +82,7 @@ func TestStallPartition(t *testing.T) {
 		// fails the connection all the same, and the peer watch tells
 		// the next Write.
 		const bound = time.Second
-		p := newPartition(t)
-		received := newSeqLog()
-		l := apiServe(t, p.listen(), bs.TCPListenerConfig{Framing: bs.Fixed4, Callback: received.callback})
-		hooked := newSeqLog()
-		c := dialAddr(t, l.Addr().String(), bs.TCPConnConfig{Framing: bs.Fixed4, StallTimeout: bound,
-			DialContext: p.a.dial, OnWriteError: hooked.hook})
+		p, received, _, c := partitioned(t, bound)
 		var downAt time.Time
 		var err error
 		given := 0
@@ -113,12 +116,7 @@ func TestStallPartition(t *testing.T) {
 	})
 	t.Run("down then up", func(t *testing.T) {
 		const bound, outage, n = 3 * time.Second, 500 * time.Millisecond, 50_000
-		p := newPartition(t)
-		received := newSeqLog()
-		l := apiServe(t, p.listen(), bs.TCPListenerConfig{Framing: bs.Fixed4, Callback: received.callback})
-		hooked := newSeqLog()
-		c := dialAddr(t, l.Addr().String(), bs.TCPConnConfig{Framing: bs.Fixed4, StallTimeout: bound,
-			DialContext: p.a.dial, OnWriteError: hooked.hook})
+		p, received, hooked, c := partitioned(t, bound)
 		var downAt time.Time
 		mended := make(chan struct{})
 		for i := range n {
