@@ -134,6 +134,10 @@ func (k *corker) idle() {
 	if !k.corked {
 		return
 	}
+	if k.push.Swap(false) { // a Flush came while the timer owned the socket
+		k.uncork()
+		return
+	}
 	if quiet := time.Duration(now() - k.last); quiet < corkQuiet {
 		k.timer.Reset(corkQuiet - quiet)
 		return

@@ -187,3 +187,30 @@ func TestCorkFlushAndRead(t *testing.T) {
 	c.Close()
 	<-read
 }
+
+// TestCorkClose checks that Close takes the cork off before it waits for
+// the peer's TCP to acknowledge what was written: with the timer held off,
+// a corked tail would otherwise wait for the kernel's 200 ms, past a
+// WriteTimeout of 50 ms, and be reported as unacknowledged.
+func TestCorkClose(t *testing.T) {
+	p := newCorkPeer(t)
+	old := streamGap
+	streamGap = time.Millisecond
+	t.Cleanup(func() { streamGap = old })
+	c, err := DialTCP(&TCPConnConfig{Address: p.l.Addr().String(), MaxMessageSize: 1 << 16, WriteTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := c.eng.(*syncEngine)
+	e.ck.stop()
+	writeN(t, c, 100)
+	if corked, _ := sockopts(t, c); !corked {
+		t.Fatal("a stream did not cork the socket")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if st := c.Stats(); st.MessagesWritten != 100 || st.WriteErrors != 0 {
+		t.Fatalf("written %d, failed %d; want 100, 0", st.MessagesWritten, st.WriteErrors)
+	}
+}

@@ -694,6 +694,9 @@ func (c *TCPConn) Reopen() error {
 	old := c.nc
 	c.mu.Unlock()
 	if old != nil {
+		if e, ok := c.eng.(*syncEngine); ok {
+			e.flush() // what the cork holds leaves before the socket is dropped
+		}
 		c.drop(old, errReopened) // unblocks a write stuck on a peer that stopped reading
 	}
 	c.dmu.Lock()

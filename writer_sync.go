@@ -164,7 +164,7 @@ func (e *syncEngine) write(msg []byte) error {
 func (e *syncEngine) writeBatch(msgs [][]byte) (int, error) { return e.send(nil, msgs) }
 
 func (e *syncEngine) closing()          {}
-func (e *syncEngine) drain()            { e.ck.stop() } // closing the socket sends what it holds
+func (e *syncEngine) drain()            { e.flush(); e.ck.stop() } // send what the cork holds before Close waits for it
 func (e *syncEngine) reopening()        { e.ck.reopen() }
 func (e *syncEngine) reopened()         {}
 func (e *syncEngine) attached(net.Conn) {}
