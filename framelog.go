@@ -1,7 +1,7 @@
 package buffstreams
 
 // A frameLog records the most recent frames written on one socket, newest
-// last, so that once it is known how much of the stream the peer's TCP
+// last, frames of one size in a row sharing a record, so that once it is known how much of the stream the peer's TCP
 // acknowledged, it can tell which whole frames it did not. A record is
 // noted as the kernel takes each frame (see tally), never reconstructed
 // from the bytes.
@@ -11,11 +11,11 @@ package buffstreams
 // unacknowledged; a record known to be acknowledged is overwritten. Asking
 // the kernel how much is acknowledged costs a system call, so the log asks
 // only when the ring is full and its oldest record is not already known to
-// be acknowledged: once per ring's worth of frames on a connection whose
-// peer keeps up.
+// be acknowledged: at most once per ring's worth of records on a connection
+// whose peer keeps up.
 //
 // When the ring is at its largest and its oldest record may still be
-// unacknowledged, that record is dropped and counted in lost. unacked then
+// unacknowledged, that record is dropped and its frames counted in lost. unacked then
 // counts every lost frame as unacknowledged if the acknowledged point lies
 // before the records: the count errs toward failed, never toward written.
 //
@@ -24,26 +24,31 @@ type frameLog struct {
 	recs  []frameRec // the ring; its length is zero or a power of two
 	head  int        // index of the oldest record
 	n     int        // records held
-	start uint64     // stream offset at which the oldest record's frame begins
-	end   uint64     // stream offset at which the newest record's frame ends
+	start uint64     // stream offset at which the oldest record's first frame begins
+	end   uint64     // stream offset at which the newest record's last frame ends
 	acked uint64     // stream offset up to which the peer's TCP is known to have acknowledged
 
 	lost        int    // frames dropped from a full ring while possibly unacknowledged
 	lostPayload uint64 // their payload bytes; the frames end at start
 }
 
-// A frameRec is one frame: its length on the wire, header and trailer
-// included, and its payload's length. Both fit: a payload is at most
+// A frameRec is a run of count consecutive frames of the same size: each
+// frame's length on the wire, header and trailer included, and its
+// payload's length. A stream of equal messages, the common case, takes one
+// record however long it is, and recording a frame then costs a comparison
+// and an increment. Both lengths fit: a payload is at most
 // MaxMessageSizeLimit bytes.
-type frameRec struct{ wire, payload uint32 }
+type frameRec struct{ wire, payload, count uint32 }
 
 const (
 	// minFrameLog is the number of records a log holds at first.
 	minFrameLog = 64
-	// maxFrameLog is the most records a log holds: 512 KiB. Linux's
+	// maxFrameLog is the most records a log holds: 768 KiB. Linux's
 	// largest send buffer by default (4 MiB) holds fewer frames than
 	// that unless they are under 64 bytes.
 	maxFrameLog = 1 << 16
+	// maxRun is the most frames one record counts.
+	maxRun = 1 << 31
 )
 
 // record records a frame of payload bytes that ends at stream offset end. acked
@@ -51,21 +56,28 @@ const (
 // it is called only when the ring is full and its oldest record is not
 // known to be acknowledged, and reports false if the kernel cannot tell.
 func (l *frameLog) record(end uint64, payload int, acked func() (uint64, bool)) {
-	if l.n == 0 {
+	wire := uint32(end - l.end)
+	if l.n > 0 {
+		r := &l.recs[(l.head+l.n-1)&(len(l.recs)-1)]
+		if r.wire == wire && r.payload == uint32(payload) && r.count < maxRun {
+			r.count++
+			l.end = end
+			return
+		}
+	} else {
 		l.start = l.end
 	}
-	wire := uint32(end - l.end)
 	if l.n == len(l.recs) {
 		l.prune(acked)
 	}
-	l.recs[(l.head+l.n)&(len(l.recs)-1)] = frameRec{wire, uint32(payload)}
+	l.recs[(l.head+l.n)&(len(l.recs)-1)] = frameRec{wire, uint32(payload), 1}
 	l.n++
 	l.end = end
 }
 
-// prune frees a slot in the full ring: it overwrites the oldest record
-// if that is acknowledged, and otherwise grows the ring or, at its largest,
-// drops the record as lost.
+// prune frees a slot in the full ring: it drops the oldest record if its
+// frames are acknowledged, and otherwise grows the ring or, at its largest,
+// drops the record's frames as lost.
 func (l *frameLog) prune(acked func() (uint64, bool)) {
 	if len(l.recs) == 0 {
 		l.recs = make([]frameRec, minFrameLog)
@@ -76,7 +88,10 @@ func (l *frameLog) prune(acked func() (uint64, bool)) {
 			l.acked = a
 		}
 	}
-	if !l.oldestAcked() && len(l.recs) < maxFrameLog {
+	if l.dropAcked() {
+		return
+	}
+	if len(l.recs) < maxFrameLog {
 		recs := make([]frameRec, 2*len(l.recs))
 		k := copy(recs, l.recs[l.head:])
 		copy(recs[k:], l.recs[:l.head])
@@ -84,22 +99,42 @@ func (l *frameLog) prune(acked func() (uint64, bool)) {
 		return
 	}
 	r := l.recs[l.head]
-	if l.oldestAcked() {
-		// Every frame before it, lost ones included, is acknowledged too.
-		l.lost, l.lostPayload = 0, 0
-	} else {
-		l.lost++
-		l.lostPayload += uint64(r.payload)
-	}
-	l.start += uint64(r.wire)
+	l.lost += int(r.count)
+	l.lostPayload += uint64(r.payload) * uint64(r.count)
+	l.start += uint64(r.wire) * uint64(r.count)
 	l.head = (l.head + 1) & (len(l.recs) - 1)
 	l.n--
 }
 
-// oldestAcked reports whether the oldest record is known to be
-// acknowledged. The ring is not empty.
+// dropAcked removes from the oldest record the frames known to be
+// acknowledged, and the record itself if that is all of them, which it
+// reports. The ring is not empty.
+func (l *frameLog) dropAcked() bool {
+	r := &l.recs[l.head]
+	if l.acked <= l.start || r.wire == 0 {
+		return false
+	}
+	k := min((l.acked-l.start)/uint64(r.wire), uint64(r.count))
+	if k == 0 {
+		return false
+	}
+	// Every frame before these, lost ones included, is acknowledged too.
+	l.lost, l.lostPayload = 0, 0
+	l.start += k * uint64(r.wire)
+	r.count -= uint32(k)
+	if r.count > 0 {
+		return false
+	}
+	l.head = (l.head + 1) & (len(l.recs) - 1)
+	l.n--
+	return true
+}
+
+// oldestAcked reports whether the oldest record's frames are all known to
+// be acknowledged. The ring is not empty.
 func (l *frameLog) oldestAcked() bool {
-	return l.start+uint64(l.recs[l.head].wire) <= l.acked
+	r := l.recs[l.head]
+	return l.start+uint64(r.wire)*uint64(r.count) <= l.acked
 }
 
 // unackedAfter returns how many of the frames recorded end after stream offset
@@ -108,10 +143,16 @@ func (l *frameLog) oldestAcked() bool {
 func (l *frameLog) unackedAfter(acked uint64) (frames int, payload uint64) {
 	e := l.end
 	for i := l.n - 1; i >= 0 && e > acked; i-- {
+		// The record's frames end at e, e-wire, e-2*wire and so on: those
+		// that end after acked are the last ceil((e-acked)/wire).
 		r := l.recs[(l.head+i)&(len(l.recs)-1)]
-		frames++
-		payload += uint64(r.payload)
-		e -= uint64(r.wire)
+		k := uint64(r.count)
+		if r.wire > 0 {
+			k = min(k, (e-acked+uint64(r.wire)-1)/uint64(r.wire))
+		}
+		frames += int(k)
+		payload += uint64(r.payload) * k
+		e -= uint64(r.wire) * uint64(r.count)
 	}
 	if e > acked && l.lost > 0 { // e is start: the records are exhausted
 		frames += l.lost

@@ -71,6 +71,39 @@ func TestFrameLogUnacked(t *testing.T) {
 	t.Logf("%d frames, %d questions to the kernel, ring of %d records", len(m.ends), m.asked, len(l.recs))
 }
 
+// TestFrameLogRuns writes runs of frames of one size, which share a
+// record, while the kernel acknowledges at random points, some within a
+// run and some within a frame, and checks the counts against the model at
+// every point of the last frames.
+func TestFrameLogRuns(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var l frameLog
+	var m logModel
+	for len(m.ends) < 200_000 {
+		payload := 100 + rng.IntN(3)
+		for range 1 + rng.IntN(2000) {
+			m.write(&l, payload+3, payload)
+		}
+		if len(m.ends) > 1 {
+			k := max(len(m.ends)-1-rng.IntN(5000), 0)
+			m.acked = max(m.acked, m.ends[k]-uint64(rng.IntN(2)))
+		}
+		last := m.ends[len(m.ends)-1]
+		for _, a := range []uint64{m.acked, m.acked + uint64(rng.IntN(1000)), last - uint64(rng.IntN(300)), last} {
+			a = max(min(a, last), m.acked)
+			f, p := l.unackedAfter(a)
+			wf, wp := m.unacked(a)
+			if f != wf || p != wp {
+				t.Fatalf("after %d frames, acknowledged to %d: log says %d frames (%d bytes) unacknowledged, want %d (%d bytes)", len(m.ends), a, f, p, wf, wp)
+			}
+		}
+	}
+	if len(l.recs) > 1024 {
+		t.Errorf("ring of %d records for runs of up to 2,000 frames", len(l.recs))
+	}
+	t.Logf("%d frames, %d questions to the kernel, ring of %d records", len(m.ends), m.asked, len(l.recs))
+}
+
 // TestFrameLogKeepsUp checks that a peer that keeps up costs one question
 // to the kernel per ring of frames and a ring of the smallest size.
 func TestFrameLogKeepsUp(t *testing.T) {
@@ -104,6 +137,13 @@ func TestFrameLogBounded(t *testing.T) {
 	}
 	if len(l.recs) != maxFrameLog {
 		t.Errorf("ring of %d records, want the largest, %d", len(l.recs), maxFrameLog)
+	}
+	// Frames of one size share a record: 5000 more take one.
+	for range 5000 {
+		m.write(&l, 9, 6)
+	}
+	if len(l.recs) != maxFrameLog || l.n != maxFrameLog {
+		t.Errorf("ring of %d records, %d used, after a run; want %d, all used", len(l.recs), l.n, maxFrameLog)
 	}
 	// Nothing acknowledged: every frame is counted, lost or recorded.
 	f, p := l.unackedAfter(0)
