@@ -47,6 +47,7 @@ type batchEngine struct {
 	lastErr  error  // the latest failure; guarded by mu
 	flushers int    // Flush calls waiting; guarded by mu
 	running  bool   // the flusher goroutine exists; guarded by mu
+	pausing  bool   // the flusher waits out a busyPause, which no Write ends; guarded by mu
 
 	tx   sender // used by the owner of the socket
 	segs [4][]byte
@@ -127,8 +128,10 @@ func (e *batchEngine) enqueue(msg []byte) error {
 	}
 	e.nbytes += uint64(len(msg))
 	e.accepted++
-	if !e.owned && (n == 0 || len(e.buf) >= e.size/2 && c.opts.slow != SlowConsumerBlock) {
-		e.wake() // the owner, if any, looks at buf again when it is done
+	if !e.owned && (n == 0 && !e.pausing || len(e.buf) >= e.size/2 && c.opts.slow != SlowConsumerBlock) {
+		// The owner, if any, looks at buf again when it is done; a
+		// flusher in a busyPause writes buf when the pause ends.
+		e.wake()
 	}
 	e.mu.Unlock()
 	return nil
@@ -287,9 +290,11 @@ func (e *batchEngine) flusher() {
 			} else {
 				linger.Reset(wait)
 			}
+			e.pausing = busy
 			e.mu.Unlock()
 			e.waitLinger(linger, busy)
 			e.lockBehindWriters()
+			e.pausing = false
 			continue
 		}
 		lingered = false
