@@ -293,3 +293,21 @@ func engineAtACut(t *testing.T, f Framing, bufSize, limit int) {
 		t.Fatalf("stats say %d written and %d failed; %d were delivered and %d reported", st.MessagesWritten, st.WriteErrors, len(delivered), len(failed))
 	}
 }
+
+// TestWaitersSpinWithSpareProcessors checks when a waiting Write spins
+// before it parks: only while fewer Writes are under way than processors,
+// so that a spinning waiter never takes a processor the owner needs.
+func TestWaitersSpinWithSpareProcessors(t *testing.T) {
+	for _, c := range []struct {
+		procs, active int
+		spin          bool
+	}{
+		{2, 1, true}, {2, 2, false}, {2, 8, false}, {16, 8, true}, {16, 16, false},
+	} {
+		e := &syncEngine{procs: c.procs}
+		e.active.Store(int32(c.active))
+		if got := e.spinning(); got != c.spin {
+			t.Errorf("%d Writes under way on %d processors: spinning %v, want %v", c.active, c.procs, got, c.spin)
+		}
+	}
+}

