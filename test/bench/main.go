@@ -73,6 +73,12 @@
 //	protodelim  google.golang.org/protobuf/encoding/protodelim over the same
 //	            bufio sizes, with test/message Notes of the payload size
 //
+// Opt-in transports run only when -t names them: sync+ack and batch+ack,
+// this library with acknowledged delivery, and cork (Linux): one Write per
+// frame of a plain net.Conn with TCP_CORK held for the stream, the floor
+// of any Write that returns once the kernel holds the frame, and so what
+// sync is measured against for its own overhead.
+//
 // Only sync, bs2.0 and raw run on workloads with several writers per
 // connection (the others are not safe to share, or not asked to be).
 //
@@ -225,7 +231,7 @@ func (s *session) Close() error {
 
 // newTransports lists every transport, in column order.
 func newTransports(opt options) []transport {
-	return []transport{
+	ts := []transport{
 		syncTransport{},
 		batchTransport{bufSize: opt.batchBuf, flushInterval: opt.flush},
 		rawTransport{},
@@ -235,6 +241,10 @@ func newTransports(opt options) []transport {
 		ackTransport{},
 		ackTransport{batch: true, bufSize: opt.batchBuf},
 	}
+	if corkSupported {
+		ts = append(ts, corkTransport{})
+	}
+	return ts
 }
 
 // An optIn transport runs only when -t names it.

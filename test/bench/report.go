@@ -28,6 +28,7 @@ var legend = map[string]string{
 	"batch+ack":  "this library, batching mode with acknowledged delivery",
 	"raw":        "the ceiling: pre-framed bytes written 256 KiB at a time, parsed in place",
 	"bs2.0":      "the baseline: BuffStreams 2.0's pattern, one write and two reads per message",
+	"cork":       "the floor of a Write per frame: one write(2) per frame under TCP_CORK",
 	"bufio":      "what one writes by hand: bufio.Writer, 4-byte header, io.ReadFull",
 	"protodelim": "protobuf's protodelim over bufio, with test/message Notes",
 }

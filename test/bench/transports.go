@@ -596,6 +596,53 @@ func (s *rawClients) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error
 	return n, nil
 }
 
+// ---- cork: one write per frame under TCP_CORK ----
+//
+// Each client sets TCP_CORK for the whole stream and writes every frame (a
+// 4-byte big-endian length and the payload, built once) with its own Write,
+// then clears the cork; the server is raw's. It is the floor of any Write
+// that returns once the kernel holds the frame: one system call per message
+// and nothing else, with the kernel filling segments. Linux only; it runs
+// only when -t names it.
+
+type corkTransport struct{}
+
+func (corkTransport) Name() string { return "cork" }
+
+// OptIn keeps the transport out of the default set.
+func (corkTransport) OptIn() bool { return true }
+
+func (corkTransport) Serve(size int) (server, error) { return rawTransport{}.Serve(size) }
+
+type corkClients struct {
+	plainClients
+	frame []byte
+}
+
+func (corkTransport) Dial(addr string, size, conns int) (clients, error) {
+	s := &corkClients{frame: binary.BigEndian.AppendUint32(nil, uint32(size))}
+	s.frame = append(s.frame, payload(size)...)
+	if err := s.dial(addr, conns); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *corkClients) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
+	c := s.conns[i]
+	if err := setCork(c, true); err != nil {
+		return 0, err
+	}
+	var n uint64
+	for n < limit && !stop.Load() {
+		if _, err := c.Write(s.frame); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, setCork(c, false) // sends what the cork holds
+}
+
 // ---- bufio: the loop a Go developer writes by hand ----
 //
 // The client writes a 4-byte big-endian header and the payload for every
