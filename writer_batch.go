@@ -48,6 +48,7 @@ type batchEngine struct {
 	flushers int    // Flush calls waiting; guarded by mu
 	running  bool   // the flusher goroutine exists; guarded by mu
 	pausing  bool   // the flusher waits out a busyPause, which no Write ends; guarded by mu
+	since    int64  // when the first frame of buf was added (see now); guarded by mu
 
 	tx   sender // used by the owner of the socket
 	segs [4][]byte
@@ -111,6 +112,9 @@ func (e *batchEngine) enqueue(msg []byte) error {
 			return err // makeRoom unlocked e.mu
 		}
 		n = len(e.buf)
+		if n == 0 && c.opts.slow == SlowConsumerBlock {
+			e.since = now() // one clock reading per buffer
+		}
 	}
 	if n+maxHeaderLen+len(msg)+e.tlen <= cap(e.buf) {
 		// The frame fits: write it in place, without growing buf.
@@ -261,6 +265,7 @@ func (e *batchEngine) flusher() {
 			if c.closed.Load() && !e.owned {
 				return
 			}
+			lingered = false
 			e.mu.Unlock()
 			<-e.kick
 			e.lockBehindWriters()
@@ -269,16 +274,24 @@ func (e *batchEngine) flusher() {
 		var wait time.Duration
 		busy := false // the wait is a busyPause
 		switch fi := c.opts.flushInterval; {
-		case lingered || e.flushers > 0 || c.closed.Load():
+		case e.flushers > 0 || c.closed.Load():
 		case fi > 0:
-			if len(e.buf) < e.size/2 {
+			if !lingered && len(e.buf) < e.size/2 {
 				wait = fi
 			}
-		case c.opts.slow == SlowConsumerBlock && e.writersBusy():
+		case c.opts.slow != SlowConsumerBlock:
+		case lingered:
+			// A pause is over. If the writers wrote the buffer
+			// meanwhile, the frames now in it are younger: they
+			// get the rest of their own pause.
+			if age := time.Duration(now() - e.since); age < busyPause {
+				wait, busy = busyPause-age, true
+			}
+		case e.writersBusy():
 			// Writers are adding frames: they write the buffer
 			// themselves when it fills. Write what is left of it
-			// after busyPause.
-			wait, busy = busyPause, true
+			// once its first frame has waited busyPause.
+			wait, busy = busyPause-time.Duration(now()-e.since), true
 		}
 		if e.owned || len(e.buf) == 0 { // writersBusy let go of e.mu
 			continue
@@ -327,7 +340,9 @@ func (e *batchEngine) waitLinger(t *time.Timer, busy bool) {
 // busyPause is how long the flusher leaves the buffer to writers that are
 // still adding frames to it before it writes it, when FlushInterval is zero
 // and writers write a full buffer themselves (SlowConsumerBlock): the
-// longest a message waits in the buffer while Writes keep coming.
+// longest a message waits in the buffer while Writes keep coming, counted
+// from the buffer's first frame, so that while the writers fill and write
+// buffers themselves the flusher only looks at the clock.
 const busyPause = 50 * time.Microsecond
 
 // writersBusy reports whether Writes added frames to the buffer while the
