@@ -1208,6 +1208,11 @@ type link struct {
 	a, b      net.Conn
 	frozen    atomic.Bool
 	forwarded atomic.Int64 // bytes forwarded from a to b
+
+	// back is held by the pipe toward the dialer while it checks frozen
+	// and forwards: freeze takes it once, so that nothing the target sends
+	// once freeze has returned reaches the dialer.
+	back sync.Mutex
 }
 
 func newProxy(t testing.TB, target string) *proxy {
@@ -1242,21 +1247,29 @@ func (p *proxy) accept() {
 		p.links = append(p.links, l)
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(l, b, a, &l.forwarded, nil)
-		go p.pipe(l, a, b, nil, new(recordParser))
+		go p.pipe(l, b, a, &l.forwarded, nil, nil)
+		go p.pipe(l, a, b, nil, new(recordParser), &l.back)
 	}
 }
 
 // pipe copies src to dst until either fails or the link freezes; then it
 // forwards nothing more, and reads nothing more, until the proxy closes.
-// Everything it reads it forwards, so what the dialer of a frozen link
-// wrote is either forwarded (counted in n, if set) or still unread in the
-// proxy's socket. rp, if set, counts the records that pass.
-func (p *proxy) pipe(l *link, dst, src net.Conn, n *atomic.Int64, rp *recordParser) {
+// Toward the target (guard nil) everything it reads it forwards, so what
+// the dialer of a frozen link wrote is either forwarded (counted in n, if
+// set) or still unread in the proxy's socket. Toward the dialer it
+// forwards under guard, and drops what it read once the link is frozen.
+// rp, if set, counts the records that pass.
+func (p *proxy) pipe(l *link, dst, src net.Conn, n *atomic.Int64, rp *recordParser, guard *sync.Mutex) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		k, err := src.Read(buf)
+		if guard != nil {
+			guard.Lock()
+			if l.frozen.Load() {
+				k = 0
+			}
+		}
 		if k > 0 {
 			if rp != nil {
 				rp.feed(buf[:k], func(typ byte) { p.records[typ].Add(1) })
@@ -1266,6 +1279,9 @@ func (p *proxy) pipe(l *link, dst, src net.Conn, n *atomic.Int64, rp *recordPars
 			} else if n != nil {
 				n.Add(int64(k))
 			}
+		}
+		if guard != nil {
+			guard.Unlock()
 		}
 		if l.frozen.Load() {
 			<-p.done
@@ -1296,8 +1312,8 @@ func (p *proxy) cut() {
 
 // freeze makes every connection going through the proxy stop forwarding,
 // both ways, and stay open: what arrives is neither passed on nor read,
-// and no FIN or reset is sent. New connections still pass. It returns the
-// links it froze.
+// and no FIN or reset is sent; once it returns, nothing more reaches a
+// dialer. New connections still pass. It returns the links it froze.
 func (p *proxy) freeze() []*link {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -1305,6 +1321,8 @@ func (p *proxy) freeze() []*link {
 		l.frozen.Store(true)
 		l.a.SetReadDeadline(longAgo) // wakes a pipe blocked in Read
 		l.b.SetReadDeadline(longAgo)
+		l.back.Lock() // waits for a forward toward the dialer under way
+		l.back.Unlock()
 	}
 	p.freezes.Add(1)
 	return slices.Clone(p.links)
