@@ -1210,8 +1210,8 @@ type link struct {
 	forwarded atomic.Int64 // bytes forwarded from a to b
 
 	// back is held by the pipe toward the dialer while it checks frozen
-	// and forwards: freeze takes it once, so that nothing the target sends
-	// once freeze has returned reaches the dialer.
+	// and forwards, and by freeze while it sets frozen, so that nothing
+	// the target sends once freeze has returned reaches the dialer.
 	back sync.Mutex
 }
 
@@ -1318,11 +1318,11 @@ func (p *proxy) freeze() []*link {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range p.links {
+		l.back.Lock() // waits for a forward toward the dialer under way
 		l.frozen.Store(true)
+		l.back.Unlock()
 		l.a.SetReadDeadline(longAgo) // wakes a pipe blocked in Read
 		l.b.SetReadDeadline(longAgo)
-		l.back.Lock() // waits for a forward toward the dialer under way
-		l.back.Unlock()
 	}
 	p.freezes.Add(1)
 	return slices.Clone(p.links)
