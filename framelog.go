@@ -1,10 +1,10 @@
 package buffstreams
 
 // A frameLog records the most recent frames written on one socket, newest
-// last, frames of one size in a row sharing a record, so that once it is known how much of the stream the peer's TCP
-// acknowledged, it can tell which whole frames it did not. A record is
-// noted as the kernel takes each frame (see tally), never reconstructed
-// from the bytes.
+// last, frames of one size in a row sharing a record, so that once it is
+// known how much of the stream the peer's TCP acknowledged, it can tell
+// which whole frames it did not. A frame is noted as the kernel takes it
+// (see tally), never reconstructed from the bytes.
 //
 // The records sit in a ring that starts small and doubles, up to
 // maxFrameLog records, only while the oldest record may still be
@@ -15,9 +15,10 @@ package buffstreams
 // whose peer keeps up.
 //
 // When the ring is at its largest and its oldest record may still be
-// unacknowledged, that record is dropped and its frames counted in lost. unacked then
-// counts every lost frame as unacknowledged if the acknowledged point lies
-// before the records: the count errs toward failed, never toward written.
+// unacknowledged, that record is dropped and its frames counted in lost.
+// unackedAfter then counts every lost frame as unacknowledged if the
+// acknowledged point lies before the records: the count errs toward
+// failed, never toward written.
 //
 // A frameLog is not safe for concurrent use; tally guards it.
 type frameLog struct {
