@@ -194,9 +194,10 @@ func (w *rawWrite) sys(fd uintptr) (int, error) {
 		cnt++
 	}
 	if cnt == 1 {
-		// send(2), not write(2): the same on a stream socket, without the
-		// file-system layer's bookkeeping, which costs a tenth of a small
-		// write.
+		// send(2), not write(2): the same on a stream socket, without
+		// write(2)'s file layer (vfs_write and sock_write_iter took 8% of
+		// all samples in a perf profile of test/bench's cork column, which
+		// writes with write(2)).
 		w.iov[0] = syscall.Iovec{}
 		n, err := sendOne(fd, one)
 		return max(n, 0), err
