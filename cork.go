@@ -19,8 +19,8 @@ import (
 // the socket: each Write still hands its whole frame to the kernel before
 // it returns, but the kernel packs the frames into full segments. The cork
 // comes off, pushing what the kernel holds, when
-//   - a Write starts streamGap or more after the previous one (the stream has
-//     slowed down, or this is a lone request: it leaves at once),
+//   - a Write starts streamGap or more after the previous one returned (the
+//     stream has slowed down, or this is a lone request: it leaves at once),
 //   - the connection has been quiet for corkQuiet (checked by a timer that
 //     runs only while the socket is corked),
 //   - Flush, Read or Close is called.
@@ -29,14 +29,20 @@ import (
 // the socket for writing (see syncEngine); the timer and Flush take that
 // ownership before they touch them.
 
-// streamGap is the longest time from the start of one Write's system call
-// to the start of the next for which the second is taken to be part of a
-// stream, and corked: a small write takes one or two microseconds, so this
-// leaves a pause of several between them. A request that waits for its
-// reply pauses longer, a loopback round trip taking ten microseconds or
-// more; and a Read takes the cork off before it waits. One clock reading
-// per Write, at its start, is all the corker costs a stream.
-var streamGap = 8 * time.Microsecond // a variable for the tests
+// streamGap is the longest pause from the end of one write system call to
+// the start of the next for which the second is taken to be part of a
+// stream, and corked. A loop of Writes pauses well under a microsecond
+// between system calls, a Write whose caller first marshals a small message
+// one or two. A request that waits for its reply pauses for a round trip,
+// ten microseconds or more on loopback; and a Read takes the cork off
+// before it waits. The pause is measured from the end of the previous
+// system call, not its start: a write that takes long (it sent a full
+// segment, and on loopback ran the receiving side too, or it waited for
+// room in the send buffer) is no sign that the stream stopped. Timed from
+// the start, such writes took the cork off and put it back every 200
+// frames or so in BenchmarkWrite, one segment and two setsockopt calls
+// each. Two clock readings per Write are all the corker costs a stream.
+var streamGap = 5 * time.Microsecond // a variable for the tests
 
 // corkQuiet is how long a corked socket must see no Write before the timer
 // takes the cork off. It bounds how long the last frame of a burst waits
@@ -56,7 +62,7 @@ type corker struct {
 	nc     net.Conn        // the socket the state below is about
 	rc     syscall.RawConn // nc's raw socket, nil where corking is not supported
 	corked bool            // TCP_CORK is set on rc
-	last   int64           // when the last write started (see now)
+	last   int64           // when the last write returned (see now)
 	timer  *time.Timer     // runs the engine's uncorkIdle; made stopped with the engine
 
 	// set is called by rc.Control to set TCP_CORK to opt, and leaves the
@@ -86,9 +92,7 @@ func (k *corker) before(nc net.Conn) {
 	if k.rc == nil {
 		return
 	}
-	t := now()
-	stream := t-k.last < int64(streamGap)
-	k.last = t
+	stream := now()-k.last < int64(streamGap)
 	switch {
 	case stream && !k.corked:
 		if k.setOpt(1) != nil {
@@ -102,8 +106,12 @@ func (k *corker) before(nc net.Conn) {
 	}
 }
 
-// after is called by the owner when its write returned.
+// after is called by the owner when its write returned, whether or not it
+// wrote anything.
 func (k *corker) after() {
+	if k.rc != nil {
+		k.last = now()
+	}
 	if k.push.Load() && k.push.Swap(false) && k.corked {
 		k.uncork()
 	}

@@ -214,3 +214,74 @@ func TestCorkClose(t *testing.T) {
 		t.Fatalf("written %d, failed %d; want 100, 0", st.MessagesWritten, st.WriteErrors)
 	}
 }
+
+// TestCorkSlowWriteKeepsStream checks that a Write that took long, because
+// its peer reads slowly, does not take the cork off the Write that follows
+// it at once: the pause that ends a stream is counted from the end of the
+// previous write, not its start.
+func TestCorkSlowWriteKeepsStream(t *testing.T) {
+	const buf = 32 << 10
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, buf)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	ln, err := lc.Listen(t.Context(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	// The peer reads at most buf bytes a millisecond, so that a large
+	// message takes many milliseconds to write.
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		b := make([]byte, buf)
+		for {
+			if _, err := nc.Read(b); err != nil {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	old := streamGap
+	streamGap = 10 * time.Millisecond
+	t.Cleanup(func() { streamGap = old })
+	c, err := DialTCP(&TCPConnConfig{Address: ln.Addr().String(), MaxMessageSize: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	e := c.eng.(*syncEngine)
+	e.ck.stop() // only the Writes decide
+	t.Cleanup(e.ck.reopen)
+	writeN(t, c, 1) // dials
+	if err := c.current().(*net.TCPConn).SetWriteBuffer(buf); err != nil {
+		t.Fatal(err)
+	}
+	writeN(t, c, 10)
+	if corked, _ := sockopts(t, c); !corked {
+		t.Fatal("a stream did not cork the socket")
+	}
+	// At most a few buffers' worth is held by the two kernels: the rest of
+	// 2 MiB takes the peer at least one read, and a millisecond, per buf.
+	start := time.Now()
+	if _, err := c.Write(make([]byte, 2<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 2*streamGap {
+		t.Fatalf("the large Write took %v; the test needs it to take more than %v", took, 2*streamGap)
+	}
+	writeN(t, c, 1)
+	if corked, _ := sockopts(t, c); !corked {
+		t.Error("a Write right after a slow one took the cork off")
+	}
+}
