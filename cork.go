@@ -2,6 +2,7 @@ package buffstreams
 
 import (
 	"crypto/tls"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -20,7 +21,8 @@ import (
 // it returns, but the kernel packs the frames into full segments. The cork
 // comes off, pushing what the kernel holds, when
 //   - a Write starts streamGap or more after the previous one returned (the
-//     stream has slowed down, or this is a lone request: it leaves at once),
+//     stream has slowed down, or this is a lone request: it leaves at once;
+//     see streamGap),
 //   - the connection has been quiet for corkQuiet (checked by a timer that
 //     runs only while the socket is corked),
 //   - Flush, Read or Close is called.
@@ -29,26 +31,37 @@ import (
 // the socket for writing (see syncEngine); the timer and Flush take that
 // ownership before they touch them.
 
-// streamGap is the longest pause from the end of one write system call to
-// the start of the next for which the second is taken to be part of a
-// stream, and corked. A loop of Writes pauses well under a microsecond
-// between system calls, a Write whose caller first marshals a small message
-// one or two. A request that waits for its reply pauses for a round trip,
-// ten microseconds or more on loopback; and a Read takes the cork off
-// before it waits. The pause is measured from the end of the previous
-// system call, not its start: a write that takes long (it sent a full
-// segment, and on loopback ran the receiving side too, or it waited for
-// room in the send buffer) is no sign that the stream stopped. Timed from
-// the start, such writes took the cork off and put it back every 200
-// frames or so in BenchmarkWrite, one segment and two setsockopt calls
-// each. Two clock readings per Write are all the corker costs a stream.
+// streamGap decides which Writes form a stream. A Write starts a stream,
+// and corks the socket, if it starts less than streamGap after the previous
+// write started; once the socket is corked, a Write carries the stream on
+// if it starts less than streamGap after the previous write returned.
+//
+// A loop of Writes starts one every microsecond or two, a Write whose
+// caller first marshals a small message every few. A request that waits
+// for its reply pauses for a round trip, ten microseconds or more on
+// loopback, and a Read takes the cork off before it waits.
+//
+// Inside a stream the pause is timed from the end of the previous write,
+// because a write may take long: it sent a full segment, and on loopback
+// ran the receiving side too, or it waited for room in the send buffer.
+// Timed from its start, such writes took the cork off and put it back every
+// 200 frames or so in BenchmarkWrite, one segment and two setsockopt calls
+// each. To start a stream the pause is timed from the start of the previous
+// write, because its end can be stamped late: a write that wakes its peer's
+// thread may lose the processor to it as it returns, and stamp its end only
+// once the reply has come, so that the next request would look like part
+// of a stream and be held under the cork. The one exception is a stream
+// that a pause uncorked less than corkQuiet ago: the write that followed
+// the pause went out alone and took long, and the stream resumes if the
+// next starts soon after it returned. Two clock readings per Write are all
+// the corker costs a stream.
 var streamGap = 5 * time.Microsecond // a variable for the tests
 
 // corkQuiet is how long a corked socket must see no Write before the timer
 // takes the cork off. It bounds how long the last frame of a burst waits
 // in the kernel, plus the timer's own lateness (up to about a millisecond
 // when the process is otherwise idle).
-const corkQuiet = 50 * time.Microsecond
+var corkQuiet = 50 * time.Microsecond // a variable for the tests
 
 // epoch is the origin of the corker's clock.
 var epoch = time.Now()
@@ -59,11 +72,13 @@ func now() int64 { return int64(time.Since(epoch)) }
 // A corker keeps the socket of a default-mode connection corked while its
 // Writes stream, as described above.
 type corker struct {
-	nc     net.Conn        // the socket the state below is about
-	rc     syscall.RawConn // nc's raw socket, nil where corking is not supported
-	corked bool            // TCP_CORK is set on rc
-	last   int64           // when the last write returned (see now)
-	timer  *time.Timer     // runs the engine's uncorkIdle; made stopped with the engine
+	nc       net.Conn        // the socket the state below is about
+	rc       syscall.RawConn // nc's raw socket, nil where corking is not supported
+	corked   bool            // TCP_CORK is set on rc
+	began    int64           // when the last write started (see now)
+	last     int64           // when the last write returned
+	streamed int64           // when the last write of a stream started; never after uncork
+	timer    *time.Timer     // runs the engine's uncorkIdle; made stopped with the engine
 
 	// set is called by rc.Control to set TCP_CORK to opt, and leaves the
 	// result in optErr: made once, so that corking allocates nothing.
@@ -83,7 +98,7 @@ type corker struct {
 // before is called by the owner right before it writes on nc.
 func (k *corker) before(nc net.Conn) {
 	if nc != k.nc {
-		k.nc, k.rc, k.corked = nc, nil, false
+		k.nc, k.rc, k.corked, k.streamed = nc, nil, false, never
 		if corkSupported {
 			k.rc = rawTCP(nc)
 		}
@@ -92,7 +107,20 @@ func (k *corker) before(nc net.Conn) {
 	if k.rc == nil {
 		return
 	}
-	stream := now()-k.last < int64(streamGap)
+	t := now()
+	gap := int64(streamGap)
+	var stream bool
+	if k.corked {
+		stream = t-k.last < gap
+	} else {
+		// A stream starts with Writes that start close together, or
+		// resumes soon after a pause took the cork off (see streamGap).
+		stream = t-k.began < gap || t-k.last < gap && t-k.streamed < int64(corkQuiet)
+	}
+	k.began = t
+	if stream {
+		k.streamed = t
+	}
 	switch {
 	case stream && !k.corked:
 		if k.setOpt(1) != nil {
@@ -102,7 +130,7 @@ func (k *corker) before(nc net.Conn) {
 		k.hint.Store(true)
 		k.timer.Reset(corkQuiet)
 	case !stream && k.corked:
-		k.uncork()
+		k.unset() // the stream paused: it may resume
 	}
 }
 
@@ -117,12 +145,23 @@ func (k *corker) after() {
 	}
 }
 
-// uncork takes the cork off, which sends what the kernel holds.
+// uncork takes the cork off, which sends what the kernel holds, and ends
+// the stream: the next Write starts one only if it starts within streamGap
+// of the previous one.
 func (k *corker) uncork() {
+	k.streamed = never
+	k.unset()
+}
+
+// unset clears TCP_CORK.
+func (k *corker) unset() {
 	k.corked = false
 	k.hint.Store(false)
 	k.setOpt(0)
 }
+
+// never is a time (see now) long before any write.
+const never = math.MinInt64 / 2
 
 // setOpt sets TCP_CORK on rc to v.
 func (k *corker) setOpt(v int) error {

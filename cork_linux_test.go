@@ -215,11 +215,12 @@ func TestCorkClose(t *testing.T) {
 	}
 }
 
-// TestCorkSlowWriteKeepsStream checks that a Write that took long, because
-// its peer reads slowly, does not take the cork off the Write that follows
-// it at once: the pause that ends a stream is counted from the end of the
-// previous write, not its start.
-func TestCorkSlowWriteKeepsStream(t *testing.T) {
+// slowPeer returns a connection in the default mode, with its timer held
+// off and streamGap set to 10 ms, to a peer that reads at most 32 KiB a
+// millisecond, and the size of a message that takes more than 20 ms to
+// write to it.
+func slowPeer(t *testing.T) (*TCPConn, int) {
+	t.Helper()
 	const buf = 32 << 10
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
@@ -236,8 +237,6 @@ func TestCorkSlowWriteKeepsStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	// The peer reads at most buf bytes a millisecond, so that a large
-	// message takes many milliseconds to write.
 	go func() {
 		nc, err := ln.Accept()
 		if err != nil {
@@ -267,21 +266,79 @@ func TestCorkSlowWriteKeepsStream(t *testing.T) {
 	if err := c.current().(*net.TCPConn).SetWriteBuffer(buf); err != nil {
 		t.Fatal(err)
 	}
-	writeN(t, c, 10)
-	if corked, _ := sockopts(t, c); !corked {
-		t.Fatal("a stream did not cork the socket")
-	}
-	// At most a few buffers' worth is held by the two kernels: the rest of
+	// The two kernels hold at most a few buffers' worth: the rest of
 	// 2 MiB takes the peer at least one read, and a millisecond, per buf.
+	return c, 2 << 20
+}
+
+// writeSlow writes a message of size bytes on c and fails the test unless
+// that took more than twice streamGap.
+func writeSlow(t *testing.T, c *TCPConn, size int) {
+	t.Helper()
 	start := time.Now()
-	if _, err := c.Write(make([]byte, 2<<20)); err != nil {
+	if _, err := c.Write(make([]byte, size)); err != nil {
 		t.Fatal(err)
 	}
 	if took := time.Since(start); took < 2*streamGap {
 		t.Fatalf("the large Write took %v; the test needs it to take more than %v", took, 2*streamGap)
 	}
+}
+
+// TestCorkSlowWriteKeepsStream checks that a Write that took long, because
+// its peer reads slowly, does not take the cork off the Write that follows
+// it at once: inside a stream, the pause is counted from the end of the
+// previous write.
+func TestCorkSlowWriteKeepsStream(t *testing.T) {
+	c, size := slowPeer(t)
+	writeN(t, c, 10)
+	if corked, _ := sockopts(t, c); !corked {
+		t.Fatal("a stream did not cork the socket")
+	}
+	writeSlow(t, c, size)
 	writeN(t, c, 1)
 	if corked, _ := sockopts(t, c); !corked {
 		t.Error("a Write right after a slow one took the cork off")
+	}
+}
+
+// TestCorkSlowWriteStartsNoStream checks that a Write that follows a slow
+// uncorked one at once does not cork the socket: a stream starts only with
+// Writes that start close together. (The end of a write can be stamped
+// late, when the thread loses the processor to the peer it woke; a request
+// sent right after would then be held under the cork.)
+func TestCorkSlowWriteStartsNoStream(t *testing.T) {
+	c, size := slowPeer(t)
+	time.Sleep(2 * streamGap) // the first Write, which dialed, is no stream with the next
+	writeSlow(t, c, size)
+	if corked, _ := sockopts(t, c); corked {
+		t.Fatal("the socket is corked after a lone Write")
+	}
+	writeN(t, c, 1)
+	if corked, _ := sockopts(t, c); corked {
+		t.Error("a Write right after a slow uncorked one corked the socket")
+	}
+}
+
+// TestCorkStreamResumes checks that a stream that a pause uncorked resumes
+// with the Write after the next, even though the Write after the pause went
+// out alone and took long: within corkQuiet of the stream's last Write, a
+// Write that starts soon after the previous one returned carries it on.
+func TestCorkStreamResumes(t *testing.T) {
+	c, size := slowPeer(t)
+	old := corkQuiet
+	corkQuiet = 10 * time.Second // the timer is held off: only the rule reads it
+	t.Cleanup(func() { corkQuiet = old })
+	writeN(t, c, 10)
+	if corked, _ := sockopts(t, c); !corked {
+		t.Fatal("a stream did not cork the socket")
+	}
+	time.Sleep(2 * streamGap) // a pause: the next Write takes the cork off
+	writeSlow(t, c, size)
+	if corked, _ := sockopts(t, c); corked {
+		t.Fatal("the socket is corked after a pause")
+	}
+	writeN(t, c, 1)
+	if corked, _ := sockopts(t, c); !corked {
+		t.Error("the stream did not resume after its pause")
 	}
 }
