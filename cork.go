@@ -25,7 +25,8 @@ import (
 //     see streamGap),
 //   - the connection has been quiet for corkQuiet (checked by a timer that
 //     runs only while the socket is corked),
-//   - Flush, Read or Close is called.
+//   - Flush, Read or Close is called, or, on a connection a listener serves,
+//     its read loop has delivered everything that arrived (tcplistener.go).
 //
 // Every field but push and hint is used only by whichever goroutine owns
 // the socket for writing (see syncEngine); the timer and Flush take that

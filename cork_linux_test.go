@@ -319,6 +319,56 @@ func TestCorkSlowWriteStartsNoStream(t *testing.T) {
 	}
 }
 
+// TestCorkRepliesLeaveWhenCaughtUp checks that replies a ConnCallback
+// writes to pipelined requests leave once the listener's read loop has
+// delivered every request that arrived, rather than when the cork's timer,
+// or the kernel's 200 ms limit, ends the cork.
+func TestCorkRepliesLeaveWhenCaughtUp(t *testing.T) {
+	old := streamGap
+	streamGap = time.Second // every reply after the first is part of a stream
+	t.Cleanup(func() { streamGap = old })
+	var served atomic.Pointer[TCPConn]
+	l, err := ListenTCP(TCPListenerConfig{Address: "127.0.0.1:0", MaxMessageSize: 1 << 16,
+		ConnCallback: func(c *TCPConn, p []byte) error {
+			if served.CompareAndSwap(nil, c) {
+				c.eng.(*syncEngine).ck.stop() // only the read loop can take the cork off
+			}
+			_, err := c.Write(p)
+			return err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartListeningAsync(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	c, err := DialTCP(&TCPConnConfig{Address: l.Addr().String(), MaxMessageSize: 1 << 16, ReadTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	const n = 10
+	msgs := make([][]byte, n)
+	for i := range msgs {
+		msgs[i] = make([]byte, 110)
+	}
+	if _, err := c.WriteBatch(msgs); err != nil { // one system call: the requests arrive together
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1<<16)
+	for i := range n {
+		if _, err := c.Read(buf); err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+	}
+	// The replies after the first were written corked, and only an uncork
+	// clears TCP_CORK: the kernel's own limit sends them but leaves it set.
+	if corked, _ := sockopts(t, served.Load()); corked {
+		t.Error("the served connection is still corked after its replies arrived")
+	}
+}
+
 // TestCorkStreamResumes checks that a stream that a pause uncorked resumes
 // with the Write after the next, even though the Write after the pause went
 // out alone and took long: within corkQuiet of the stream's last Write, a

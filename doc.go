@@ -78,10 +78,13 @@
 // that waits for its reply, takes the cork off and leaves at once. The cork
 // also comes off when the connection has been quiet for 50 µs (checked by a
 // timer, which may run up to about a millisecond late when the process is
-// otherwise idle), on Flush, before a Read or Messages waits, and on Close:
-// so the last frame of a burst waits at most that long in the kernel. Call
-// Flush after a burst whose last frame must leave at once. Other systems
-// send one segment per Write, as Go does by default.
+// otherwise idle), on Flush, before a Read or Messages waits, on Close, and,
+// on a connection a listener serves, whenever its read loop has delivered
+// everything that arrived, so that replies written from ConnCallback leave
+// once the requests before them are handled. The last frame of a burst
+// therefore waits at most that long in the kernel; call Flush after a burst
+// whose last frame must leave at once. Other systems send one segment per
+// Write, as Go does by default.
 //
 // In batching mode (WriteBufferSize > 0), Write copies the frame into the
 // write buffer and returns len(data). A flusher goroutine writes the

@@ -410,6 +410,7 @@ const refuseWait = time.Second
 func (l *TCPListener) readLoop(c *TCPConn, nc net.Conn, a *ackReader) error {
 	rd, connCallback, callback := &c.rd, l.connCallback, l.callback
 	timed := l.opts.readTimeout > 0 || l.opts.idleTimeout > 0
+	replies, _ := c.eng.(*syncEngine) // nil with acknowledged delivery
 	// The peer has shown that it speaks our protocol: by a frame, or by the
 	// hello of acknowledged delivery. Until then, what it sent may be the
 	// hello of a dialer with Acks on, or another protocol to name.
@@ -467,6 +468,11 @@ func (l *TCPListener) readLoop(c *TCPConn, nc net.Conn, a *ackReader) error {
 			if err := a.caughtUp(); err != nil {
 				return err
 			}
+		} else if replies != nil {
+			// Replies to the requests just delivered may be held under the
+			// cork (cork.go): they leave now, not when the cork's timer
+			// runs. One atomic load when nothing is held.
+			replies.flush()
 		}
 		partial := rd.buffered() > 0
 		switch {
