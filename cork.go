@@ -22,7 +22,7 @@ import (
 // comes off, pushing what the kernel holds, when
 //   - a Write starts streamGap or more after the previous one returned (the
 //     stream has slowed down, or this is a lone request: it leaves at once;
-//     see streamGap),
+//     see streamStart),
 //   - the connection has been quiet for corkQuiet (checked by a timer that
 //     runs only while the socket is corked),
 //   - Flush, Read or Close is called, or, on a connection a listener serves,
@@ -32,15 +32,18 @@ import (
 // the socket for writing (see syncEngine); the timer and Flush take that
 // ownership before they touch them.
 
-// streamGap decides which Writes form a stream. A Write starts a stream,
-// and corks the socket, if it starts less than streamGap after the previous
-// write started; once the socket is corked, a Write carries the stream on
-// if it starts less than streamGap after the previous write returned.
+// streamStart and streamGap decide which Writes form a stream. A Write
+// starts a stream, and corks the socket, if it starts less than streamStart
+// after the previous write started; once the socket is corked, a Write
+// carries the stream on if it starts less than streamGap after the
+// previous write returned.
 //
 // A loop of Writes starts one every microsecond or two, a Write whose
-// caller first marshals a small message every few. A request that waits
-// for its reply pauses for a round trip, ten microseconds or more on
-// loopback, and a Read takes the cork off before it waits.
+// caller first marshals a small message every few, and group commit a run
+// of several frames about as often (a new owner of the socket is woken
+// between runs). A request that waits for its reply starts a round trip
+// after the previous one, ten microseconds or more on loopback, and a Read
+// takes the cork off before it waits.
 //
 // Inside a stream the pause is timed from the end of the previous write,
 // because a write may take long: it sent a full segment, and on loopback
@@ -56,7 +59,10 @@ import (
 // the pause went out alone and took long, and the stream resumes if the
 // next starts soon after it returned. Two clock readings per Write are all
 // the corker costs a stream.
-var streamGap = 5 * time.Microsecond // a variable for the tests
+var (
+	streamStart = 8 * time.Microsecond // variables for the tests
+	streamGap   = 5 * time.Microsecond
+)
 
 // corkQuiet is how long a corked socket must see no Write before the timer
 // takes the cork off. It bounds how long the last frame of a burst waits
@@ -115,8 +121,8 @@ func (k *corker) before(nc net.Conn) {
 		stream = t-k.last < gap
 	} else {
 		// A stream starts with Writes that start close together, or
-		// resumes soon after a pause took the cork off (see streamGap).
-		stream = t-k.began < gap || t-k.last < gap && t-k.streamed < int64(corkQuiet)
+		// resumes soon after a pause took the cork off (see streamStart).
+		stream = t-k.began < int64(streamStart) || t-k.last < gap && t-k.streamed < int64(corkQuiet)
 	}
 	k.began = t
 	if stream {
@@ -147,8 +153,8 @@ func (k *corker) after() {
 }
 
 // uncork takes the cork off, which sends what the kernel holds, and ends
-// the stream: the next Write starts one only if it starts within streamGap
-// of the previous one.
+// the stream: the next Write starts one only if it starts within
+// streamStart of the previous one.
 func (k *corker) uncork() {
 	k.streamed = never
 	k.unset()

@@ -33,13 +33,19 @@ func newCorkPeer(t *testing.T) *corkPeer {
 	return p
 }
 
-// dialCorked dials p in the default mode, with streamGap set to gap for
-// the test, and returns the connection and its engine.
+// setStreamGaps sets both streamStart and streamGap to d for the test.
+func setStreamGaps(t *testing.T, d time.Duration) {
+	t.Helper()
+	start, gap := streamStart, streamGap
+	streamStart, streamGap = d, d
+	t.Cleanup(func() { streamStart, streamGap = start, gap })
+}
+
+// dialCorked dials p in the default mode, with streamStart and streamGap
+// set to gap for the test, and returns the connection and its engine.
 func dialCorked(t *testing.T, p *corkPeer, gap time.Duration) (*TCPConn, *syncEngine) {
 	t.Helper()
-	old := streamGap
-	streamGap = gap
-	t.Cleanup(func() { streamGap = old })
+	setStreamGaps(t, gap)
 	c, err := DialTCP(&TCPConnConfig{Address: p.l.Addr().String(), MaxMessageSize: 1 << 16})
 	if err != nil {
 		t.Fatal(err)
@@ -194,9 +200,7 @@ func TestCorkFlushAndRead(t *testing.T) {
 // WriteTimeout of 50 ms, and be reported as unacknowledged.
 func TestCorkClose(t *testing.T) {
 	p := newCorkPeer(t)
-	old := streamGap
-	streamGap = time.Millisecond
-	t.Cleanup(func() { streamGap = old })
+	setStreamGaps(t, time.Millisecond)
 	c, err := DialTCP(&TCPConnConfig{Address: p.l.Addr().String(), MaxMessageSize: 1 << 16, WriteTimeout: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -216,9 +220,9 @@ func TestCorkClose(t *testing.T) {
 }
 
 // slowPeer returns a connection in the default mode, with its timer held
-// off and streamGap set to 10 ms, to a peer that reads at most 32 KiB a
-// millisecond, and the size of a message that takes more than 20 ms to
-// write to it.
+// off and streamStart and streamGap set to 10 ms, to a peer that reads at
+// most 32 KiB a millisecond, and the size of a message that takes more
+// than 20 ms to write to it.
 func slowPeer(t *testing.T) (*TCPConn, int) {
 	t.Helper()
 	const buf = 32 << 10
@@ -251,9 +255,7 @@ func slowPeer(t *testing.T) (*TCPConn, int) {
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	old := streamGap
-	streamGap = 10 * time.Millisecond
-	t.Cleanup(func() { streamGap = old })
+	setStreamGaps(t, 10*time.Millisecond)
 	c, err := DialTCP(&TCPConnConfig{Address: ln.Addr().String(), MaxMessageSize: 4 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -324,9 +326,7 @@ func TestCorkSlowWriteStartsNoStream(t *testing.T) {
 // delivered every request that arrived, rather than when the cork's timer,
 // or the kernel's 200 ms limit, ends the cork.
 func TestCorkRepliesLeaveWhenCaughtUp(t *testing.T) {
-	old := streamGap
-	streamGap = time.Second // every reply after the first is part of a stream
-	t.Cleanup(func() { streamGap = old })
+	setStreamGaps(t, time.Second) // every reply after the first is part of a stream
 	var served atomic.Pointer[TCPConn]
 	l, err := ListenTCP(TCPListenerConfig{Address: "127.0.0.1:0", MaxMessageSize: 1 << 16,
 		ConnCallback: func(c *TCPConn, p []byte) error {

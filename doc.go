@@ -68,7 +68,7 @@
 // nothing buffered to write; it waits for the peer's TCP to acknowledge
 // what is written, as described under Accounting.
 //
-// While Writes follow each other closely (two starting less than 5 µs apart
+// While Writes follow each other closely (two starting less than 8 µs apart
 // begin a stream, which goes on while each starts less than 5 µs after the
 // previous one returned), the default mode corks the socket on
 // Linux (TCP_CORK): each frame is still in the kernel when its Write
