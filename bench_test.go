@@ -835,3 +835,28 @@ func benchLoneWrites(b *testing.B, send func()) {
 	slices.Sort(took)
 	b.ReportMetric(float64(took[len(took)/2])/1e3, "p50-µs")
 }
+
+// BenchmarkFraming times one header of a 110-byte payload, written
+// (op=put) and parsed (op=split), through the Framing interface as the
+// write and read paths call them, for the default framing (BuffStreams
+// 2.0's, MaxMessageSize 1 MiB) and the two most common others.
+func BenchmarkFraming(b *testing.B) {
+	const size = 110
+	for _, f := range []buffstreams.Framing{buffstreams.BuffStreamsFraming(benchMaxMessageSize), buffstreams.Uvarint, buffstreams.Fixed4} {
+		dst := make([]byte, buffstreams.MaxHeaderLen+size)
+		b.Run(fmt.Sprintf("framing=%s/op=put", f), func(b *testing.B) {
+			for b.Loop() {
+				buffstreams.PutHeader(f, dst, size)
+			}
+		})
+		b.Run(fmt.Sprintf("framing=%s/op=split", f), func(b *testing.B) {
+			h := buffstreams.PutHeader(f, dst, size)
+			p := dst[:h+size]
+			for b.Loop() {
+				if _, n, _, err := buffstreams.Split(f, p, benchMaxMessageSize); n != size || err != nil {
+					b.Fatalf("split: %d bytes, %v", n, err)
+				}
+			}
+		})
+	}
+}

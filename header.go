@@ -247,17 +247,59 @@ func (f zigzagFraming) maxLen() int {
 	return 1<<(7*f.width-1) - 1
 }
 
+// putHeader writes what binary.PutVarint writes for n, which is never
+// negative, then zeros up to the width; by hand, as this runs once per
+// frame and PutVarint and clear cost twice as much.
 func (f zigzagFraming) putHeader(dst []byte, n int) int {
-	k := binary.PutVarint(dst, int64(n))
-	clear(dst[k:f.width])
+	h := dst[:f.width]
+	u := uint64(n) << 1 // zig-zag, for n >= 0
+	i := 0
+	for ; u >= 0x80; i++ {
+		h[i] = byte(u) | 0x80
+		u >>= 7
+	}
+	h[i] = byte(u)
+	for i++; i < len(h); i++ {
+		h[i] = 0
+	}
 	return f.width
 }
 
+// split reads the header at once in the common case: a minimal varint of
+// one or two bytes (a length below 8192) of a length from 0 to limit, then
+// zero padding; the width is at least 2. Any other header goes to decode,
+// which accepts or rejects it as binary.Varint reads it and says what is
+// wrong.
 func (f zigzagFraming) split(p []byte, limit int) (start, n, size int, err error) {
-	if len(p) < f.width {
+	w := f.width
+	if len(p) < w {
 		return 0, 0, 0, nil
 	}
-	h := p[:f.width]
+	h := p[:w]
+	var u uint64
+	k := 1 // bytes of the varint
+	switch b0, b1 := h[0], h[1]; {
+	case b0 < 0x80:
+		u = uint64(b0)
+	case b1 < 0x80 && b1 != 0:
+		u, k = uint64(b0&0x7f)|uint64(b1)<<7, 2
+	default:
+		return f.decode(h, limit)
+	}
+	if u&1 != 0 || u>>1 > uint64(limit) {
+		return f.decode(h, limit)
+	}
+	for _, c := range h[k:] {
+		if c != 0 {
+			return f.decode(h, limit)
+		}
+	}
+	v := int(u >> 1)
+	return w, v, w + v, nil
+}
+
+// decode is split's careful path, for the header h.
+func (f zigzagFraming) decode(h []byte, limit int) (start, n, size int, err error) {
 	v, k := binary.Varint(h)
 	switch {
 	case k == 0:
@@ -359,13 +401,20 @@ func (f fixedFraming) putHeader(dst []byte, n int) int {
 	if f.incl {
 		v += uint64(f.width)
 	}
-	for i := range f.width {
-		if f.little {
-			dst[i] = byte(v)
-		} else {
-			dst[f.width-1-i] = byte(v)
+	switch {
+	case f.width == 4 && !f.little:
+		binary.BigEndian.PutUint32(dst, uint32(v))
+	case f.width == 4:
+		binary.LittleEndian.PutUint32(dst, uint32(v))
+	default:
+		for i := range f.width {
+			if f.little {
+				dst[i] = byte(v)
+			} else {
+				dst[f.width-1-i] = byte(v)
+			}
+			v >>= 8
 		}
-		v >>= 8
 	}
 	return f.width
 }
@@ -376,13 +425,29 @@ func (f fixedFraming) split(p []byte, limit int) (start, n, size int, err error)
 	}
 	h := p[:f.width]
 	var v uint64
-	for i := range h {
-		if f.little {
-			v = v<<8 | uint64(h[len(h)-1-i])
-		} else {
-			v = v<<8 | uint64(h[i])
+	switch {
+	case f.width == 4 && !f.little: // the common case, in one load
+		v = uint64(binary.BigEndian.Uint32(h))
+	case f.width == 4:
+		v = uint64(binary.LittleEndian.Uint32(h))
+	default:
+		for i := range h {
+			if f.little {
+				v = v<<8 | uint64(h[len(h)-1-i])
+			} else {
+				v = v<<8 | uint64(h[i])
+			}
 		}
 	}
+	if !f.incl && v <= uint64(limit) {
+		return f.width, int(v), f.width + int(v), nil
+	}
+	return f.checkLen(h, v, limit)
+}
+
+// checkLen is split's path for a header h holding v that counts itself,
+// or declares too much.
+func (f fixedFraming) checkLen(h []byte, v uint64, limit int) (start, n, size int, err error) {
 	if f.incl {
 		if v < uint64(f.width) {
 			return 0, 0, 0, fmt.Errorf("%w: length %d is less than the %d-byte header it counts, in header % x", ErrMalformedHeader, v, f.width, h)

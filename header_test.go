@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -683,6 +684,55 @@ func FuzzFixed4Inclusive(f *testing.F) {
 	fuzzFraming(f, Fixed4Inclusive, 1<<16,
 		[]byte{0, 0, 0, 0}, []byte{0, 0, 0, 3, 0, 0, 0, 4}, []byte{0, 0, 0, 4, 0, 0, 0, 5, 'x'},
 		[]byte{0, 1, 0, 4}, []byte{0, 1, 0, 5}, []byte{0xff, 0xff, 0xff, 0xff})
+}
+
+// FuzzHeaderFastPaths compares the one-pass parsers of the BuffStreams and
+// fixed-width headers with the definitions they shortcut: for the
+// BuffStreams framing, binary.Varint and the checks after it (decode);
+// for fixed widths, the length read byte by byte. Both the result and the
+// error's text must agree, for every width and any limit.
+func FuzzHeaderFastPaths(f *testing.F) {
+	for _, h := range [][]byte{
+		{0xdc, 0x01, 0, 0}, {0x00, 0, 0}, {0x02, 0, 0}, {0x01, 0, 0}, {0x80, 0x00, 0, 0},
+		{0xdc, 0x01, 1, 0}, {0xff, 0xff, 0xff, 0xff, 0x0f}, {0x80, 0x80, 0x01, 0}, {0, 0, 0, 4},
+	} {
+		f.Add(h, uint32(4096))
+	}
+	f.Fuzz(func(t *testing.T, h []byte, limit32 uint32) {
+		limit := int(limit32 % (MaxMessageSizeLimit + 1))
+		for w := 2; w <= 9 && w <= len(h); w++ {
+			z := zigzagFraming{width: w}
+			s1, n1, z1, err1 := z.split(h, limit)
+			s2, n2, z2, err2 := z.decode(h[:w], limit)
+			if s1 != s2 || n1 != n2 || z1 != z2 || fmt.Sprint(err1) != fmt.Sprint(err2) {
+				t.Fatalf("width %d, limit %d, % x: split (%d, %d, %d, %v), decode (%d, %d, %d, %v)",
+					w, limit, h[:w], s1, n1, z1, err1, s2, n2, z2, err2)
+			}
+		}
+		for _, fr := range []fixedFraming{{width: 4}, {width: 4, little: true}, {width: 4, incl: true}, {width: 2}, {width: 8, little: true}} {
+			if len(h) < fr.width {
+				continue
+			}
+			var v uint64
+			for i := range fr.width {
+				if fr.little {
+					v |= uint64(h[i]) << (8 * i)
+				} else {
+					v = v<<8 | uint64(h[i])
+				}
+			}
+			s1, n1, z1, err1 := fr.split(h, limit)
+			s2, n2, z2, err2 := fr.checkLen(h[:fr.width], v, limit)
+			if s1 != s2 || n1 != n2 || z1 != z2 || fmt.Sprint(err1) != fmt.Sprint(err2) {
+				t.Fatalf("%s, limit %d, % x: split (%d, %d, %d, %v), byte by byte (%d, %d, %d, %v)",
+					fr, limit, h[:fr.width], s1, n1, z1, err1, s2, n2, z2, err2)
+			}
+			dst := make([]byte, maxHeaderLen)
+			if fr.putHeader(dst, n2); err2 == nil && !bytes.Equal(dst[:fr.width], h[:fr.width]) {
+				t.Fatalf("%s: putHeader(%d) = % x, want % x", fr, n2, dst[:fr.width], h[:fr.width])
+			}
+		}
+	})
 }
 
 // FuzzDelimited fuzzes the delimiter as well as the input. Besides the
