@@ -27,8 +27,12 @@ package buffstreams_test
 // BenchmarkRoundTripRaw is the same over a net.Conn (4-byte header,
 // io.ReadFull at both ends).
 //
-// Each reports msgs/s (rounds/s for the round trips) besides ns/op and MB/s
-// (payload bytes only). Every benchmark closes its listener and connections
+// BenchmarkFraming times one header written and parsed through the Framing
+// interface, the per-frame work of the write and read paths that depends on
+// the wire format.
+//
+// The others report msgs/s (rounds/s for the round trips) besides ns/op
+// and MB/s (payload bytes only). Each closes its listener and connections
 // in b.Cleanup and fails if goroutines are left behind; every wait is
 // bounded by benchDeliveryTimeout.
 
