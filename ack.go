@@ -38,8 +38,8 @@ type AckConfig struct {
 	// The window also bounds the bytes in flight: for full speed it must
 	// hold a round trip's worth of the stream (4 MiB lasts about 34 ms at
 	// 1 Gbit/s). A smaller window keeps its memory in the processor's
-	// caches: on loopback with 16 connections, 256 KiB spent less CPU per
-	// message than the default (docs/performance.md).
+	// caches: on loopback with 16 connections in one process, 256 KiB spent
+	// less CPU per message than the default (docs/performance.md).
 	Window int
 
 	// AckEvery (listener) is the most messages delivered to the callback
