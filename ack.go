@@ -30,10 +30,11 @@ type AckConfig struct {
 	// messages the listener has not acknowledged, to write them again after
 	// a reconnect: their frames and 16 bytes of bookkeeping each. A Write
 	// that does not fit follows the SlowConsumer policy; an empty window
-	// takes one message of any size. A window that does not drain takes
-	// this much memory; one that drains while a fast stream is written may
-	// take a few times more, in two buffers that trade places as
-	// acknowledged frames are dropped. Zero means 4 MiB.
+	// takes one message of any size. The frames lie in one buffer, used
+	// round and round, that grows as needed up to this size (or that one
+	// message's); while a write from the old buffer is still under way,
+	// growing holds both. The bookkeeping may take up to about twice its
+	// share. Zero means 4 MiB.
 	//
 	// The window also bounds the bytes in flight: for full speed it must
 	// hold a round trip's worth of the stream (4 MiB lasts about 34 ms at

@@ -3,13 +3,18 @@ package buffstreams
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 )
 
 // testWindow returns a window of the given bound with the default framing.
-func testWindow(t *testing.T, bound int) *window {
+func testWindow(t *testing.T, bound int) *window { return testWindowWith(t, bound, nil) }
+
+// testWindowWith returns a window of the given bound with framing f, or
+// the default framing if f is nil.
+func testWindowWith(t *testing.T, bound int, f Framing) *window {
 	t.Helper()
-	wr, err := newWire(0, nil)
+	wr, err := newWire(0, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +71,8 @@ func TestWindowPushAndAck(t *testing.T) {
 	if n, _ := w.ackUpTo(3); n != 1 || w.pending() != 0 || w.held() != 0 {
 		t.Fatalf("ackUpTo(3): %d newly written, pending %d, held %d", n, w.pending(), w.held())
 	}
-	if len(w.buf) != 0 || w.base != int64(len(want)) {
-		t.Errorf("an empty window keeps %d bytes from offset %d, want none from %d", len(w.buf), w.base, len(want))
+	if w.head != w.end || w.end != int64(len(want)) {
+		t.Errorf("an empty window holds the stream from offset %d to %d, want nothing from %d", w.head, w.end, len(want))
 	}
 }
 
@@ -99,7 +104,7 @@ func TestWindowReplay(t *testing.T) {
 
 // TestWindowLentStaysPut checks the window's promise to the owner of the
 // socket: while it writes from what lend gave it, acknowledgements,
-// compaction, appends and growth leave those bytes alone, and the offset
+// appends and moves to a new ring leave those bytes alone, and the offset
 // it reports afterwards counts the right frames.
 func TestWindowLentStaysPut(t *testing.T) {
 	w := testWindow(t, 1<<20)
@@ -109,18 +114,16 @@ func TestWindowLentStaysPut(t *testing.T) {
 	b, from := w.lend()
 	saved := bytes.Clone(b)
 	// Messages 1 to 6 are acknowledged (over an earlier socket, say),
-	// and the window compacts twice and grows while b is out.
+	// and the window appends, grows and moves while b is out.
 	w.ackUpTo(6)
-	w.compact()
-	if w.lent != lentOther {
-		t.Fatalf("compacting a lent buffer left lendState %d", w.lent)
-	}
 	for i := 9; i <= 200; i++ {
 		w.push(msgN(i))
 	}
 	w.ackUpTo(7)
-	w.compact()
-	w.growFor(64 << 10)
+	w.regrow(64 << 10)
+	if w.lent != lentOther {
+		t.Fatalf("moving a lent ring left lendState %d", w.lent)
+	}
 	if !bytes.Equal(b, saved) {
 		t.Fatal("the lent bytes changed under their owner")
 	}
@@ -195,8 +198,8 @@ func TestWindowBound(t *testing.T) {
 	if w.held() > bound {
 		t.Errorf("held %d past the bound %d", w.held(), bound)
 	}
-	if cap(w.buf) > 2*bound+maxHeaderLen+len(big) {
-		t.Errorf("buffer of %d bytes for a bound of %d", cap(w.buf), bound)
+	if len(w.ring) > 2*bound+maxHeaderLen+len(big) {
+		t.Errorf("ring of %d bytes for a bound of %d", len(w.ring), bound)
 	}
 	if n == 0 {
 		t.Error("the window took no message after it drained")
@@ -204,7 +207,7 @@ func TestWindowBound(t *testing.T) {
 }
 
 // TestWindowSteadyStateAllocs checks that a window that has grown appends,
-// lends, compacts and settles without allocating.
+// lends and settles without allocating.
 func TestWindowSteadyStateAllocs(t *testing.T) {
 	w := testWindow(t, 1<<20)
 	msg := make([]byte, 110)
@@ -213,8 +216,7 @@ func TestWindowSteadyStateAllocs(t *testing.T) {
 			w.push(msg)
 		}
 		_, from := w.lend()
-		w.ackUpTo(w.acked + 50) // while lent: compaction goes to spare
-		w.compact()
+		w.ackUpTo(w.acked + 50) // while lent
 		w.unlend()
 		w.sentTo(from + int64(w.unsent()))
 		w.ackUpTo(w.last())
@@ -223,5 +225,191 @@ func TestWindowSteadyStateAllocs(t *testing.T) {
 	round()
 	if n := testing.AllocsPerRun(100, round); n != 0 {
 		t.Errorf("%v allocations per round", n)
+	}
+}
+
+// TestWindowModel drives windows with random pushes of random sizes,
+// partial writes, acknowledgements, replays and failures, against a model
+// that keeps the whole stream, so that the ring wraps, grows and moves in
+// every order. After each step it checks what lend hands out, every
+// unsettled payload, the bound, and that lent bytes stay put until unlend.
+// It runs with framings whose frames are as long as the room the window
+// asks for (Fixed8 is close) and shorter (the default), and with a
+// trailer (Lines).
+func TestWindowModel(t *testing.T) {
+	seeds := 300
+	if testing.Short() {
+		seeds = 30
+	}
+	for _, f := range []Framing{nil, Fixed8, Lines} {
+		for seed := range seeds {
+			windowModelRun(t, uint64(seed), f)
+			if t.Failed() {
+				t.Fatalf("framing %v, seed %d", f, seed)
+			}
+		}
+	}
+}
+
+func windowModelRun(t *testing.T, seed uint64, f Framing) {
+	rng := rand.New(rand.NewPCG(seed, 7))
+	bound := 1<<10 + rng.IntN(16<<10)
+	w := testWindowWith(t, bound, f)
+	var (
+		stream []byte     // every frame pushed, from offset 0
+		frames []winFrame // where each message's frame lies in stream; message i+1 is frames[i]
+		msgs   [][]byte
+		lent   []byte // what lend handed out, while lent
+		saved  []byte
+		from   int64
+	)
+	size := func() int {
+		switch rng.IntN(10) {
+		case 0:
+			return rng.IntN(bound) // large for the bound: wraps and regrows
+		case 1:
+			return 0
+		default:
+			return rng.IntN(200)
+		}
+	}
+	for step := range 400 {
+		switch op := rng.IntN(10); {
+		case op < 5: // push, as the engine does: only what fits
+			n := size()
+			if !w.fits(n) {
+				continue
+			}
+			m := make([]byte, n)
+			for i := range m {
+				m[i] = byte(rng.Uint32())
+			}
+			seq := w.push(m)
+			if seq != uint64(len(msgs)+1) {
+				t.Fatalf("step %d: push numbered %d, want %d", step, seq, len(msgs)+1)
+			}
+			var at int
+			before := len(stream)
+			stream, at = frameTo(w.framing, stream, m)
+			frames = append(frames, winFrame{int64(at), int64(len(stream))})
+			msgs = append(msgs, m)
+			if w.streamEnd() != int64(len(stream)) {
+				t.Fatalf("step %d: stream ends at %d, want %d (frame from %d)", step, w.streamEnd(), len(stream), before)
+			}
+		case op < 7: // the owner of the socket takes, or gives back, what is unsent
+			if lent == nil {
+				lent, from = w.lend()
+				if from != w.sent || !bytes.Equal(lent, stream[from:from+int64(len(lent))]) {
+					t.Fatalf("step %d: lend handed out %d bytes at %d that are not the stream's", step, len(lent), from)
+				}
+				if len(lent) == 0 && w.unsent() > 0 {
+					t.Fatalf("step %d: lend handed out nothing with %d bytes unsent", step, w.unsent())
+				}
+				saved = bytes.Clone(lent)
+				lent = lent[:len(lent):len(lent)]
+				if lent == nil {
+					lent = []byte{}
+				}
+				continue
+			}
+			if !bytes.Equal(lent, saved) {
+				t.Fatalf("step %d: the lent bytes changed under their owner", step)
+			}
+			w.unlend()
+			w.sentTo(from + int64(rng.IntN(len(lent)+1)))
+			lent = nil
+		case op < 9: // acknowledgements
+			if w.pending() > 0 {
+				w.ackUpTo(w.acked + 1 + uint64(rng.IntN(w.pending())))
+			}
+		case rng.IntN(4) == 0 && lent == nil: // a new socket
+			w.replay()
+		case rng.IntN(8) == 0: // the window fails
+			failed := w.failAll()
+			first := len(msgs) - len(failed)
+			for i, m := range failed {
+				if !bytes.Equal(m, msgs[first+i]) {
+					t.Fatalf("step %d: failAll's message %d is not message %d", step, i, first+i+1)
+				}
+			}
+		}
+		for seq := w.acked + 1; seq <= w.last(); seq++ {
+			if !bytes.Equal(w.payload(seq), msgs[seq-1]) {
+				t.Fatalf("step %d: payload(%d) is not message %d", step, seq, seq)
+			}
+		}
+		if w.pending() > 1 && w.held() > bound {
+			t.Fatalf("step %d: %d messages hold %d bytes, past the bound %d", step, w.pending(), w.held(), bound)
+		}
+		if len(w.ring) > 2*bound+maxHeaderLen {
+			t.Fatalf("step %d: ring of %d bytes for a bound of %d", step, len(w.ring), bound)
+		}
+		if w.pending() > 0 && w.frames[w.k].end != frames[w.acked].end {
+			t.Fatalf("step %d: the first unsettled frame ends at %d, want %d", step, w.frames[w.k].end, frames[w.acked].end)
+		}
+	}
+}
+
+// TestWindowWrapsWithoutCopying checks the point of the ring: frames that
+// are acknowledged as they stream are written round and round the same
+// memory, never moved.
+func TestWindowWrapsWithoutCopying(t *testing.T) {
+	w := testWindow(t, 64<<10)
+	msg := make([]byte, 110)
+	for range 200 { // grow to what this stream needs
+		w.push(msg)
+	}
+	w.ackUpTo(w.last())
+	mem, wraps := &w.ring[0], 0
+	for i := range 20000 {
+		w.push(msg)
+		if w.wrap != noWrap && w.frames[len(w.frames)-1].at-w.wrap < int64(maxHeaderLen) {
+			wraps++ // this frame went to the ring's start
+		}
+		b, from := w.lend()
+		w.unlend()
+		w.sentTo(from + int64(len(b)))
+		if i%100 == 99 {
+			w.ackUpTo(w.last() - 50) // acknowledgements lag behind
+		}
+		if &w.ring[0] != mem {
+			t.Fatalf("frame %d: the window moved its frames to a new ring", i)
+		}
+	}
+	if wraps == 0 {
+		t.Fatal("the frames never wrapped round the ring")
+	}
+}
+
+// TestWindowWrapBoundary checks where the ring's start takes the next
+// frame: when the room the frame asks for (its payload, the longest header
+// and the trailer) fits before the oldest byte held, and not when it is
+// one byte short, in which case the window moves to a new ring.
+func TestWindowWrapBoundary(t *testing.T) {
+	for _, short := range []bool{false, true} {
+		w := testWindowWith(t, 1<<20, Fixed8)
+		w.ring = make([]byte, 1000)
+		a, b := bytes.Repeat([]byte{'a'}, 480), bytes.Repeat([]byte{'b'}, 480)
+		w.push(a) // a frame of 488 bytes at 0
+		w.push(b) // and one at 488
+		w.ackUpTo(1)
+		// The next frame does not fit before the ring's end; the room it
+		// asks for is 488 bytes, as many as lie before b, or one more.
+		n := 488 - maxHeaderLen
+		if short {
+			n++
+		}
+		c := bytes.Repeat([]byte{'c'}, n)
+		mem := &w.ring[0]
+		w.push(c)
+		if moved := &w.ring[0] != mem; moved != short {
+			t.Errorf("room short by a byte %v: moved to a new ring %v", short, moved)
+		}
+		if !short && w.wrap == noWrap {
+			t.Error("the frame did not go to the ring's start")
+		}
+		if !bytes.Equal(w.payload(2), b) || !bytes.Equal(w.payload(3), c) {
+			t.Errorf("room short by a byte %v: the payloads changed", short)
+		}
 	}
 }
