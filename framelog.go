@@ -57,12 +57,37 @@ const (
 // it is called only when the ring is full and its oldest record is not
 // known to be acknowledged, and reports false if the kernel cannot tell.
 func (l *frameLog) record(end uint64, payload int, acked func() (uint64, bool)) {
-	wire := uint32(end - l.end)
+	l.recordRun(uint32(end-l.end), uint32(payload), 1, acked)
+}
+
+// recordSpans records, from spans[k] on, the frames of a run that end at
+// or before run offset upto, and returns the index of the first frame it
+// did not record. The spans' offsets count from the start of the run, of
+// which offset pos is stream offset base. Equal frames in a row are
+// recorded together: one comparison each, and one call per group.
+func (l *frameLog) recordSpans(spans []span, k, upto, pos int, base uint64, tlen int, acked func() (uint64, bool)) int {
+	for k < len(spans) && spans[k].end <= upto {
+		s := spans[k]
+		wire := base + uint64(s.end-pos) - l.end
+		payload := s.end - tlen - s.at
+		j := k + 1
+		for j < len(spans) && spans[j].end <= upto && uint64(spans[j].end-spans[j-1].end) == wire && spans[j].end-tlen-spans[j].at == payload {
+			j++
+		}
+		l.recordRun(uint32(wire), uint32(payload), uint32(j-k), acked)
+		k = j
+	}
+	return k
+}
+
+// recordRun records count frames of wire bytes each, payload included,
+// after the last one recorded.
+func (l *frameLog) recordRun(wire, payload, count uint32, acked func() (uint64, bool)) {
 	if l.n > 0 {
 		r := &l.recs[(l.head+l.n-1)&(len(l.recs)-1)]
-		if r.wire == wire && r.payload == uint32(payload) && r.count < maxRun {
-			r.count++
-			l.end = end
+		if r.wire == wire && r.payload == payload && r.count <= maxRun-count {
+			r.count += count
+			l.end += uint64(wire) * uint64(count)
 			return
 		}
 	} else {
@@ -71,9 +96,9 @@ func (l *frameLog) record(end uint64, payload int, acked func() (uint64, bool)) 
 	if l.n == len(l.recs) {
 		l.prune(acked)
 	}
-	l.recs[(l.head+l.n)&(len(l.recs)-1)] = frameRec{wire, uint32(payload), 1}
+	l.recs[(l.head+l.n)&(len(l.recs)-1)] = frameRec{wire, payload, count}
 	l.n++
-	l.end = end
+	l.end += uint64(wire) * uint64(count)
 }
 
 // prune frees a slot in the full ring: it drops the oldest record if its

@@ -2,6 +2,7 @@ package buffstreams
 
 import (
 	"math/rand/v2"
+	"reflect"
 	"testing"
 )
 
@@ -172,5 +173,59 @@ func TestFrameLogBounded(t *testing.T) {
 	}
 	if l.lost != 0 {
 		t.Errorf("%d frames still counted as lost after the kernel acknowledged them", l.lost)
+	}
+}
+
+// TestFrameLogSpans checks that recording the frames of a run as the
+// kernel takes it, in pieces that end anywhere, equal frames in a row
+// together, leaves the log exactly as recording each frame on its own
+// would, questions to the kernel included.
+func TestFrameLogSpans(t *testing.T) {
+	for seed := range uint64(40) {
+		rng := rand.New(rand.NewPCG(seed, 11))
+		tlen := rng.IntN(2)
+		sizes := []int{0, 1 + rng.IntN(200), 1 + rng.IntN(200), 3000}
+		var spans []span
+		for len(spans) < 20_000 {
+			p := sizes[rng.IntN(len(sizes))]
+			for range 1 + rng.IntN(40) {
+				end := 0
+				if n := len(spans); n > 0 {
+					end = spans[n-1].end
+				}
+				h := 1 + rng.IntN(2)
+				spans = append(spans, span{end + h, end + h + p + tlen})
+			}
+		}
+		var a, b frameLog
+		var asksA, asksB int
+		// The kernel acknowledges all but the last few thousand bytes.
+		askA := func() (uint64, bool) { asksA++; return a.end - min(a.end, 4000), true }
+		askB := func() (uint64, bool) { asksB++; return b.end - min(b.end, 4000), true }
+		// A run resumed on a new socket starts inside it.
+		pos := 0
+		if seed%2 == 1 {
+			pos = spans[rng.IntN(100)].end - rng.IntN(2)
+		}
+		k := whole(spans, pos)
+		kb := k
+		base := uint64(0)
+		total := spans[len(spans)-1].end
+		for pos < total {
+			n := min(1+rng.IntN(4000), total-pos)
+			k = a.recordSpans(spans, k, pos+n, pos, base, tlen, askA)
+			for ; kb < len(spans) && spans[kb].end <= pos+n; kb++ {
+				s := spans[kb]
+				b.record(base+uint64(s.end-pos), s.end-tlen-s.at, askB)
+			}
+			if k != kb {
+				t.Fatalf("seed %d: recorded up to frame %d, want %d", seed, k, kb)
+			}
+			base += uint64(n)
+			pos += n
+		}
+		if !reflect.DeepEqual(a, b) || asksA != asksB {
+			t.Fatalf("seed %d: the log differs from one recorded frame by frame (%d records against %d, %d questions against %d)", seed, a.n, b.n, asksA, asksB)
+		}
 	}
 }

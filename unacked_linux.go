@@ -217,10 +217,7 @@ func (t *tally) taken(n int) {
 	base := t.total
 	t.total += uint64(n)
 	w.n += n
-	for ; w.k < len(w.spans) && w.spans[w.k].end <= w.pos+n; w.k++ {
-		s := w.spans[w.k]
-		t.log.record(base+uint64(s.end-w.pos), s.end-t.tlen-s.at, w.ask)
-	}
+	w.k = t.log.recordSpans(w.spans, w.k, w.pos+n, w.pos, base, t.tlen, w.ask)
 	w.pos += n
 }
 
