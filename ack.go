@@ -31,10 +31,12 @@ type AckConfig struct {
 	// a reconnect: their frames and 16 bytes of bookkeeping each. A Write
 	// that does not fit follows the SlowConsumer policy; an empty window
 	// takes one message of any size. The frames lie in one buffer, used
-	// round and round, that grows as needed up to this size (or that one
-	// message's); while a write from the old buffer is still under way,
-	// growing holds both. The bookkeeping may take up to about twice its
-	// share. Zero means 4 MiB.
+	// round and round, that grows as needed: up to this size (or that one
+	// message's), and up to twice this size while frames the listener has
+	// acknowledged are still being written from it (a long write to a full
+	// socket). While a write from the old buffer is under way, growing
+	// holds both. The bookkeeping may take up to about twice its share.
+	// Zero means 4 MiB.
 	//
 	// The window also bounds the bytes in flight: for full speed it must
 	// hold a round trip's worth of the stream (4 MiB lasts about 34 ms at

@@ -158,7 +158,8 @@ func (w *window) room(need int) (int, bool) {
 // regrow moves what the window holds into a new ring with room for need
 // more bytes after it, in one piece: larger, doubling but never beyond
 // what the bound requires, so that a window that never drains holds no
-// more memory than its bound and one frame; or, when the ring is as large
+// more memory than its bound and one frame (twice its bound while settled
+// frames are still lent: see lendState); or, when the ring is as large
 // as that already and a wrapped stream left no piece room enough, of the
 // same size. The old ring is left to the owner of the socket if lent.
 func (w *window) regrow(need int) {
@@ -167,8 +168,13 @@ func (w *window) regrow(need int) {
 	limit := w.bound - spanCost*w.pending() + maxHeaderLen
 	n := min(max(2*len(w.ring), 4096), limit)
 	if n < held+need {
-		n = max(held+need, len(w.ring))
+		// Settled bytes still lent hold the ring past the bound, up to
+		// twice the bound: grow by a quarter at least, within that, so
+		// that appending stays cheap until the owner of the socket gives
+		// them back.
+		n = max(held+need, min(len(w.ring)+len(w.ring)/4, 2*w.bound+maxHeaderLen))
 	}
+	n = max(n, len(w.ring))
 	r := make([]byte, n)
 	if w.wrap != noWrap {
 		k := copy(r, w.ring[w.hpos:w.hpos+int(w.wrap-w.head)])

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 )
 
 // testWindow returns a window of the given bound with the default framing.
@@ -411,5 +412,36 @@ func TestWindowWrapBoundary(t *testing.T) {
 		if !bytes.Equal(w.payload(2), b) || !bytes.Equal(w.payload(3), c) {
 			t.Errorf("room short by a byte %v: the payloads changed", short)
 		}
+	}
+}
+
+// TestWindowGrowsWhileLent checks that frames the peer settled while their
+// bytes are still lent, which hold the ring past the bound until the owner
+// of the socket gives them back, do not make every append move the ring.
+func TestWindowGrowsWhileLent(t *testing.T) {
+	const bound = 8 << 10
+	w := testWindow(t, bound)
+	msg := make([]byte, 100)
+	for w.fits(len(msg)) {
+		w.push(msg)
+	}
+	w.lend()
+	w.ackUpTo(w.last()) // over an earlier socket, say: the bytes stay lent
+	moves := 0
+	for w.fits(len(msg)) {
+		mem := unsafe.SliceData(w.ring)
+		w.push(msg)
+		if unsafe.SliceData(w.ring) != mem {
+			moves++
+		}
+	}
+	pushed := w.pending()
+	if moves > 8 {
+		t.Errorf("%d appends while the settled bytes were lent moved the ring %d times", pushed, moves)
+	}
+	t.Logf("%d appends while the settled bytes were lent moved the ring %d times", pushed, moves)
+	w.unlend()
+	if w.head != w.start {
+		t.Errorf("after unlend the ring holds the stream from %d, want %d", w.head, w.start)
 	}
 }
