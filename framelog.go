@@ -52,14 +52,6 @@ const (
 	maxRun = 1 << 31
 )
 
-// record records a frame of payload bytes that ends at stream offset end. acked
-// asks the kernel up to which stream offset the peer's TCP has acknowledged;
-// it is called only when the ring is full and its oldest record is not
-// known to be acknowledged, and reports false if the kernel cannot tell.
-func (l *frameLog) record(end uint64, payload int, acked func() (uint64, bool)) {
-	l.recordRun(uint32(end-l.end), uint32(payload), 1, acked)
-}
-
 // recordSpans records, from spans[k] on, the frames of a run that end at
 // or before run offset upto, and returns the index of the first frame it
 // did not record. The spans' offsets count from the start of the run, of

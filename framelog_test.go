@@ -229,3 +229,9 @@ func TestFrameLogSpans(t *testing.T) {
 		}
 	}
 }
+
+// record records one frame of payload bytes that ends at stream offset
+// end: the frame-by-frame recording that the tests hold recordSpans to.
+func (l *frameLog) record(end uint64, payload int, acked func() (uint64, bool)) {
+	l.recordRun(uint32(end-l.end), uint32(payload), 1, acked)
+}

@@ -81,9 +81,6 @@ func newWindow(f Framing, bound int) window {
 	return window{framing: f, tlen: len(f.trailer()), bound: bound, wrap: noWrap}
 }
 
-// streamEnd returns the offset just past the last frame.
-func (w *window) streamEnd() int64 { return w.end }
-
 // pending returns how many messages are unsettled.
 func (w *window) pending() int { return len(w.frames) - w.k }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
-	"unsafe"
 )
 
 // testWindow returns a window of the given bound with the default framing.
@@ -98,7 +97,7 @@ func TestWindowReplay(t *testing.T) {
 		t.Fatalf("replay: %q, want %q", b, want)
 	}
 	// Replayed frames are not counted as written twice.
-	if n, _ := w.sentTo(w.streamEnd()); n != 0 {
+	if n, _ := w.sentTo(w.end); n != 0 {
 		t.Errorf("replaying counted %d messages again", n)
 	}
 }
@@ -260,7 +259,8 @@ func windowModelRun(t *testing.T, seed uint64, f Framing) {
 		stream []byte     // every frame pushed, from offset 0
 		frames []winFrame // where each message's frame lies in stream; message i+1 is frames[i]
 		msgs   [][]byte
-		lent   []byte // what lend handed out, while lent
+		out    bool   // the owner of the socket holds what lend handed out
+		lent   []byte // what it handed out
 		saved  []byte
 		from   int64
 	)
@@ -294,11 +294,12 @@ func windowModelRun(t *testing.T, seed uint64, f Framing) {
 			stream, at = frameTo(w.framing, stream, m)
 			frames = append(frames, winFrame{int64(at), int64(len(stream))})
 			msgs = append(msgs, m)
-			if w.streamEnd() != int64(len(stream)) {
-				t.Fatalf("step %d: stream ends at %d, want %d (frame from %d)", step, w.streamEnd(), len(stream), before)
+			if w.end != int64(len(stream)) {
+				t.Fatalf("step %d: stream ends at %d, want %d (frame from %d)", step, w.end, len(stream), before)
 			}
 		case op < 7: // the owner of the socket takes, or gives back, what is unsent
-			if lent == nil {
+			if !out {
+				out = true
 				lent, from = w.lend()
 				if from != w.sent || !bytes.Equal(lent, stream[from:from+int64(len(lent))]) {
 					t.Fatalf("step %d: lend handed out %d bytes at %d that are not the stream's", step, len(lent), from)
@@ -307,10 +308,6 @@ func windowModelRun(t *testing.T, seed uint64, f Framing) {
 					t.Fatalf("step %d: lend handed out nothing with %d bytes unsent", step, w.unsent())
 				}
 				saved = bytes.Clone(lent)
-				lent = lent[:len(lent):len(lent)]
-				if lent == nil {
-					lent = []byte{}
-				}
 				continue
 			}
 			if !bytes.Equal(lent, saved) {
@@ -318,12 +315,12 @@ func windowModelRun(t *testing.T, seed uint64, f Framing) {
 			}
 			w.unlend()
 			w.sentTo(from + int64(rng.IntN(len(lent)+1)))
-			lent = nil
+			out = false
 		case op < 9: // acknowledgements
 			if w.pending() > 0 {
 				w.ackUpTo(w.acked + 1 + uint64(rng.IntN(w.pending())))
 			}
-		case rng.IntN(4) == 0 && lent == nil: // a new socket
+		case rng.IntN(4) == 0 && !out: // a new socket
 			w.replay()
 		case rng.IntN(8) == 0: // the window fails
 			failed := w.failAll()
@@ -429,9 +426,9 @@ func TestWindowGrowsWhileLent(t *testing.T) {
 	w.ackUpTo(w.last()) // over an earlier socket, say: the bytes stay lent
 	moves := 0
 	for w.fits(len(msg)) {
-		mem := unsafe.SliceData(w.ring)
+		mem := &w.ring[0]
 		w.push(msg)
-		if unsafe.SliceData(w.ring) != mem {
+		if &w.ring[0] != mem {
 			moves++
 		}
 	}
