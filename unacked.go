@@ -36,6 +36,15 @@ import (
 
 // A tally counts the frames written on one socket of a connection, from
 // the time the socket becomes the connection's until it ends.
+//
+// On a socket the connection dialed itself, nobody else holds it, and it is
+// closed only by shut, after seal: so while mu is held and the tally is
+// neither sealed nor retired, the socket's descriptor is open, and a write
+// makes its system call on fd directly, going through rc only to wait for
+// room (tally.write). That skips the poller's lock, its preparation for a
+// wait, and setting WriteTimeout's deadline on every write. A socket the
+// caller handed to NewConn may be closed behind the connection's back, and
+// is always written through rc.
 type tally struct {
 	nc     net.Conn
 	rc     syscall.RawConn // nc's socket, where its unacknowledged bytes can be read; else nil
@@ -43,10 +52,12 @@ type tally struct {
 	tlen   int             // length of the framing's trailer
 
 	mu     sync.Mutex
+	fd     int      // nc's descriptor, for writes that need not wait; -1 if none; guarded by mu
 	log    frameLog // guarded by mu
 	total  uint64   // bytes handed to the kernel; guarded by mu
 	sealed bool     // the socket ended and its frames were counted; guarded by mu
 	broken bool     // a write system call on the socket failed; guarded by mu
+	waits  int      // writes on fd that found the socket full and waited through rc; guarded by mu
 
 	w rawWrite // the write in progress, by the goroutine that owns the socket for writing
 }
@@ -59,7 +70,7 @@ func (c *TCPConn) newTally(nc net.Conn) *tally {
 	if c.opts.ack != nil {
 		return nil
 	}
-	t := &tally{nc: nc, tlen: len(c.wire.framing.trailer())}
+	t := &tally{nc: nc, tlen: len(c.wire.framing.trailer()), fd: -1}
 	if c.opts.stall > 0 {
 		t.kernel = kernelBound(nc, c.opts.stall)
 	}
@@ -69,15 +80,30 @@ func (c *TCPConn) newTally(nc net.Conn) *tally {
 		// the kernel keeps the bound, or none is asked for.
 		t.rc = countable(nc)
 	}
+	if t.rc != nil && c.dialed {
+		t.rc.Control(func(fd uintptr) { t.fd = int(fd) })
+	}
 	return t
 }
 
 // adopt makes nc the connection's socket. c.mu is held, or c is not yet
 // shared.
 func (c *TCPConn) adopt(nc net.Conn) {
+	if old := c.tally.Load(); old != nil && old.nc != nc {
+		old.retire() // sealed already, unless a path forgot to shut its socket
+	}
 	c.nc = nc
 	c.startWatch(nc)
 	c.tally.Store(c.newTally(nc))
+}
+
+// retire stops writes on the socket of t from using its descriptor
+// directly, once t is no longer the connection's tally: shut would no
+// longer find it, to seal it, before closing the socket.
+func (t *tally) retire() {
+	t.mu.Lock()
+	t.fd = -1
+	t.mu.Unlock()
 }
 
 // tallyOf returns the tally of nc, or nil.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -127,14 +128,25 @@ type rawWrite struct {
 
 // write writes the run of frames segs, whose spans are given, from byte off
 // on, as sender.writeSegs does, and records each frame in the log as the kernel
-// takes the last of its bytes. Deadlines set on the socket apply.
-func (t *tally) write(segs [][]byte, spans []span, off int) (int, error) {
+// takes the last of its bytes. With direct, it first writes what the
+// socket takes at once on the tally's descriptor, if it has one (see
+// tally), and goes through the poller only to wait for room; the deadline
+// until, if not zero, is set on the socket only then, as only a wait can
+// outlast it. Without direct, the deadline is set and the write goes
+// through the poller from the start.
+func (t *tally) write(segs [][]byte, spans []span, off int, until time.Time, direct bool) (int, error) {
 	w := &t.w
 	if w.call == nil {
 		w.call, w.ask = t.step, t.ackedNow
 	}
 	w.segs, w.spans, w.pos, w.stop, w.k, w.n, w.err = segs, spans, off, spans[len(spans)-1].end, whole(spans, off), 0, nil
-	err := t.rc.Write(w.call) // a deadline's or a close's error, as an OpError
+	var err error
+	if !direct || !t.direct() {
+		if !until.IsZero() {
+			t.nc.SetWriteDeadline(until)
+		}
+		err = t.rc.Write(w.call) // a deadline's or a close's error, as an OpError
+	}
 	if w.err != nil {
 		err = &net.OpError{Op: "write", Net: t.nc.LocalAddr().Network(), Source: t.nc.LocalAddr(), Addr: t.nc.RemoteAddr(), Err: w.err}
 	} else if oe, ok := err.(*net.OpError); ok {
@@ -148,11 +160,32 @@ func (t *tally) write(segs [][]byte, spans []span, off int) (int, error) {
 }
 
 // step writes what it can of the run without blocking, under the tally's
-// lock, and reports whether the write is over.
+// lock, and reports whether the write is over. rc.Write calls it.
 func (t *tally) step(fd uintptr) bool {
-	w := &t.w
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	return t.stepLocked(fd)
+}
+
+// direct is step on the tally's own descriptor (see tally): it reports
+// whether the write is over, and false also when the tally has no
+// descriptor to write on.
+func (t *tally) direct() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.fd < 0 {
+		return false
+	}
+	if !t.stepLocked(uintptr(t.fd)) {
+		t.waits++
+		return false
+	}
+	return true
+}
+
+// stepLocked is step with t.mu held.
+func (t *tally) stepLocked(fd uintptr) bool {
+	w := &t.w
 	if t.sealed {
 		w.err = net.ErrClosed // the socket is being closed
 		return true

@@ -5,6 +5,7 @@ package buffstreams
 import (
 	"net"
 	"syscall"
+	"time"
 )
 
 // countable returns nil: only Linux tells how many bytes a peer's TCP has
@@ -20,4 +21,6 @@ func socketError(rc syscall.RawConn) error        { return nil }
 type rawWrite struct{}
 
 // write is never called: a tally has no socket to count outside Linux.
-func (t *tally) write(segs [][]byte, spans []span, off int) (int, error) { panic("unreachable") }
+func (t *tally) write(segs [][]byte, spans []span, off int, until time.Time, direct bool) (int, error) {
+	panic("unreachable")
+}

@@ -360,11 +360,13 @@ func (s *sender) writeTo(nc net.Conn, segs [][]byte, spans []span, off int) (int
 	if stall := s.c.opts.stall; stall > 0 && (t == nil || !t.kernel) && (until.IsZero() || time.Until(until) > stall) {
 		return s.boundedWrite(nc, segs, off, until)
 	}
+	if t != nil && t.rc != nil {
+		// Close's final flush goes through the poller: its deadline may
+		// have passed already.
+		return t.write(segs, spans, off, until, !s.draining.Load())
+	}
 	if !until.IsZero() {
 		nc.SetWriteDeadline(until)
-	}
-	if t != nil && t.rc != nil {
-		return t.write(segs, spans, off)
 	}
 	return s.writeSegs(nc, segs, off)
 }
