@@ -203,7 +203,10 @@ func (c *TCPConn) drop(nc net.Conn, cause error) (unacked, closeErr error) {
 
 // shut closes nc, after sealing its tally, and returns how many of the
 // frames written on it its peer's TCP never acknowledged, and their payload
-// bytes, for unacked to report.
+// bytes, for unacked to report. It is the only place where a socket that
+// has become the connection's is closed: writes on a dialed socket's
+// descriptor rely on that (see tally), and TestTallyEndsBeforeSocket
+// checks each way a socket ends.
 func (c *TCPConn) shut(nc net.Conn) (frames int, payload uint64, closeErr error) {
 	if t := c.tallyOf(nc); t != nil {
 		frames, payload = t.seal()
