@@ -501,3 +501,72 @@ func TestMaxMessageSizeMismatchNamed(t *testing.T) {
 		})
 	}
 }
+
+// TestCloseTLSIgnoresThePeersAnswer closes a TLS connection whose peer
+// answers at once: tls.Conn.Close sends close_notify before it closes the
+// socket, and a peer on loopback may answer with its own alert and its FIN
+// before the socket is closed. The test has the peer close at exactly that
+// moment (SetShutHook) and waits until the watch has seen it. Close must
+// not take that answer for the peer leaving on its own: it returns nil,
+// and PeerCloses stays zero.
+func TestCloseTLSIgnoresThePeersAnswer(t *testing.T) {
+	srv, cli := apiTLS(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peers := make(chan *tls.Conn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		tc := tls.Server(nc, srv)
+		if err := tc.Handshake(); err != nil {
+			nc.Close()
+			return
+		}
+		peers <- tc
+	}()
+	cfg := cli.Clone()
+	cfg.ServerName = "127.0.0.1"
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: ln.Addr().String(), TLSConfig: cfg, Framing: bs.Fixed4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peer *tls.Conn
+	select {
+	case peer = <-peers:
+	case <-time.After(10 * time.Second):
+		c.Close()
+		t.Fatal("no TLS connection accepted")
+	}
+	defer peer.Close()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	frame := make([]byte, 4+5)
+	if _, err := io.ReadFull(peer, frame); err != nil {
+		t.Fatalf("the peer's read: %v", err)
+	}
+	done := bs.WatchDone(c)
+	if done == nil {
+		t.Fatal("nothing watches the dialed TLS connection")
+	}
+	restore := bs.SetShutHook(func() {
+		peer.Close() // close_notify, then FIN
+		select {
+		case <-done: // the watch woke on the peer's answer and returned
+		case <-time.After(10 * time.Second):
+			t.Error("the watch did not return within 10s of the peer's close")
+		}
+	})
+	defer restore()
+	if err := c.Close(); err != nil {
+		t.Errorf("Close = %v, want nil: the peer only answered the close", err)
+	}
+	if n := c.Stats().PeerCloses; n != 0 {
+		t.Errorf("PeerCloses = %d, want 0", n)
+	}
+}

@@ -772,6 +772,9 @@ func (c *TCPConn) Close() error {
 	nc := c.nc
 	c.mu.Unlock()
 	w := c.watch.Load()
+	if w != nil && w.stop.Load() {
+		w = nil // a Read watches the connection and learns of the peer's end itself
+	}
 	gone := c.untoldPeerEnd(w)
 	var err, lost error
 	if nc != nil {
@@ -781,16 +784,30 @@ func (c *TCPConn) Close() error {
 			// is written, as a lingering close would.
 			why = t.acked(until)
 		}
+		if w != nil && gone == nil {
+			// Look once more, then stop the watch before the socket is
+			// closed: what the peer does once the close has begun
+			// answers it (a TLS peer answers close_notify with its own
+			// alert and its FIN, which could arrive before the socket is
+			// closed) and is no news.
+			gone = c.untoldPeerEnd(w)
+			w.stop.Store(true)
+		}
+		if why == nil {
+			why = gone
+		}
 		if why == nil {
 			why = errAckWait // bytes written while it waited
 		}
 		lost, err = c.drop(nc, why)
 	}
 	if w != nil && gone == nil {
-		// The watch ends with the socket, and may have found the peer
-		// gone meanwhile.
+		// The watch ends with the socket. A look it began before it was
+		// stopped may have found the peer gone meanwhile.
 		<-w.done
-		gone = c.untoldPeerEnd(w)
+		if p := w.gone.Load(); p != nil && !w.told.Load() {
+			gone = *p
+		}
 	}
 	switch {
 	case err != nil && !errors.Is(err, net.ErrClosed):

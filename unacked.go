@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -211,8 +212,15 @@ func (c *TCPConn) shut(nc net.Conn) (frames int, payload uint64, closeErr error)
 	if t := c.tallyOf(nc); t != nil {
 		frames, payload = t.seal()
 	}
+	if h := shutHook.Load(); h != nil {
+		(*h)()
+	}
 	return frames, payload, nc.Close()
 }
+
+// shutHook, when set, runs in shut just before the socket is closed: tests
+// use it to have a peer act at that moment.
+var shutHook atomic.Pointer[func()]
 
 // unacked counts as failed the given number of messages, counted as
 // written before, whose frames the peer's TCP never acknowledged, and
