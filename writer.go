@@ -361,9 +361,10 @@ func (s *sender) writeTo(nc net.Conn, segs [][]byte, spans []span, off int) (int
 		return s.boundedWrite(nc, segs, off, until)
 	}
 	if t != nil && t.rc != nil {
-		// Close's final flush goes through the poller: its deadline may
-		// have passed already.
-		return t.write(segs, spans, off, until, !s.draining.Load())
+		// Only a dialed socket may be written on its descriptor (see
+		// tally), and Close's final flush goes through the poller: its
+		// deadline may have passed already.
+		return t.write(segs, spans, off, until, s.c.dialed && !s.draining.Load())
 	}
 	if !until.IsZero() {
 		nc.SetWriteDeadline(until)
