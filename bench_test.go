@@ -487,6 +487,31 @@ func BenchmarkWriteBatching(b *testing.B) {
 	}
 }
 
+// BenchmarkWriter times one goroutine writing b.N messages through a
+// Writer of benchWriteBuffer bytes (at least 16 payloads) on a connection
+// in the default mode, then Flush, until the listener's callback has
+// received all of them.
+func BenchmarkWriter(b *testing.B) {
+	for _, size := range benchSizes {
+		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
+			cnt := newBenchCounter()
+			_, c := benchPipe(b, func([]byte) error { cnt.add(1); return nil })
+			w := c.NewWriter(max(benchWriteBuffer, 16*size))
+			p := benchPayload(size)
+			benchDelivered(b, cnt, size, func(n int) {
+				for range n {
+					if _, err := w.Write(p); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := w.Flush(); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+	}
+}
+
 // BenchmarkWriteGroupCommit times benchWriters goroutines writing b.N
 // messages in all on one connection in the default mode, until the
 // listener's callback has received all of them: concurrent Writes share

@@ -39,8 +39,9 @@
 //
 // # Concurrency
 //
-// TCPListener, TCPConn and Manager are safe for concurrent use. Concurrent
-// Writes on one TCPConn never interleave: each message goes out whole. The
+// TCPListener, TCPConn and Manager are safe for concurrent use; a [Writer]
+// is not, and each goroutine needs its own. Concurrent Writes on one
+// TCPConn never interleave: each message goes out whole. The
 // callbacks of one connection run one at a time, in the order the messages
 // were written; callbacks of different connections run concurrently.
 //
@@ -116,6 +117,15 @@
 //     message and this one to OnWriteError with an error wrapping
 //     ErrSlowConsumer, and returns that error; the next Write dials again.
 //
+// A [Writer] is the way for one goroutine to stream many small messages
+// in either mode: it frames them into a buffer of its own, as bufio.Writer
+// does, without a lock or an atomic operation per message, and hands the
+// buffer to the connection when it is full and on [Writer.Flush], which
+// without Acks returns, in both modes, once the kernel has every frame
+// (see Writer.Flush for Acks). Its messages are
+// the connection's, and counted, only from then on; until then, they are
+// the Writer's, and are sent only by its Flush.
+//
 // Flush waits until every message accepted before it has been handed to
 // the kernel or has failed. It returns nil if no message failed while it
 // waited, and otherwise the latest failure; a failure that happened before
@@ -130,7 +140,8 @@
 // # Accounting
 //
 // Every message given to a connection's Write or WriteBatch, directly or
-// through a Manager, ends exactly once in one of two places:
+// through a Manager, or handed to it by a Writer, ends exactly once in one
+// of two places:
 //
 //   - in ConnStats.MessagesWritten (its payload in BytesWritten), once the
 //     kernel has its whole frame, unless it is later found unacknowledged

@@ -515,6 +515,51 @@ func ExampleTCPConnConfig_batching() {
 	// received: 1004
 }
 
+// A Writer gives one goroutine a buffer of its own: Write frames each
+// message into it without a lock, and the buffer goes to the connection,
+// in one system call, when it is full or on Flush. Other goroutines may
+// write on the same connection meanwhile.
+func ExampleTCPConn_NewWriter() {
+	received := make(chan struct{}, 1000)
+	l, err := bs.ListenTCP(bs.TCPListenerConfig{
+		Address:  "127.0.0.1:0",
+		Callback: func([]byte) error { received <- struct{}{}; return nil },
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	if err := l.StartListeningAsync(); err != nil {
+		log.Fatal(err)
+	}
+	c, err := bs.DialTCP(&bs.TCPConnConfig{Address: l.Addr().String()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+
+	w := c.NewWriter(4096)
+	for i := range 1000 {
+		if _, err := w.Write(fmt.Appendf(nil, "event %d", i)); err != nil {
+			log.Fatal(err)
+		}
+	}
+	// Full buffers went to the connection along the way.
+	fmt.Println("written before Flush:", c.Stats().MessagesWritten, "buffered:", w.Buffered())
+	if err := w.Flush(); err != nil { // the kernel has every frame when it returns
+		log.Fatal(err)
+	}
+	fmt.Println("written after Flush:", c.Stats().MessagesWritten)
+	for range 1000 {
+		<-received
+	}
+	fmt.Println("received: 1000")
+	// Output:
+	// written before Flush: 689 buffered: 311
+	// written after Flush: 1000
+	// received: 1000
+}
+
 // The Manager reaches the same abilities by address: replies through the
 // ConnCallback of the listener's configuration, Broadcast, and counters.
 func ExampleManager_Broadcast() {

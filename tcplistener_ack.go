@@ -230,6 +230,11 @@ func (e ackServedEngine) writeBatch(msgs [][]byte) (int, error) {
 	return 0, errAckReplies
 }
 
+func (e ackServedEngine) writeRun(run []byte, spans []span) (int, error) {
+	accountFrames(e.c, run, spans, 0, errAckReplies)
+	return 0, errAckReplies
+}
+
 func (ackServedEngine) flush() error      { return nil }
 func (ackServedEngine) closing()          {}
 func (ackServedEngine) drain()            {}

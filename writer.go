@@ -55,6 +55,10 @@ type engine interface {
 	// writeBatch sends msgs in order and returns how many were written
 	// (in batching mode, accepted), with the first error met.
 	writeBatch(msgs [][]byte) (int, error)
+	// writeRun sends the frames of run, which lie at spans, as writeBatch
+	// would send their payloads, and returns how many were written. It
+	// does not keep run once it returns.
+	writeRun(run []byte, spans []span) (int, error)
 	// flush waits until every message accepted before it is written or
 	// failed, and returns the latest failure meanwhile.
 	flush() error

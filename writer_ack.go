@@ -175,6 +175,11 @@ func (e *ackEngine) write(msg []byte) error {
 
 func (e *ackEngine) writeBatch(msgs [][]byte) (int, error) { return writeEach(e.write, msgs) }
 
+// writeRun copies each message of run into the window, as writeBatch does.
+func (e *ackEngine) writeRun(run []byte, spans []span) (int, error) {
+	return writeRunEach(e.c, e.writeBatch, run, spans)
+}
+
 // appendMsg appends the frame of msg to the window, applying the
 // SlowConsumer policy when it is full, and returns its sequence number.
 // e.mu is held; on error it is released and msg has been reported.

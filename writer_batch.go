@@ -439,6 +439,45 @@ func (e *batchEngine) writeLarge(msg []byte) error {
 	return nil
 }
 
+// writeRun writes the frames of run from the caller's buffer, after
+// everything buffered before them, as writeLarge writes a large message.
+func (e *batchEngine) writeRun(run []byte, rspans []span) (int, error) {
+	c := e.c
+	e.mu.Lock()
+	for e.owned && !c.closed.Load() {
+		e.cond.Wait()
+	}
+	if c.closed.Load() {
+		e.mu.Unlock()
+		accountFrames(c, run, rspans, 0, errClosed)
+		return 0, errClosed
+	}
+	out, spans, nb := e.takeBuffer()
+	e.accepted += uint64(len(rspans))
+	e.mu.Unlock()
+
+	base := len(out)
+	all := spans
+	for _, s := range rspans {
+		all = append(all, span{base + s.at, base + s.end})
+	}
+	e.segs = [4][]byte{out, run}
+	sent, err := e.tx.transmit(e.segs[:2], all)
+	e.segs = [4][]byte{}
+	failed := e.accountRun(out, spans, nb, sent, err)
+	k := whole(rspans, sent-base)
+	accountFrames(c, run, rspans, k, err)
+	failed += len(rspans) - k
+
+	e.mu.Lock()
+	e.give(out, all[:len(spans)], len(spans)+len(rspans), failed, err)
+	e.mu.Unlock()
+	if k < len(rspans) {
+		return k, err
+	}
+	return k, nil
+}
+
 // accountRun accounts for the messages framed in out, of which the first
 // sent bytes reached the kernel (sent is at a frame boundary, or beyond
 // out), and returns how many failed.
@@ -454,17 +493,8 @@ func (e *batchEngine) accountRun(out []byte, spans []span, nb uint64, sent int, 
 // bytes of out as written, and passes the others to TCPConn.failed with err. It
 // returns how many failed.
 func (e *batchEngine) accountCut(out []byte, spans []span, sent int, err error) int {
-	c := e.c
 	k := whole(spans, sent)
-	t := len(c.wire.framing.trailer())
-	var nb uint64
-	for _, s := range spans[:k] {
-		nb += uint64(s.end - t - s.at)
-	}
-	c.wrote(k, nb)
-	for _, s := range spans[k:] {
-		c.failed(out[s.at:s.end-t], err)
-	}
+	accountFrames(e.c, out, spans, k, err)
 	return len(spans) - k
 }
 

@@ -187,7 +187,8 @@ func (c *cutConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *cutConn) SetWriteDeadline(time.Time) error { return nil }
 
 // TestEngineAccountingAtACut has eight goroutines send numbered messages,
-// by Write and by WriteBatch, small and large, through each engine to a
+// by Write and by WriteBatch, or through a Writer each, small and large,
+// through each engine to a
 // connection that breaks after a given number of bytes, often inside a
 // frame. Every message must then be in exactly one place: among the whole
 // frames that reached the connection, counted in MessagesWritten, or passed
@@ -239,6 +240,16 @@ func engineAtACut(t *testing.T, f Framing, bufSize, limit int) {
 	var wg sync.WaitGroup
 	for g := range writers {
 		wg.Go(func() {
+			if g%2 == 1 {
+				// Half the goroutines write through a Writer of their own,
+				// whose buffer holds a few frames.
+				w := c.NewWriter(2048)
+				for i := range perWriter {
+					w.Write(msg(g, i))
+				}
+				w.Flush()
+				return
+			}
 			for i := 0; i < perWriter; {
 				if i%10 == 3 && i+3 <= perWriter {
 					c.WriteBatch([][]byte{msg(g, i), msg(g, i+1), msg(g, i+2)})

@@ -161,11 +161,21 @@ func (e *syncEngine) flush() error {
 }
 
 func (e *syncEngine) write(msg []byte) error {
-	_, err := e.send(msg, nil)
+	_, err := e.send(msg, nil, nil)
 	return err
 }
 
-func (e *syncEngine) writeBatch(msgs [][]byte) (int, error) { return e.send(nil, msgs) }
+func (e *syncEngine) writeBatch(msgs [][]byte) (int, error) { return e.send(nil, msgs, nil) }
+
+func (e *syncEngine) writeRun(run []byte, spans []span) (int, error) {
+	return e.send(nil, nil, &framed{run, spans})
+}
+
+// framed is a run of frames already made, and where each lies in it.
+type framed struct {
+	run   []byte
+	spans []span
+}
 
 func (e *syncEngine) closing()          {}
 func (e *syncEngine) drain()            { e.flush(); e.ck.stop() } // send what the cork holds before Close waits for it
@@ -173,32 +183,40 @@ func (e *syncEngine) reopening()        { e.ck.reopen() }
 func (e *syncEngine) reopened()         {}
 func (e *syncEngine) attached(net.Conn) {}
 
-// send writes msg, or the messages of batch, and returns how many messages
-// were written. Each message not written is passed to TCPConn.failed.
-func (e *syncEngine) send(msg []byte, batch [][]byte) (int, error) {
+// send writes msg, the messages of batch, or the frames of fr, and returns
+// how many messages were written. Each message not written is passed to
+// TCPConn.failed.
+func (e *syncEngine) send(msg []byte, batch [][]byte, fr *framed) (int, error) {
 	c := e.c
 	others := e.active.Add(1) > 1
 	defer e.active.Add(-1)
 	e.mu.Lock()
 	if c.closed.Load() {
 		e.mu.Unlock()
-		return e.account(msg, batch, 0, errClosed), errClosed
+		return e.account(msg, batch, fr, 0, errClosed), errClosed
 	}
 	if !e.owned && len(e.pend) == 0 && !others {
 		e.owned = true
 		e.mu.Unlock()
-		written, err := e.writeAlone(msg, batch)
+		written, err := e.writeAlone(msg, batch, fr)
 		e.mu.Lock()
 		e.handOff()
 		e.mu.Unlock()
-		return e.account(msg, batch, written, err), err
+		return e.account(msg, batch, fr, written, err), err
 	}
 	// Someone is writing: add the frames to the next run and wait.
 	x := waiterPool.Get().(*waiter)
 	x.state.Store(waitPending)
 	x.first = len(e.spans)
 	f := c.wire.framing
-	if batch == nil {
+	switch {
+	case fr != nil:
+		base := len(e.pend)
+		e.pend = append(e.pend, fr.run...)
+		for _, s := range fr.spans {
+			e.spans = append(e.spans, span{base + s.at, base + s.end})
+		}
+	case batch == nil:
 		e.pend, e.spans = appendFrame(f, e.pend, e.spans, msg)
 	}
 	for _, m := range batch {
@@ -221,7 +239,7 @@ func (e *syncEngine) send(msg []byte, batch [][]byte) (int, error) {
 	written, err := x.written, x.err
 	x.err = nil
 	waiterPool.Put(x)
-	return e.account(msg, batch, written, err), err
+	return e.account(msg, batch, fr, written, err), err
 }
 
 // spinning reports whether a waiting Write should watch for its outcome
@@ -234,11 +252,17 @@ func (e *syncEngine) spinning() bool {
 	return int(e.active.Load()) < e.procs
 }
 
-// writeAlone writes the frames of msg or batch as the owner, with nothing
-// else pending, and returns how many reached the kernel whole. A large
-// message goes out from the caller's slice, with its header, in one
-// vectored write.
-func (e *syncEngine) writeAlone(msg []byte, batch [][]byte) (int, error) {
+// writeAlone writes the frames of msg, batch or fr as the owner, with
+// nothing else pending, and returns how many reached the kernel whole. A
+// large message, or fr, goes out from the caller's slice, a large message
+// with its header in one vectored write.
+func (e *syncEngine) writeAlone(msg []byte, batch [][]byte, fr *framed) (int, error) {
+	if fr != nil {
+		e.segs[0] = fr.run
+		sent, err := e.tx.transmit(e.segs[:1], fr.spans)
+		e.segs[0] = nil
+		return whole(fr.spans, sent), err
+	}
 	f := e.c.wire.framing
 	if batch == nil && len(msg) >= largeWrite {
 		h := f.putHeader(e.tx.hdr[:], len(msg))
@@ -308,11 +332,15 @@ func (e *syncEngine) handOff() {
 	e.owned = false
 }
 
-// account records what became of the messages of one Write or
-// WriteBatch, of which the first written reached the kernel whole, and
+// account records what became of the messages of one Write, WriteBatch
+// or writeRun, of which the first written reached the kernel whole, and
 // returns written.
-func (e *syncEngine) account(msg []byte, batch [][]byte, written int, err error) int {
+func (e *syncEngine) account(msg []byte, batch [][]byte, fr *framed, written int, err error) int {
 	c := e.c
+	if fr != nil {
+		accountFrames(c, fr.run, fr.spans, written, err)
+		return written
+	}
 	if batch == nil {
 		if written == 0 {
 			c.failed(msg, err)

@@ -62,6 +62,10 @@
 //	batch       this library, batching mode (-batchbuf, -flush): Write copies
 //	            into a write buffer, a flusher writes many frames per system
 //	            call; the writer calls Flush after its last message
+//	writer      this library, default mode, through a Writer per connection
+//	            (-batchbuf): Write frames into the Writer's own buffer
+//	            without a lock, and each full buffer goes to the connection
+//	            in one system call, as bufio's does; Flush at the end
 //	raw         the ceiling: pre-framed 4-byte headers written 256 KiB (1 MiB
 //	            for 32 KiB payloads and up) at a time, parsed in place by the
 //	            server; no library can do less work
@@ -234,6 +238,7 @@ func newTransports(opt options) []transport {
 	ts := []transport{
 		syncTransport{},
 		batchTransport{bufSize: opt.batchBuf, flushInterval: opt.flush},
+		writerTransport{bufSize: opt.batchBuf},
 		rawTransport{},
 		bs2Transport{},
 		bufioTransport{},
@@ -474,7 +479,7 @@ func main() {
 		writers      = flag.Int("w", 8, "writers sharing one connection in the shared-writer workloads; 1 drops them")
 		workloadsArg = flag.String("workloads", "", "workloads as SIZExCONNS[xWRITERS], comma separated (default 110x1,110x4,110x16,1024x1,65536x1,110x1xW)")
 		transArg     = flag.String("t", "", "transports to run, comma separated (default all)")
-		batchBuf     = flag.Int("batchbuf", defaultBatchBuf, "WriteBufferSize of the batch transport, in bytes")
+		batchBuf     = flag.Int("batchbuf", defaultBatchBuf, "WriteBufferSize of the batch transport and buffer size of the writer transport, in bytes")
 		flushIvl     = flag.Duration("flush", 0, "FlushInterval of the batch transport")
 		rounds       = flag.Int("rounds", 20000, "latency: most request-response rounds per transport; 0 skips the latency section")
 		rtime        = flag.Duration("rtime", 3*time.Second, "latency: most time for the rounds of both transports together")

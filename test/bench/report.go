@@ -24,6 +24,7 @@ const (
 var legend = map[string]string{
 	"sync":       "this library, default mode: Write returns once the kernel has the frame",
 	"batch":      "this library, batching mode: Write copies into a buffer a flusher writes",
+	"writer":     "this library, default mode, through a Writer: a buffer per goroutine, no lock per message",
 	"sync+ack":   "this library, default mode with acknowledged delivery",
 	"batch+ack":  "this library, batching mode with acknowledged delivery",
 	"raw":        "the ceiling: pre-framed bytes written 256 KiB at a time, parsed in place",

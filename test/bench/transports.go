@@ -90,6 +90,9 @@ type libClients struct {
 	payload []byte
 	batch   bool // Flush after the last Write of Send
 	acks    bool // Sync after the last Write of Send
+	// writers, when set, holds a Writer for each connection, through
+	// which Send writes (the writer transport).
+	writers []*buffstreams.Writer
 }
 
 func dialLib(addr string, size, conns int, cfg buffstreams.TCPConnConfig) (*libClients, error) {
@@ -114,6 +117,19 @@ func dialLib(addr string, size, conns int, cfg buffstreams.TCPConnConfig) (*libC
 func (s *libClients) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error) {
 	c, p := s.conns[i], s.payload
 	var n uint64
+	if s.writers != nil {
+		w := s.writers[i]
+		for n < limit && !stop.Load() {
+			if _, err := w.Write(p); err != nil {
+				return n, err
+			}
+			n++
+		}
+		if err := w.Flush(); err != nil {
+			return n, fmt.Errorf("flush: %w", err)
+		}
+		return n, nil
+	}
 	for n < limit && !stop.Load() {
 		if _, err := c.Write(p); err != nil {
 			return n, err
@@ -182,6 +198,28 @@ func (t batchTransport) Dial(addr string, size, conns int) (clients, error) {
 		WriteBufferSize: max(t.bufSize, 16*size),
 		FlushInterval:   t.flushInterval,
 	})
+}
+
+// writerTransport is the library in its default mode, written through one
+// Writer per connection: each Write frames the message into the Writer's
+// buffer of bufSize bytes (at least 16 payloads, as batch's), without a lock,
+// and a full buffer goes to the connection in one system call, as with
+// bufio. The sender flushes after its last message. Its server is sync's.
+type writerTransport struct{ bufSize int }
+
+func (writerTransport) Name() string { return "writer" }
+
+func (writerTransport) Serve(int) (server, error) { return listenLib(nil) }
+
+func (t writerTransport) Dial(addr string, size, conns int) (clients, error) {
+	s, err := dialLib(addr, size, conns, buffstreams.TCPConnConfig{})
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range s.conns {
+		s.writers = append(s.writers, c.NewWriter(max(t.bufSize, 16*size)))
+	}
+	return s, nil
 }
 
 // ackTransport is the library with acknowledged delivery on both ends, in
