@@ -737,15 +737,17 @@ func benchEchoServe(c net.Conn) error {
 }
 
 // BenchmarkAcks compares acknowledged delivery with plain delivery, in
-// both write modes, at 110 bytes: each run writes b.N messages until the
+// both write modes and through a Writer on a connection in the default
+// mode, at 110 bytes: each run writes b.N messages until the
 // listener's callback has them all and, with acks on, until Sync returns,
 // so that every message is also acknowledged.
 func BenchmarkAcks(b *testing.B) {
 	const size = 110
 	for _, mode := range []struct {
-		name string
-		buf  int
-	}{{"default", 0}, {"batching", benchWriteBuffer}} {
+		name   string
+		buf    int
+		writer bool
+	}{{"default", 0, false}, {"batching", benchWriteBuffer, false}, {"writer", 0, true}} {
 		for _, acks := range []bool{false, true} {
 			b.Run(fmt.Sprintf("mode=%s/acks=%v", mode.name, acks), func(b *testing.B) {
 				var lack, cack *buffstreams.AckConfig
@@ -757,9 +759,20 @@ func BenchmarkAcks(b *testing.B) {
 					buffstreams.TCPListenerConfig{Callback: func([]byte) error { cnt.add(1); return nil }, Acks: lack},
 					buffstreams.TCPConnConfig{WriteBufferSize: mode.buf, Acks: cack})
 				p := benchPayload(size)
+				write := c.Write
+				var w *buffstreams.Writer
+				if mode.writer {
+					w = c.NewWriter(benchWriteBuffer)
+					write = w.Write
+				}
 				benchDelivered(b, cnt, size, func(n int) {
 					for range n {
-						if _, err := c.Write(p); err != nil {
+						if _, err := write(p); err != nil {
+							b.Fatal(err)
+						}
+					}
+					if w != nil {
+						if err := w.Flush(); err != nil {
 							b.Fatal(err)
 						}
 					}

@@ -128,6 +128,33 @@ func (w *window) push(msg []byte) uint64 {
 	return w.last()
 }
 
+// fitsRun reports whether a run of k frames, n bytes in all, fits within
+// the bound. Unlike fits, it makes no exception for an empty window: a run
+// that does not fit is pushed a message at a time.
+func (w *window) fitsRun(n, k int) bool {
+	return w.held()+n+spanCost*k <= w.bound
+}
+
+// pushRun appends run, frames of the window's framing that lie at spans
+// (offsets from run's start), in one copy, and returns the sequence number
+// of the last. The caller checked fitsRun.
+func (w *window) pushRun(run []byte, spans []span) uint64 {
+	p, ok := w.room(len(run))
+	if !ok {
+		w.regrow(len(run))
+		p = w.pos(w.end)
+	}
+	for cap(w.frames)-len(w.frames) < len(spans) {
+		w.moreFrames()
+	}
+	copy(w.ring[p:], run)
+	for _, s := range spans {
+		w.frames = append(w.frames, winFrame{w.end + int64(s.at), w.end + int64(s.end)})
+	}
+	w.end += int64(len(run))
+	return w.last()
+}
+
 // room returns the position at which need bytes can be written as the
 // next frame without touching a byte held, wrapping round to ring's start
 // if they do not fit before its end, or reports that there is none.

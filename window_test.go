@@ -207,14 +207,35 @@ func TestWindowBound(t *testing.T) {
 }
 
 // TestWindowSteadyStateAllocs checks that a window that has grown appends,
-// lends and settles without allocating.
+// a message or a run of frames at a time, lends and settles without
+// allocating.
 func TestWindowSteadyStateAllocs(t *testing.T) {
+	t.Run("push", func(t *testing.T) {
+		windowSteadyState(t, func(w *window, msg []byte) {
+			for range 100 {
+				w.push(msg)
+			}
+		})
+	})
+	t.Run("pushRun", func(t *testing.T) {
+		var run []byte
+		var spans []span
+		windowSteadyState(t, func(w *window, msg []byte) {
+			if run == nil {
+				for range 100 {
+					run, spans = appendFrame(w.framing, run, spans, msg)
+				}
+			}
+			w.pushRun(run, spans)
+		})
+	})
+}
+
+func windowSteadyState(t *testing.T, add func(w *window, msg []byte)) {
 	w := testWindow(t, 1<<20)
 	msg := make([]byte, 110)
 	round := func() {
-		for range 100 {
-			w.push(msg)
-		}
+		add(w, msg)
 		_, from := w.lend()
 		w.ackUpTo(w.acked + 50) // while lent
 		w.unlend()
@@ -225,6 +246,10 @@ func TestWindowSteadyStateAllocs(t *testing.T) {
 	round()
 	if n := testing.AllocsPerRun(100, round); n != 0 {
 		t.Errorf("%v allocations per round", n)
+	}
+	// The settled frames' records are dropped, not kept growing.
+	if c := cap(w.frames); c > 1000 {
+		t.Errorf("after 102 rounds of 100 messages the frame records take %d", c)
 	}
 }
 
@@ -263,6 +288,7 @@ func windowModelRun(t *testing.T, seed uint64, f Framing) {
 		lent   []byte // what it handed out
 		saved  []byte
 		from   int64
+		handed int64 // the furthest offset lend handed out: no peer acknowledges a byte beyond it
 	)
 	size := func() int {
 		switch rng.IntN(10) {
@@ -297,10 +323,38 @@ func windowModelRun(t *testing.T, seed uint64, f Framing) {
 			if w.end != int64(len(stream)) {
 				t.Fatalf("step %d: stream ends at %d, want %d (frame from %d)", step, w.end, len(stream), before)
 			}
+		case op == 5 && rng.IntN(2) == 0: // a Writer's run of frames, in one copy, when it fits
+			var run []byte
+			var spans []span
+			var ms [][]byte
+			for range 1 + rng.IntN(5) {
+				m := make([]byte, rng.IntN(200))
+				for i := range m {
+					m[i] = byte(rng.Uint32())
+				}
+				run, spans = appendFrame(w.framing, run, spans, m)
+				ms = append(ms, m)
+			}
+			if !w.fitsRun(len(run), len(spans)) {
+				continue
+			}
+			if seq := w.pushRun(run, spans); seq != uint64(len(msgs)+len(ms)) {
+				t.Fatalf("step %d: pushRun numbered its last %d, want %d", step, seq, len(msgs)+len(ms))
+			}
+			base := int64(len(stream))
+			stream = append(stream, run...)
+			for _, s := range spans {
+				frames = append(frames, winFrame{base + int64(s.at), base + int64(s.end)})
+			}
+			msgs = append(msgs, ms...)
+			if w.end != int64(len(stream)) {
+				t.Fatalf("step %d: stream ends at %d after a run, want %d", step, w.end, len(stream))
+			}
 		case op < 7: // the owner of the socket takes, or gives back, what is unsent
 			if !out {
 				out = true
 				lent, from = w.lend()
+				handed = max(handed, from+int64(len(lent)))
 				if from != w.sent || !bytes.Equal(lent, stream[from:from+int64(len(lent))]) {
 					t.Fatalf("step %d: lend handed out %d bytes at %d that are not the stream's", step, len(lent), from)
 				}
@@ -316,9 +370,13 @@ func windowModelRun(t *testing.T, seed uint64, f Framing) {
 			w.unlend()
 			w.sentTo(from + int64(rng.IntN(len(lent)+1)))
 			out = false
-		case op < 9: // acknowledgements
-			if w.pending() > 0 {
-				w.ackUpTo(w.acked + 1 + uint64(rng.IntN(w.pending())))
+		case op < 9: // acknowledgements, of messages a socket was handed
+			n := 0 // of the pending messages, how many were handed out
+			for w.acked+uint64(n) < uint64(len(frames)) && frames[w.acked+uint64(n)].end <= handed {
+				n++
+			}
+			if n > 0 {
+				w.ackUpTo(w.acked + 1 + uint64(rng.IntN(n)))
 			}
 		case rng.IntN(4) == 0 && !out: // a new socket
 			w.replay()

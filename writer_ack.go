@@ -158,6 +158,13 @@ func (e *ackEngine) write(msg []byte) error {
 	if err != nil {
 		return err // appendMsg unlocked e.mu and reported msg
 	}
+	return e.pushOut(seq)
+}
+
+// pushOut gets the frames just added to the window, up to message seq, on
+// their way, and in the default mode waits until the kernel has them. e.mu
+// is held, and released.
+func (e *ackEngine) pushOut(seq uint64) error {
 	if !e.wait {
 		if e.flushAt > 0 && e.owner == ownerIdle && e.cur != nil && e.win.unsent() >= e.flushAt {
 			// A write buffer's worth is waiting: write it here, as bufio
@@ -175,9 +182,42 @@ func (e *ackEngine) write(msg []byte) error {
 
 func (e *ackEngine) writeBatch(msgs [][]byte) (int, error) { return writeEach(e.write, msgs) }
 
-// writeRun copies each message of run into the window, as writeBatch does.
+// writeRun copies the messages of run into the window, as writeBatch does,
+// but under one hold of e.mu, in one copy when the whole run fits within
+// the bound (else a message at a time, as the SlowConsumer policy allows),
+// and in the default mode waits only once, for the last of them: the
+// kernel takes the window's frames in order, so the others are in it by
+// then, or failed with it.
 func (e *ackEngine) writeRun(run []byte, spans []span) (int, error) {
-	return writeRunEach(e.c, e.writeBatch, run, spans)
+	t := len(e.c.wire.framing.trailer())
+	var first error
+	var seq uint64
+	n := 0
+	e.mu.Lock()
+	if !e.c.closed.Load() && e.win.fitsRun(len(run), len(spans)) {
+		seq, n = e.win.pushRun(run, spans), len(spans)
+		spans = nil
+	}
+	for _, s := range spans {
+		q, err := e.appendMsg(run[s.at : s.end-t])
+		if err != nil { // appendMsg unlocked e.mu and reported the message
+			if first == nil {
+				first = err
+			}
+			e.mu.Lock()
+			continue
+		}
+		seq = q
+		n++
+	}
+	if n == 0 {
+		e.mu.Unlock()
+		return 0, first
+	}
+	if err := e.pushOut(seq); err != nil {
+		return 0, err
+	}
+	return n, first
 }
 
 // appendMsg appends the frame of msg to the window, applying the

@@ -128,15 +128,3 @@ func accountFrames(c *TCPConn, run []byte, spans []span, k int, err error) {
 		c.failed(run[s.at:s.end-t], err)
 	}
 }
-
-// writeRunEach is writeRun for an engine with no way to take frames
-// already made: it hands the payloads of run to writeBatch, which copies
-// them.
-func writeRunEach(c *TCPConn, writeBatch func([][]byte) (int, error), run []byte, spans []span) (int, error) {
-	t := len(c.wire.framing.trailer())
-	msgs := make([][]byte, len(spans))
-	for i, s := range spans {
-		msgs[i] = run[s.at : s.end-t]
-	}
-	return writeBatch(msgs)
-}

@@ -124,6 +124,11 @@ func TestWriterDelivers(t *testing.T) {
 				if w.Buffered() != 0 {
 					t.Fatalf("Buffered = %d after Flush", w.Buffered())
 				}
+				// Without a write buffer, Flush returns once the kernel has
+				// every frame, and the frames are counted by then.
+				if got := c.Stats().MessagesWritten; mode.cfg.WriteBufferSize == 0 && got < n {
+					t.Fatalf("%d messages written when Flush returned, want at least %d", got, n)
+				}
 				if err := <-direct; err != nil {
 					t.Fatal(err)
 				}
@@ -158,6 +163,44 @@ func TestWriterDelivers(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestWriterFlushWaits checks that Flush, in the modes without a write
+// buffer, returns only once the kernel has every frame: the messages are
+// counted as written when it returns, before anything else runs.
+func TestWriterFlushWaits(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		acks bool
+	}{{"default", false}, {"acks", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			var lcfg bs.TCPListenerConfig
+			var cfg bs.TCPConnConfig
+			if mode.acks {
+				lcfg.Acks, cfg.Acks = &bs.AckConfig{}, &bs.AckConfig{}
+			}
+			received := newSeqLog()
+			lcfg.Callback = received.callback
+			l := listen(t, lcfg)
+			c := dial(t, l, cfg)
+			w := c.NewWriter(4096)
+			for round := range 20 {
+				n := 1 + round*7
+				before := c.Stats().MessagesWritten
+				for i := range n {
+					if _, err := w.Write(seqMsg(uint32(i), 50)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := w.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				if got := c.Stats().MessagesWritten - before; got != uint64(n) {
+					t.Fatalf("round %d: %d of %d messages written when Flush returned", round, got, n)
+				}
+			}
+		})
 	}
 }
 

@@ -77,8 +77,8 @@
 //	protodelim  google.golang.org/protobuf/encoding/protodelim over the same
 //	            bufio sizes, with test/message Notes of the payload size
 //
-// Opt-in transports run only when -t names them: sync+ack and batch+ack,
-// this library with acknowledged delivery, and cork (Linux): one Write per
+// Opt-in transports run only when -t names them: sync+ack, batch+ack and
+// writer+ack, this library with acknowledged delivery, and cork (Linux): one Write per
 // frame of a plain net.Conn with TCP_CORK held for the stream, the floor
 // of any Write that returns once the kernel holds the frame, and so what
 // sync is measured against for its own overhead.
@@ -245,6 +245,7 @@ func newTransports(opt options) []transport {
 		protodelimTransport{},
 		ackTransport{},
 		ackTransport{batch: true, bufSize: opt.batchBuf},
+		ackTransport{writer: true, bufSize: opt.batchBuf},
 	}
 	if corkSupported {
 		ts = append(ts, corkTransport{})

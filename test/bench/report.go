@@ -27,6 +27,7 @@ var legend = map[string]string{
 	"writer":     "this library, default mode, through a Writer: a buffer per goroutine, no lock per message",
 	"sync+ack":   "this library, default mode with acknowledged delivery",
 	"batch+ack":  "this library, batching mode with acknowledged delivery",
+	"writer+ack": "this library, through a Writer, with acknowledged delivery",
 	"raw":        "the ceiling: pre-framed bytes written 256 KiB at a time, parsed in place",
 	"bs2.0":      "the baseline: BuffStreams 2.0's pattern, one write and two reads per message",
 	"cork":       "the floor of a Write per frame: one write(2) per frame under TCP_CORK",

@@ -128,13 +128,13 @@ func (s *libClients) Send(i int, stop *atomic.Bool, limit uint64) (uint64, error
 		if err := w.Flush(); err != nil {
 			return n, fmt.Errorf("flush: %w", err)
 		}
-		return n, nil
-	}
-	for n < limit && !stop.Load() {
-		if _, err := c.Write(p); err != nil {
-			return n, err
+	} else {
+		for n < limit && !stop.Load() {
+			if _, err := c.Write(p); err != nil {
+				return n, err
+			}
+			n++
 		}
-		n++
 	}
 	if s.acks {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -229,12 +229,16 @@ func (t writerTransport) Dial(addr string, size, conns int) (clients, error) {
 // the listener has acknowledged every one. It runs only when -t names it.
 type ackTransport struct {
 	batch   bool
-	bufSize int // WriteBufferSize of batch+ack
+	bufSize int  // WriteBufferSize of batch+ack, the Writer's buffer size of writer+ack
+	writer  bool // the default mode through a Writer per connection ("writer+ack")
 }
 
 func (t ackTransport) Name() string {
-	if t.batch {
+	switch {
+	case t.batch:
 		return "batch+ack"
+	case t.writer:
+		return "writer+ack"
 	}
 	return "sync+ack"
 }
@@ -242,8 +246,9 @@ func (t ackTransport) Name() string {
 // OptIn keeps the transport out of the default set.
 func (ackTransport) OptIn() bool { return true }
 
-// SharedWriters: like sync, the default mode is safe to share.
-func (t ackTransport) SharedWriters() bool { return !t.batch }
+// SharedWriters: like sync, the default mode is safe to share; a Writer is
+// not.
+func (t ackTransport) SharedWriters() bool { return !t.batch && !t.writer }
 
 func (ackTransport) Serve(int) (server, error) { return listenLib(&buffstreams.AckConfig{}) }
 
@@ -252,7 +257,14 @@ func (t ackTransport) Dial(addr string, size, conns int) (clients, error) {
 	if t.batch {
 		cfg.WriteBufferSize = max(t.bufSize, 16*size)
 	}
-	return dialLib(addr, size, conns, cfg)
+	s, err := dialLib(addr, size, conns, cfg)
+	if err != nil || !t.writer {
+		return s, err
+	}
+	for _, c := range s.conns {
+		s.writers = append(s.writers, c.NewWriter(max(t.bufSize, 16*size)))
+	}
+	return s, nil
 }
 
 // ---- plain TCP: the machinery shared by transports over a plain net.Conn ----
