@@ -237,6 +237,11 @@ func checkTargets(rep report) table {
 			check(fmt.Sprintf("batch %s: ≥ %d× bs2.0", small, targetBatchToBaseline), ratio(b.BaselineRatio, 1)+"×", b.BaselineRatio >= targetBatchToBaseline)
 		}
 	}
+	if w, ok := get("writer", small); ok {
+		if u, ok := get("bufio", small); ok {
+			check(fmt.Sprintf("writer %s: ≥ bufio", small), ratio(w.MsgsPerSec/u.MsgsPerSec, 2)+"×", w.MsgsPerSec >= u.MsgsPerSec)
+		}
+	}
 	for _, r := range rep.Results {
 		if r.Transport == "batch" && r.Procs == 2 && r.workload() == small && r.Ratio > 0 {
 			check(fmt.Sprintf("batch %s, cross-process: ≥ %.1f× raw", small, targetBatchToRaw), ratio(r.Ratio, 3)+"×", r.Ratio >= targetBatchToRaw)
