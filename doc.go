@@ -13,7 +13,9 @@
 //     stops at once.
 //   - To send: [DialTCP] with a [TCPConnConfig] returns a [TCPConn].
 //     [TCPConn.Write] sends one message; [TCPConn.Read] and
-//     [TCPConn.Messages] read what the peer sends back.
+//     [TCPConn.Messages] read what the peer sends back. A goroutine that
+//     streams many messages writes them through a [Writer]
+//     ([TCPConn.NewWriter]), a buffer of its own (see Batching).
 //   - By address: a [Manager] keeps listeners and connections by address,
 //     as BuffStreams 2.0's did.
 //   - Over any connection: [NewConn] and [NewListener] put a net.Conn or a
@@ -122,9 +124,9 @@
 // does, without a lock or an atomic operation per message, and hands the
 // buffer to the connection when it is full and on [Writer.Flush], which
 // without Acks returns, in both modes, once the kernel has every frame
-// (see Writer.Flush for Acks). Its messages are
-// the connection's, and counted, only from then on; until then, they are
-// the Writer's, and are sent only by its Flush.
+// (see Writer.Flush for Acks). Its messages are the connection's, and
+// counted, only from then on; until then they are the Writer's, and only
+// its Flush sends them.
 //
 // Flush waits until every message accepted before it has been handed to
 // the kernel or has failed. It returns nil if no message failed while it
