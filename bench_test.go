@@ -487,16 +487,16 @@ func BenchmarkWriteBatching(b *testing.B) {
 	}
 }
 
-// BenchmarkWriter times one goroutine writing b.N messages through a
-// Writer of benchWriteBuffer bytes (at least 16 payloads) on a connection
-// in the default mode, then Flush, until the listener's callback has
-// received all of them.
-func BenchmarkWriter(b *testing.B) {
+// BenchmarkBufferedWriter times one goroutine writing b.N messages through
+// a BufferedWriter of benchWriteBuffer bytes (at least 16 payloads) on a
+// connection in the default mode, then Flush, until the listener's
+// callback has received all of them.
+func BenchmarkBufferedWriter(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run(fmt.Sprintf("size=%d", size), func(b *testing.B) {
 			cnt := newBenchCounter()
 			_, c := benchPipe(b, func([]byte) error { cnt.add(1); return nil })
-			w := c.NewWriter(max(benchWriteBuffer, 16*size))
+			w := c.NewBufferedWriter(max(benchWriteBuffer, 16*size))
 			p := benchPayload(size)
 			benchDelivered(b, cnt, size, func(n int) {
 				for range n {
@@ -737,7 +737,7 @@ func benchEchoServe(c net.Conn) error {
 }
 
 // BenchmarkAcks compares acknowledged delivery with plain delivery, in
-// both write modes and through a Writer on a connection in the default
+// both write modes and through a BufferedWriter on a connection in the default
 // mode, at 110 bytes: each run writes b.N messages until the
 // listener's callback has them all and, with acks on, until Sync returns,
 // so that every message is also acknowledged.
@@ -747,7 +747,7 @@ func BenchmarkAcks(b *testing.B) {
 		name   string
 		buf    int
 		writer bool
-	}{{"default", 0, false}, {"batching", benchWriteBuffer, false}, {"writer", 0, true}} {
+	}{{"default", 0, false}, {"batching", benchWriteBuffer, false}, {"bufwriter", 0, true}} {
 		for _, acks := range []bool{false, true} {
 			b.Run(fmt.Sprintf("mode=%s/acks=%v", mode.name, acks), func(b *testing.B) {
 				var lack, cack *buffstreams.AckConfig
@@ -760,9 +760,9 @@ func BenchmarkAcks(b *testing.B) {
 					buffstreams.TCPConnConfig{WriteBufferSize: mode.buf, Acks: cack})
 				p := benchPayload(size)
 				write := c.Write
-				var w *buffstreams.Writer
+				var w *buffstreams.BufferedWriter
 				if mode.writer {
-					w = c.NewWriter(benchWriteBuffer)
+					w = c.NewBufferedWriter(benchWriteBuffer)
 					write = w.Write
 				}
 				benchDelivered(b, cnt, size, func(n int) {

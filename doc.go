@@ -14,8 +14,8 @@
 //   - To send: [DialTCP] with a [TCPConnConfig] returns a [TCPConn].
 //     [TCPConn.Write] sends one message; [TCPConn.Read] and
 //     [TCPConn.Messages] read what the peer sends back. A goroutine that
-//     streams many messages writes them through a [Writer]
-//     ([TCPConn.NewWriter]), a buffer of its own (see Batching).
+//     streams many messages writes them through a [BufferedWriter]
+//     ([TCPConn.NewBufferedWriter]), a buffer of its own (see Batching).
 //   - By address: a [Manager] keeps listeners and connections by address,
 //     as BuffStreams 2.0's did.
 //   - Over any connection: [NewConn] and [NewListener] put a net.Conn or a
@@ -41,9 +41,9 @@
 //
 // # Concurrency
 //
-// TCPListener, TCPConn and Manager are safe for concurrent use; a [Writer]
-// is not, and each goroutine needs its own. Concurrent Writes on one
-// TCPConn never interleave: each message goes out whole. The
+// TCPListener, TCPConn and Manager are safe for concurrent use; a
+// [BufferedWriter] is not, and each goroutine needs its own. Concurrent
+// Writes on one TCPConn never interleave: each message goes out whole. The
 // callbacks of one connection run one at a time, in the order the messages
 // were written; callbacks of different connections run concurrently.
 //
@@ -119,14 +119,14 @@
 //     message and this one to OnWriteError with an error wrapping
 //     ErrSlowConsumer, and returns that error; the next Write dials again.
 //
-// A [Writer] is the way for one goroutine to stream many small messages
-// in either mode: it frames them into a buffer of its own, as bufio.Writer
-// does, without a lock or an atomic operation per message, and hands the
-// buffer to the connection when it is full and on [Writer.Flush], which
-// without Acks returns, in both modes, once the kernel has every frame
-// (see Writer.Flush for Acks). Its messages are the connection's, and
-// counted, only from then on; until then they are the Writer's, and only
-// its Flush sends them.
+// A [BufferedWriter] is the way for one goroutine to stream many small
+// messages in either mode: it frames them into a buffer of its own, as
+// bufio.Writer does, without a lock or an atomic operation per message,
+// and hands the buffer to the connection when it is full and on
+// [BufferedWriter.Flush], which without Acks returns, in both modes, once
+// the kernel has every frame (see BufferedWriter.Flush for Acks). Its
+// messages are the connection's, and counted, only from then on; until
+// then they are the BufferedWriter's, and only its Flush sends them.
 //
 // Flush waits until every message accepted before it has been handed to
 // the kernel or has failed. It returns nil if no message failed while it
@@ -142,8 +142,8 @@
 // # Accounting
 //
 // Every message given to a connection's Write or WriteBatch, directly or
-// through a Manager, or handed to it by a Writer, ends exactly once in one
-// of two places:
+// through a Manager, or handed to it by a BufferedWriter, ends exactly once
+// in one of two places:
 //
 //   - in ConnStats.MessagesWritten (its payload in BytesWritten), once the
 //     kernel has its whole frame, unless it is later found unacknowledged

@@ -515,11 +515,11 @@ func ExampleTCPConnConfig_batching() {
 	// received: 1004
 }
 
-// A Writer gives one goroutine a buffer of its own: Write frames each
+// A BufferedWriter gives one goroutine a buffer of its own: Write frames each
 // message into it without a lock, and the buffer goes to the connection,
 // in one system call, when it is full or on Flush. Other goroutines may
 // write on the same connection meanwhile.
-func ExampleTCPConn_NewWriter() {
+func ExampleTCPConn_NewBufferedWriter() {
 	received := make(chan struct{}, 1000)
 	l, err := bs.ListenTCP(bs.TCPListenerConfig{
 		Address:  "127.0.0.1:0",
@@ -538,7 +538,7 @@ func ExampleTCPConn_NewWriter() {
 	}
 	defer c.Close()
 
-	w := c.NewWriter(4096)
+	w := c.NewBufferedWriter(4096)
 	for i := range 1000 {
 		if _, err := w.Write(fmt.Appendf(nil, "event %d", i)); err != nil {
 			log.Fatal(err)

@@ -323,7 +323,7 @@ func windowModelRun(t *testing.T, seed uint64, f Framing) {
 			if w.end != int64(len(stream)) {
 				t.Fatalf("step %d: stream ends at %d, want %d (frame from %d)", step, w.end, len(stream), before)
 			}
-		case op == 5 && rng.IntN(2) == 0: // a Writer's run of frames, in one copy, when it fits
+		case op == 5 && rng.IntN(2) == 0: // a BufferedWriter's run of frames, in one copy, when it fits
 			var run []byte
 			var spans []span
 			var ms [][]byte

@@ -1,28 +1,29 @@
 package buffstreams
 
-// DefaultWriterSize is the buffer size of a Writer made with a size of
-// zero or less.
-const DefaultWriterSize = 64 << 10
+// DefaultBufferedWriterSize is the buffer size of a BufferedWriter made
+// with a size of zero or less.
+const DefaultBufferedWriterSize = 64 << 10
 
-// A Writer frames the messages of one goroutine into a buffer of its own
-// and hands them to its connection a buffer at a time, as a bufio.Writer
-// does for an io.Writer. Its Write takes no lock and makes no atomic
-// operation; the connection's work (its lock, the system call, the
+// A BufferedWriter frames the messages of one goroutine into a buffer of
+// its own and hands them to its connection a buffer at a time, as a
+// bufio.Writer does for an io.Writer. Its Write takes no lock and makes no
+// atomic operation; the connection's work (its lock, the system call, the
 // accounting) is paid once per buffer rather than once per message.
 //
-// A Writer is not safe for concurrent use: give each goroutine its own.
-// The connection stays safe for concurrent use, and any number of Writers
-// and direct Writes may share it. The frames of one Writer reach the
-// stream in the order it wrote them, a buffer at a time; the frames of
-// other writers may come between two of its buffers, never inside a frame.
+// A BufferedWriter is not safe for concurrent use: give each goroutine its
+// own. The connection stays safe for concurrent use, and any number of
+// BufferedWriters and direct Writes may share it. The frames of one
+// BufferedWriter reach the stream in the order it wrote them, a buffer at
+// a time; the frames of other writers may come between two of its
+// buffers, never inside a frame.
 //
-// A message stays in the Writer's buffer until Flush, or a Write that finds
-// the buffer full, hands the buffer to the connection; until then it is
+// A message stays in the buffer until Flush, or a Write that finds the
+// buffer full, hands the buffer to the connection; until then it is
 // neither sent nor counted in the connection's stats, and nothing sends it
-// if the Writer is dropped: call Flush when a burst ends. What becomes of
-// each handed message is counted and reported as for Write (see
-// Accounting in the package documentation).
-type Writer struct {
+// if the BufferedWriter is dropped: call Flush when a burst ends. What
+// becomes of each handed message is counted and reported as for Write
+// (see Accounting in the package documentation).
+type BufferedWriter struct {
 	c     *TCPConn
 	size  int
 	tlen  int
@@ -30,15 +31,16 @@ type Writer struct {
 	spans []span // where each frame of buf lies
 }
 
-// NewWriter returns a Writer for c with a buffer of size bytes
-// (DefaultWriterSize if size is zero or less). A message whose frame does
-// not fit in an empty buffer is not copied: Write hands it to the
-// connection at once, after what is buffered, as by TCPConn.Write.
-func (c *TCPConn) NewWriter(size int) *Writer {
+// NewBufferedWriter returns a BufferedWriter for c with a buffer of size
+// bytes (DefaultBufferedWriterSize if size is zero or less). A message
+// whose frame does not fit in an empty buffer is not copied: Write hands
+// it to the connection at once, after what is buffered, as by
+// TCPConn.Write.
+func (c *TCPConn) NewBufferedWriter(size int) *BufferedWriter {
 	if size <= 0 {
-		size = DefaultWriterSize
+		size = DefaultBufferedWriterSize
 	}
-	return &Writer{c: c, size: size, tlen: len(c.wire.framing.trailer())}
+	return &BufferedWriter{c: c, size: size, tlen: len(c.wire.framing.trailer())}
 }
 
 // Write adds data to the buffer as one message and returns len(data). A
@@ -48,7 +50,7 @@ func (c *TCPConn) NewWriter(size int) *Writer {
 // messages are reported as Flush reports them, and Write also refuses data
 // with the flush's error, so that on error Write returns 0 and data was not
 // buffered.
-func (w *Writer) Write(data []byte) (int, error) {
+func (w *BufferedWriter) Write(data []byte) (int, error) {
 	c := w.c
 	if err := c.admit(data); err != nil {
 		c.failed(data, err)
@@ -86,7 +88,7 @@ func (w *Writer) Write(data []byte) (int, error) {
 // Flush hands every buffered message to the connection, as one WriteBatch
 // of them would, and empties the buffer. It returns when the connection's
 // write mode lets WriteBatch return: in the default mode and in batching
-// mode once the kernel has every frame or the write has failed (a Writer's
+// mode once the kernel has every frame or the write has failed (the
 // buffer is written as a large message is, without copying it into the
 // connection's write buffer), with Acks once the messages are in the
 // replay window (in batching mode) or in the kernel (in the default mode).
@@ -94,7 +96,7 @@ func (w *Writer) Write(data []byte) (int, error) {
 // ConnStats.WriteErrors, and Flush returns the first error met. Once the
 // Retry policy has given up, Flush fails every buffered message at once
 // with its error (see TCPConn.Err).
-func (w *Writer) Flush() error {
+func (w *BufferedWriter) Flush() error {
 	if len(w.spans) == 0 {
 		return nil
 	}
@@ -111,7 +113,7 @@ func (w *Writer) Flush() error {
 
 // Buffered returns how many messages are in the buffer, not yet handed to
 // the connection.
-func (w *Writer) Buffered() int { return len(w.spans) }
+func (w *BufferedWriter) Buffered() int { return len(w.spans) }
 
 // accountFrames counts the first k frames of run, at spans, as written and
 // passes the others to TCPConn.failed with err.

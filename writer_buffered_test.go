@@ -56,7 +56,7 @@ func (o *orderLog) all() []int {
 	return slices.Clone(o.seqs)
 }
 
-// writerModes are the write modes a Writer is tested over.
+// writerModes are the write modes a BufferedWriter is tested over.
 var writerModes = []struct {
 	name string
 	cfg  bs.TCPConnConfig
@@ -68,12 +68,12 @@ var writerModes = []struct {
 	{"acks batching", bs.TCPConnConfig{WriteBufferSize: 4096}, true},
 }
 
-// TestWriterDelivers writes messages of many sizes through a small Writer,
-// some too large for its buffer, while another goroutine writes on the same
-// connection directly, in every write mode and over a framing with a
-// header and one with a trailer. Every message must arrive once, whole,
+// TestBufferedWriterDelivers writes messages of many sizes through a small
+// BufferedWriter, some too large for its buffer, while another goroutine
+// writes on the same connection directly, in every write mode and over a
+// framing with a header and one with a trailer. Every message must arrive once, whole,
 // each writer's in its own order, and be counted as written.
-func TestWriterDelivers(t *testing.T) {
+func TestBufferedWriterDelivers(t *testing.T) {
 	delimited, err := bs.Delimited([]byte("\n"))
 	if err != nil {
 		t.Fatal(err)
@@ -96,9 +96,9 @@ func TestWriterDelivers(t *testing.T) {
 				l := listen(t, lcfg)
 				c := dial(t, l, cfg)
 
-				// The Writer sends 0 to n-1; the direct writer n to 2n-1.
+				// The BufferedWriter sends 0 to n-1; the direct writer n to 2n-1.
 				const n = 3000
-				w := c.NewWriter(1024)
+				w := c.NewBufferedWriter(1024)
 				direct := make(chan error, 1)
 				go func() {
 					for i := range n / 10 {
@@ -112,7 +112,7 @@ func TestWriterDelivers(t *testing.T) {
 				for i := range n {
 					size := 9 + i%300
 					if i%97 == 0 {
-						size = 2000 // more than the Writer's buffer
+						size = 2000 // more than the BufferedWriter's buffer
 					}
 					if _, err := w.Write(textMsg(i, size)); err != nil {
 						t.Fatalf("Write %d: %v", i, err)
@@ -150,7 +150,7 @@ func TestWriterDelivers(t *testing.T) {
 				}
 				for i, s := range mine {
 					if s != i {
-						t.Fatalf("the Writer's message %d arrived as %d", i, s)
+						t.Fatalf("the BufferedWriter's message %d arrived as %d", i, s)
 					}
 				}
 				for i, s := range theirs {
@@ -166,10 +166,10 @@ func TestWriterDelivers(t *testing.T) {
 	}
 }
 
-// TestWriterFlushWaits checks that Flush, in the modes without a write
+// TestBufferedWriterFlushWaits checks that Flush, in the modes without a write
 // buffer, returns only once the kernel has every frame: the messages are
 // counted as written when it returns, before anything else runs.
-func TestWriterFlushWaits(t *testing.T) {
+func TestBufferedWriterFlushWaits(t *testing.T) {
 	for _, mode := range []struct {
 		name string
 		acks bool
@@ -184,7 +184,7 @@ func TestWriterFlushWaits(t *testing.T) {
 			lcfg.Callback = received.callback
 			l := listen(t, lcfg)
 			c := dial(t, l, cfg)
-			w := c.NewWriter(4096)
+			w := c.NewBufferedWriter(4096)
 			for round := range 20 {
 				n := 1 + round*7
 				before := c.Stats().MessagesWritten
@@ -204,15 +204,15 @@ func TestWriterFlushWaits(t *testing.T) {
 	}
 }
 
-// TestWriterRefuses checks that Write refuses what the connection would,
-// with its error, passes the message to OnWriteError, and leaves the
+// TestBufferedWriterRefuses checks that Write refuses what the connection
+// would, with its error, passes the message to OnWriteError, and leaves the
 // buffer as it was.
-func TestWriterRefuses(t *testing.T) {
+func TestBufferedWriterRefuses(t *testing.T) {
 	hooked := newSeqLog()
 	received := newSeqLog()
 	l := listen(t, bs.TCPListenerConfig{MaxMessageSize: 100, Callback: received.callback})
 	c := dial(t, l, bs.TCPConnConfig{MaxMessageSize: 100, OnWriteError: hooked.hook})
-	w := c.NewWriter(0)
+	w := c.NewBufferedWriter(0)
 	if _, err := w.Write(seqMsg(0, 100)); err != nil {
 		t.Fatal(err)
 	}
@@ -233,12 +233,12 @@ func TestWriterRefuses(t *testing.T) {
 	}
 }
 
-// TestWriterAfterClose checks what a Writer does with what it holds once
-// its connection is closed, in every write mode: Flush fails every
+// TestBufferedWriterAfterClose checks what a BufferedWriter does with what
+// it holds once its connection is closed, in every write mode: Flush fails every
 // buffered message with an error matching net.ErrClosed, and a Write that
 // must flush first fails with it too, its own message included; each
 // message is passed to OnWriteError once.
-func TestWriterAfterClose(t *testing.T) {
+func TestBufferedWriterAfterClose(t *testing.T) {
 	for _, mode := range writerModes {
 		t.Run(mode.name, func(t *testing.T) {
 			leakCheck(t)
@@ -251,7 +251,7 @@ func TestWriterAfterClose(t *testing.T) {
 			}
 			l := listen(t, lcfg)
 			c := dial(t, l, cfg)
-			w := c.NewWriter(512)
+			w := c.NewBufferedWriter(512)
 			for i := range 3 {
 				if _, err := w.Write(seqMsg(uint32(i), 100)); err != nil {
 					t.Fatal(err)
@@ -280,13 +280,13 @@ func TestWriterAfterClose(t *testing.T) {
 	}
 }
 
-// TestWriterTimeout writes through a Writer, and directly now and then, to
-// a peer that never reads: the Write or Flush that cannot complete fails
+// TestBufferedWriterTimeout writes through a BufferedWriter, and directly
+// now and then, to a peer that never reads: the Write or Flush that cannot complete fails
 // with ErrWriteTimeout after WriteTimeout, and every message ends written or
 // failed once, whatever part of a buffer the kernel took. In batching mode
 // the direct Writes wait in the connection's buffer (FlushInterval is
-// long), so the Writer's buffer goes out behind them.
-func TestWriterTimeout(t *testing.T) {
+// long), so the BufferedWriter's buffer goes out behind them.
+func TestBufferedWriterTimeout(t *testing.T) {
 	const writeTimeout = 200 * time.Millisecond
 	for _, mode := range writerModes[:2] {
 		t.Run(mode.name, func(t *testing.T) {
@@ -299,7 +299,7 @@ func TestWriterTimeout(t *testing.T) {
 				cfg.FlushInterval = time.Hour
 			}
 			c := dialAddr(t, peer.addr(), cfg)
-			w := c.NewWriter(64 << 10)
+			w := c.NewBufferedWriter(64 << 10)
 			var err error
 			given := 0
 			for given < 100000 && err == nil {
@@ -322,14 +322,14 @@ func TestWriterTimeout(t *testing.T) {
 	}
 }
 
-// TestWriterAllocs checks that writing through a Writer allocates nothing,
-// flushes included, once its buffer exists.
-func TestWriterAllocs(t *testing.T) {
+// TestBufferedWriterAllocs checks that writing through a BufferedWriter
+// allocates nothing, flushes included, once its buffer exists.
+func TestBufferedWriterAllocs(t *testing.T) {
 	for _, mode := range writerModes[:2] {
 		t.Run(mode.name, func(t *testing.T) {
 			l := listen(t, bs.TCPListenerConfig{Callback: func([]byte) error { return nil }})
 			c := dial(t, l, mode.cfg)
-			w := c.NewWriter(4096)
+			w := c.NewBufferedWriter(4096)
 			msg := make([]byte, 110)
 			for range 100 { // the buffer, and the engine's
 				if _, err := w.Write(msg); err != nil {

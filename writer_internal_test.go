@@ -187,10 +187,9 @@ func (c *cutConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *cutConn) SetWriteDeadline(time.Time) error { return nil }
 
 // TestEngineAccountingAtACut has eight goroutines send numbered messages,
-// by Write and by WriteBatch, or through a Writer each, small and large,
-// through each engine to a
-// connection that breaks after a given number of bytes, often inside a
-// frame. Every message must then be in exactly one place: among the whole
+// by Write and by WriteBatch, or through a BufferedWriter each, small and
+// large, through each engine to a connection that breaks after a given
+// number of bytes, often inside a frame. Every message must then be in exactly one place: among the whole
 // frames that reached the connection, counted in MessagesWritten, or passed
 // to OnWriteError and counted in WriteErrors. Each goroutine's delivered
 // messages must also arrive in the order it sent them.
@@ -241,9 +240,9 @@ func engineAtACut(t *testing.T, f Framing, bufSize, limit int) {
 	for g := range writers {
 		wg.Go(func() {
 			if g%2 == 1 {
-				// Half the goroutines write through a Writer of their own,
+				// Half the goroutines write through a BufferedWriter of their own,
 				// whose buffer holds a few frames.
-				w := c.NewWriter(2048)
+				w := c.NewBufferedWriter(2048)
 				for i := range perWriter {
 					w.Write(msg(g, i))
 				}

@@ -62,8 +62,8 @@
 //	batch       this library, batching mode (-batchbuf, -flush): Write copies
 //	            into a write buffer, a flusher writes many frames per system
 //	            call; the writer calls Flush after its last message
-//	writer      this library, default mode, through a Writer per connection
-//	            (-batchbuf): Write frames into the Writer's own buffer
+//	bufwriter   this library, default mode, through a BufferedWriter per
+//	            connection (-batchbuf): Write frames into its own buffer
 //	            without a lock, and each full buffer goes to the connection
 //	            in one system call, as bufio's does; Flush at the end
 //	raw         the ceiling: pre-framed 4-byte headers written 256 KiB (1 MiB
@@ -78,8 +78,8 @@
 //	            bufio sizes, with test/message Notes of the payload size
 //
 // Opt-in transports run only when -t names them: sync+ack, batch+ack and
-// writer+ack, this library with acknowledged delivery, and cork (Linux): one Write per
-// frame of a plain net.Conn with TCP_CORK held for the stream, the floor
+// bufwriter+ack, this library with acknowledged delivery, and cork
+// (Linux): one Write per frame of a plain net.Conn with TCP_CORK held for the stream, the floor
 // of any Write that returns once the kernel holds the frame, and so what
 // sync is measured against for its own overhead.
 //
@@ -238,7 +238,7 @@ func newTransports(opt options) []transport {
 	ts := []transport{
 		syncTransport{},
 		batchTransport{bufSize: opt.batchBuf, flushInterval: opt.flush},
-		writerTransport{bufSize: opt.batchBuf},
+		bufWriterTransport{bufSize: opt.batchBuf},
 		rawTransport{},
 		bs2Transport{},
 		bufioTransport{},
@@ -480,7 +480,7 @@ func main() {
 		writers      = flag.Int("w", 8, "writers sharing one connection in the shared-writer workloads; 1 drops them")
 		workloadsArg = flag.String("workloads", "", "workloads as SIZExCONNS[xWRITERS], comma separated (default 110x1,110x4,110x16,1024x1,65536x1,110x1xW)")
 		transArg     = flag.String("t", "", "transports to run, comma separated (default all)")
-		batchBuf     = flag.Int("batchbuf", defaultBatchBuf, "WriteBufferSize of the batch transport and buffer size of the writer transport, in bytes")
+		batchBuf     = flag.Int("batchbuf", defaultBatchBuf, "WriteBufferSize of the batch transport and buffer size of the bufwriter transports, in bytes")
 		flushIvl     = flag.Duration("flush", 0, "FlushInterval of the batch transport")
 		rounds       = flag.Int("rounds", 20000, "latency: most request-response rounds per transport; 0 skips the latency section")
 		rtime        = flag.Duration("rtime", 3*time.Second, "latency: most time for the rounds of both transports together")

@@ -90,9 +90,9 @@ type libClients struct {
 	payload []byte
 	batch   bool // Flush after the last Write of Send
 	acks    bool // Sync after the last Write of Send
-	// writers, when set, holds a Writer for each connection, through
-	// which Send writes (the writer transport).
-	writers []*buffstreams.Writer
+	// writers, when set, holds a BufferedWriter for each connection, through
+	// which Send writes (the bufwriter transports).
+	writers []*buffstreams.BufferedWriter
 }
 
 func dialLib(addr string, size, conns int, cfg buffstreams.TCPConnConfig) (*libClients, error) {
@@ -200,24 +200,24 @@ func (t batchTransport) Dial(addr string, size, conns int) (clients, error) {
 	})
 }
 
-// writerTransport is the library in its default mode, written through one
-// Writer per connection: each Write frames the message into the Writer's
+// bufWriterTransport is the library in its default mode, written through
+// one BufferedWriter per connection: each Write frames the message into its
 // buffer of bufSize bytes (at least 16 payloads, as batch's), without a lock,
 // and a full buffer goes to the connection in one system call, as with
 // bufio. The sender flushes after its last message. Its server is sync's.
-type writerTransport struct{ bufSize int }
+type bufWriterTransport struct{ bufSize int }
 
-func (writerTransport) Name() string { return "writer" }
+func (bufWriterTransport) Name() string { return "bufwriter" }
 
-func (writerTransport) Serve(int) (server, error) { return listenLib(nil) }
+func (bufWriterTransport) Serve(int) (server, error) { return listenLib(nil) }
 
-func (t writerTransport) Dial(addr string, size, conns int) (clients, error) {
+func (t bufWriterTransport) Dial(addr string, size, conns int) (clients, error) {
 	s, err := dialLib(addr, size, conns, buffstreams.TCPConnConfig{})
 	if err != nil {
 		return nil, err
 	}
 	for _, c := range s.conns {
-		s.writers = append(s.writers, c.NewWriter(max(t.bufSize, 16*size)))
+		s.writers = append(s.writers, c.NewBufferedWriter(max(t.bufSize, 16*size)))
 	}
 	return s, nil
 }
@@ -229,8 +229,8 @@ func (t writerTransport) Dial(addr string, size, conns int) (clients, error) {
 // the listener has acknowledged every one. It runs only when -t names it.
 type ackTransport struct {
 	batch   bool
-	bufSize int  // WriteBufferSize of batch+ack, the Writer's buffer size of writer+ack
-	writer  bool // the default mode through a Writer per connection ("writer+ack")
+	bufSize int  // WriteBufferSize of batch+ack; the buffer size of bufwriter+ack
+	writer  bool // the default mode, through a BufferedWriter per connection ("bufwriter+ack")
 }
 
 func (t ackTransport) Name() string {
@@ -238,7 +238,7 @@ func (t ackTransport) Name() string {
 	case t.batch:
 		return "batch+ack"
 	case t.writer:
-		return "writer+ack"
+		return "bufwriter+ack"
 	}
 	return "sync+ack"
 }
@@ -246,8 +246,8 @@ func (t ackTransport) Name() string {
 // OptIn keeps the transport out of the default set.
 func (ackTransport) OptIn() bool { return true }
 
-// SharedWriters: like sync, the default mode is safe to share; a Writer is
-// not.
+// SharedWriters: like sync, the default mode is safe to share; a
+// BufferedWriter is not.
 func (t ackTransport) SharedWriters() bool { return !t.batch && !t.writer }
 
 func (ackTransport) Serve(int) (server, error) { return listenLib(&buffstreams.AckConfig{}) }
@@ -262,7 +262,7 @@ func (t ackTransport) Dial(addr string, size, conns int) (clients, error) {
 		return s, err
 	}
 	for _, c := range s.conns {
-		s.writers = append(s.writers, c.NewWriter(max(t.bufSize, 16*size)))
+		s.writers = append(s.writers, c.NewBufferedWriter(max(t.bufSize, 16*size)))
 	}
 	return s, nil
 }
