@@ -400,21 +400,32 @@ func (e *batchEngine) writeBuffered() {
 	e.give(out, spans, len(spans), failed, err)
 }
 
+// own waits until nobody owns the socket, then makes the caller its owner,
+// with buf, its spans and its payload bytes, and counts n messages of the
+// caller's own as accepted. It reports false if the connection is closed
+// first.
+func (e *batchEngine) own(n int) ([]byte, []span, uint64, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for e.owned && !e.c.closed.Load() {
+		e.cond.Wait()
+	}
+	if e.c.closed.Load() {
+		return nil, nil, 0, false
+	}
+	out, spans, nb := e.takeBuffer()
+	e.accepted += uint64(n)
+	return out, spans, nb, true
+}
+
 // writeLarge writes a large message from the caller's slice, after
 // everything buffered before it.
 func (e *batchEngine) writeLarge(msg []byte) error {
 	c := e.c
-	e.mu.Lock()
-	for e.owned && !c.closed.Load() {
-		e.cond.Wait()
-	}
-	if c.closed.Load() {
-		e.mu.Unlock()
+	out, spans, nb, owner := e.own(1)
+	if !owner {
 		return errClosed
 	}
-	out, spans, nb := e.takeBuffer()
-	e.accepted++
-	e.mu.Unlock()
 
 	f := c.wire.framing
 	h := f.putHeader(e.tx.hdr[:], len(msg))
@@ -443,18 +454,11 @@ func (e *batchEngine) writeLarge(msg []byte) error {
 // everything buffered before them, as writeLarge writes a large message.
 func (e *batchEngine) writeRun(run []byte, rspans []span) (int, error) {
 	c := e.c
-	e.mu.Lock()
-	for e.owned && !c.closed.Load() {
-		e.cond.Wait()
-	}
-	if c.closed.Load() {
-		e.mu.Unlock()
+	out, spans, nb, ok := e.own(len(rspans))
+	if !ok {
 		accountFrames(c, run, rspans, 0, errClosed)
 		return 0, errClosed
 	}
-	out, spans, nb := e.takeBuffer()
-	e.accepted += uint64(len(rspans))
-	e.mu.Unlock()
 
 	base := len(out)
 	all := spans

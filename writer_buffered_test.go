@@ -56,12 +56,25 @@ func (o *orderLog) all() []int {
 	return slices.Clone(o.seqs)
 }
 
-// writerModes are the write modes a BufferedWriter is tested over.
-var writerModes = []struct {
+// A writerMode is a write mode a BufferedWriter is tested over.
+type writerMode struct {
 	name string
 	cfg  bs.TCPConnConfig
 	acks bool
-}{
+}
+
+// dial starts a listener with lcfg and dials it with cfg, with
+// acknowledged delivery on both ends if the mode has it.
+func (m writerMode) dial(t *testing.T, lcfg bs.TCPListenerConfig, cfg bs.TCPConnConfig) *bs.TCPConn {
+	t.Helper()
+	if m.acks {
+		lcfg.Acks, cfg.Acks = &bs.AckConfig{}, &bs.AckConfig{}
+	}
+	return dial(t, listen(t, lcfg), cfg)
+}
+
+// writerModes are the write modes a BufferedWriter is tested over.
+var writerModes = []writerMode{
 	{"default", bs.TCPConnConfig{}, false},
 	{"batching", bs.TCPConnConfig{WriteBufferSize: 4096}, false},
 	{"acks", bs.TCPConnConfig{}, true},
@@ -87,14 +100,9 @@ func TestBufferedWriterDelivers(t *testing.T) {
 			t.Run(mode.name+"/"+fr.name, func(t *testing.T) {
 				leakCheck(t)
 				var got orderLog
-				lcfg := bs.TCPListenerConfig{Framing: fr.f, Callback: got.callback}
 				cfg := mode.cfg
 				cfg.Framing = fr.f
-				if mode.acks {
-					lcfg.Acks, cfg.Acks = &bs.AckConfig{}, &bs.AckConfig{}
-				}
-				l := listen(t, lcfg)
-				c := dial(t, l, cfg)
+				c := mode.dial(t, bs.TCPListenerConfig{Framing: fr.f, Callback: got.callback}, cfg)
 
 				// The BufferedWriter sends 0 to n-1; the direct writer n to 2n-1.
 				const n = 3000
@@ -170,20 +178,10 @@ func TestBufferedWriterDelivers(t *testing.T) {
 // buffer, returns only once the kernel has every frame: the messages are
 // counted as written when it returns, before anything else runs.
 func TestBufferedWriterFlushWaits(t *testing.T) {
-	for _, mode := range []struct {
-		name string
-		acks bool
-	}{{"default", false}, {"acks", true}} {
+	for _, mode := range []writerMode{writerModes[0], writerModes[2]} {
 		t.Run(mode.name, func(t *testing.T) {
-			var lcfg bs.TCPListenerConfig
-			var cfg bs.TCPConnConfig
-			if mode.acks {
-				lcfg.Acks, cfg.Acks = &bs.AckConfig{}, &bs.AckConfig{}
-			}
 			received := newSeqLog()
-			lcfg.Callback = received.callback
-			l := listen(t, lcfg)
-			c := dial(t, l, cfg)
+			c := mode.dial(t, bs.TCPListenerConfig{Callback: received.callback}, mode.cfg)
 			w := c.NewBufferedWriter(4096)
 			for round := range 20 {
 				n := 1 + round*7
@@ -243,14 +241,9 @@ func TestBufferedWriterAfterClose(t *testing.T) {
 		t.Run(mode.name, func(t *testing.T) {
 			leakCheck(t)
 			hooked, received := newSeqLog(), newSeqLog()
-			lcfg := bs.TCPListenerConfig{Callback: received.callback}
 			cfg := mode.cfg
 			cfg.OnWriteError = hooked.hook
-			if mode.acks {
-				lcfg.Acks, cfg.Acks = &bs.AckConfig{}, &bs.AckConfig{}
-			}
-			l := listen(t, lcfg)
-			c := dial(t, l, cfg)
+			c := mode.dial(t, bs.TCPListenerConfig{Callback: received.callback}, cfg)
 			w := c.NewBufferedWriter(512)
 			for i := range 3 {
 				if _, err := w.Write(seqMsg(uint32(i), 100)); err != nil {
