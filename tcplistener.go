@@ -603,16 +603,18 @@ func (l *TCPListener) endConn(c *TCPConn, cause error, tracked bool) {
 	if l.onEnd != nil {
 		l.callOnEnd(c, err)
 	}
+	// The counters of the end come before Active falls, so that a reader
+	// of Stats who sees the connection gone also sees why it ended.
+	for _, n := range [...]*atomic.Uint64{n1, n2} {
+		if n != nil {
+			n.Add(1)
+		}
+	}
 	if tracked {
 		l.mu.Lock()
 		delete(l.conns, c)
 		l.mu.Unlock()
 		l.stats.active.Add(-1)
-	}
-	for _, n := range [...]*atomic.Uint64{n1, n2} {
-		if n != nil {
-			n.Add(1)
-		}
 	}
 }
 
