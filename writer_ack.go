@@ -196,19 +196,19 @@ func (e *ackEngine) writeRun(run []byte, spans []span) (int, error) {
 	e.mu.Lock()
 	if !e.c.closed.Load() && e.win.fitsRun(len(run), len(spans)) {
 		seq, n = e.win.pushRun(run, spans), len(spans)
-		spans = nil
-	}
-	for _, s := range spans {
-		q, err := e.appendMsg(run[s.at : s.end-t])
-		if err != nil { // appendMsg unlocked e.mu and reported the message
-			if first == nil {
-				first = err
+	} else {
+		for _, s := range spans {
+			q, err := e.appendMsg(run[s.at : s.end-t])
+			if err != nil { // appendMsg unlocked e.mu and reported the message
+				if first == nil {
+					first = err
+				}
+				e.mu.Lock()
+				continue
 			}
-			e.mu.Lock()
-			continue
+			seq = q
+			n++
 		}
-		seq = q
-		n++
 	}
 	if n == 0 {
 		e.mu.Unlock()
