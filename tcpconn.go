@@ -81,7 +81,8 @@ type TCPConn struct {
 	// mu guards nc, dialCtx, cancelDial, done, ended and reading, and
 	// the changes of watch and tally.
 	mu         sync.Mutex
-	nc         net.Conn                  // nil after a failure, until the next dial
+	nc         net.Conn                  // nil after a failure, until the next dial; set with setNC
+	live       atomic.Pointer[net.Conn]  // nc, for conn's path without mu; nil while nc is
 	reading    atomic.Bool               // Read or Messages was called: no peer watch; set with mu held
 	watch      atomic.Pointer[peerWatch] // the watch of nc, if any; see peerwatch.go
 	tally      atomic.Pointer[tally]     // the count of nc's frames, if any; see unacked.go
@@ -259,7 +260,8 @@ func newConn(cfg *TCPConnConfig) (*TCPConn, error) {
 
 // newAcceptedConn wraps a connection accepted by a listener.
 func newAcceptedConn(nc net.Conn, w wire, log *slog.Logger, o *connOptions) *TCPConn {
-	c := &TCPConn{wire: w, log: log, opts: o, nc: nc, served: true}
+	c := &TCPConn{wire: w, log: log, opts: o, served: true}
+	c.setNC(nc)
 	c.eng = newEngine(c)
 	c.rd = newFrameReader(nc, w)
 	return c
@@ -392,6 +394,9 @@ func (c *TCPConn) firstDial(ctx context.Context) (net.Conn, error) {
 
 // conn returns the live connection, dialing again if a failure closed it.
 func (c *TCPConn) conn() (net.Conn, error) {
+	if p := c.live.Load(); p != nil && !c.closed.Load() {
+		return *p, nil // the path of every write: no lock
+	}
 	c.mu.Lock()
 	nc, closed := c.nc, c.closed.Load()
 	c.mu.Unlock()
@@ -545,6 +550,17 @@ func (c *TCPConn) dialOrClosed(ctx context.Context) (net.Conn, error) {
 	return nc, nil
 }
 
+// setNC makes nc the connection's socket, or forgets it if nc is nil.
+// c.mu is held, or c is not yet shared.
+func (c *TCPConn) setNC(nc net.Conn) {
+	c.nc = nc
+	if nc == nil {
+		c.live.Store(nil)
+	} else {
+		c.live.Store(&nc)
+	}
+}
+
 // fail closes nc after err and forgets it, so that the next operation dials
 // again, and returns the error to report: errClosed if the connection was
 // closed before the failure (Close sets closed before it closes the socket,
@@ -556,7 +572,7 @@ func (c *TCPConn) fail(nc net.Conn, err error) error {
 	c.drop(nc, err)
 	c.mu.Lock()
 	if c.nc == nc {
-		c.nc = nil
+		c.setNC(nil)
 	}
 	c.mu.Unlock()
 	switch {
@@ -702,7 +718,7 @@ func (c *TCPConn) Reopen() error {
 	c.dmu.Lock()
 	c.mu.Lock()
 	stale := c.nc // old, or one dialed since
-	c.nc = nil
+	c.setNC(nil)
 	c.mu.Unlock()
 	var frames int
 	var payload uint64

@@ -93,7 +93,7 @@ func (c *TCPConn) adopt(nc net.Conn) {
 	if old := c.tally.Load(); old != nil && old.nc != nc {
 		old.retire() // sealed already, unless a path forgot to shut its socket
 	}
-	c.nc = nc
+	c.setNC(nc)
 	c.startWatch(nc)
 	c.tally.Store(c.newTally(nc))
 }
