@@ -315,7 +315,7 @@ func TestWaitersSpinWithSpareProcessors(t *testing.T) {
 		{2, 1, true}, {2, 2, false}, {2, 8, false}, {16, 8, true}, {16, 16, false},
 	} {
 		e := &syncEngine{procs: c.procs}
-		e.active.Store(int32(c.active))
+		e.state.Store(uint64(c.active) * writeOne)
 		if got := e.spinning(); got != c.spin {
 			t.Errorf("%d Writes under way on %d processors: spinning %v, want %v", c.active, c.procs, got, c.spin)
 		}

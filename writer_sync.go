@@ -11,7 +11,8 @@ import (
 // syncEngine is the default write engine: a Write returns once the kernel
 // has its whole frame. Concurrent Writes share system calls (group commit).
 // One goroutine at a time owns the socket for writing. A Write that finds
-// nobody writing and nothing waiting writes its own frame. Writes that
+// nobody writing and nothing waiting writes its own frame: it takes and
+// gives back ownership with one atomic operation each, and no lock. Writes that
 // arrive while the socket is owned append their frames to pend and wait;
 // when the owner is done it hands ownership to the first of them, which
 // writes every frame gathered so far in one system call and tells each
@@ -25,12 +26,16 @@ import (
 // sender takes TCPConn's locks, to find the socket or dial, with neither
 // engine lock held. None is held during a system call but the corker's.
 type syncEngine struct {
-	c      *TCPConn
-	active atomic.Int32 // Writes in progress, owners and waiters alike
-	procs  int          // GOMAXPROCS when the connection was made
+	c *TCPConn
+	// state is ownedBit, set while a goroutine owns the socket for
+	// writing, plus writeOne for each Write in progress, owners and
+	// waiters alike. Only a Write that finds it zero sets ownedBit
+	// without holding mu; it is cleared without mu only by that Write,
+	// when nothing else happened meanwhile (see send).
+	state atomic.Uint64
+	procs int // GOMAXPROCS when the connection was made
 
 	mu      sync.Mutex
-	owned   bool      // a goroutine owns the socket for writing; guarded by mu
 	pend    []byte    // frames of waiting Writes, in order; guarded by mu
 	spans   []span    // where each frame of pend lies; guarded by mu
 	waiters []*waiter // the Writes whose frames are in pend; guarded by mu
@@ -122,14 +127,10 @@ func (e *syncEngine) uncorkIdle() {
 	if k.stopped {
 		return
 	}
-	e.mu.Lock()
-	if e.owned {
-		e.mu.Unlock()
+	if !e.own() {
 		k.timer.Reset(corkQuiet)
 		return
 	}
-	e.owned = true
-	e.mu.Unlock()
 	k.idle()
 	e.mu.Lock()
 	e.handOff()
@@ -143,14 +144,14 @@ func (e *syncEngine) flush() error {
 	if !k.hint.Load() {
 		return nil
 	}
-	e.mu.Lock()
-	if e.owned {
+	if !e.own() {
 		k.push.Store(true)
-		e.mu.Unlock()
-		return nil
+		if e.own() { // the owner may have gone before it could see push
+			k.push.Store(false)
+		} else {
+			return nil
+		}
 	}
-	e.owned = true
-	e.mu.Unlock()
 	if k.corked {
 		k.uncork()
 	}
@@ -183,20 +184,56 @@ func (e *syncEngine) reopening()        { e.ck.reopen() }
 func (e *syncEngine) reopened()         {}
 func (e *syncEngine) attached(net.Conn) {}
 
+// The bits of syncEngine.state.
+const (
+	ownedBit = 1 // a goroutine owns the socket for writing
+	writeOne = 2 // one Write in progress
+
+	doneOne = ^uint64(writeOne - 1) // added to state, takes writeOne away
+)
+
+// own makes the caller the owner of the socket, if nobody owns it, and
+// reports whether it did.
+func (e *syncEngine) own() bool {
+	for {
+		s := e.state.Load()
+		if s&ownedBit != 0 {
+			return false
+		}
+		if e.state.CompareAndSwap(s, s|ownedBit) {
+			return true
+		}
+	}
+}
+
 // send writes msg, the messages of batch, or the frames of fr, and returns
 // how many messages were written. Each message not written is passed to
 // TCPConn.failed.
 func (e *syncEngine) send(msg []byte, batch [][]byte, fr *framed) (int, error) {
 	c := e.c
-	others := e.active.Add(1) > 1
-	defer e.active.Add(-1)
+	if e.state.CompareAndSwap(0, ownedBit|writeOne) {
+		// Nobody writes or waits: write alone, and if nobody came
+		// meanwhile, give the socket back as it was taken.
+		written, err := 0, errClosed
+		if !c.closed.Load() {
+			written, err = e.writeAlone(msg, batch, fr)
+		}
+		if !e.state.CompareAndSwap(ownedBit|writeOne, 0) {
+			e.mu.Lock()
+			e.handOff()
+			e.mu.Unlock()
+			e.state.Add(doneOne)
+		}
+		return e.account(msg, batch, fr, written, err), err
+	}
+	others := e.state.Add(writeOne)/writeOne > 1
+	defer e.state.Add(doneOne)
 	e.mu.Lock()
 	if c.closed.Load() {
 		e.mu.Unlock()
 		return e.account(msg, batch, fr, 0, errClosed), errClosed
 	}
-	if !e.owned && len(e.pend) == 0 && !others {
-		e.owned = true
+	if len(e.pend) == 0 && !others && e.own() {
 		e.mu.Unlock()
 		written, err := e.writeAlone(msg, batch, fr)
 		e.mu.Lock()
@@ -224,8 +261,7 @@ func (e *syncEngine) send(msg []byte, batch [][]byte, fr *framed) (int, error) {
 	}
 	x.last = len(e.spans)
 	e.waiters = append(e.waiters, x)
-	lead := !e.owned
-	e.owned = true
+	lead := e.own()
 	e.mu.Unlock()
 	if lead {
 		// Other Writes are under way but not running (there may be
@@ -249,7 +285,7 @@ func (e *syncEngine) send(msg []byte, batch [][]byte, fr *framed) (int, error) {
 // and reads the clock for nothing: with 8 writers on 2 processors, parking
 // at once carried about 15% more messages.
 func (e *syncEngine) spinning() bool {
-	return int(e.active.Load()) < e.procs
+	return int(e.state.Load()/writeOne) < e.procs
 }
 
 // writeAlone writes the frames of msg, batch or fr as the owner, with
@@ -329,7 +365,7 @@ func (e *syncEngine) handOff() {
 		e.waiters[0].tell(waitLead)
 		return
 	}
-	e.owned = false
+	e.state.And(^uint64(ownedBit))
 }
 
 // account records what became of the messages of one Write, WriteBatch
