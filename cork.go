@@ -42,8 +42,11 @@ import (
 // caller first marshals a small message every few, and group commit a run
 // of several frames about as often (a new owner of the socket is woken
 // between runs). A request that waits for its reply starts a round trip
-// after the previous one, ten microseconds or more on loopback, and a Read
-// takes the cork off before it waits.
+// after the previous one, 7 µs or more on loopback, which is not always
+// longer than streamStart. So timing alone does not decide it: a Read
+// takes the cork off before it waits, and so does a listener's read loop,
+// for the replies it delivered; either way the next Write starts no
+// stream (corker.asked), and neither does the next after Flush.
 //
 // Inside a stream the pause is timed from the end of the previous write,
 // because a write may take long: it sent a full segment, and on loopback
@@ -95,6 +98,11 @@ type corker struct {
 
 	hint atomic.Bool // corked, readable without owning the socket
 	push atomic.Bool // Flush or Read asked the owner to take the cork off
+	// asked is set by Flush, which every Read calls before it may wait
+	// for the peer and a listener's read loop calls before it reads
+	// again: the next Write answers the peer or is a new request, and
+	// starts no stream.
+	asked atomic.Bool
 
 	// fire serialises the timer's runs with stop, so that after stop
 	// returns no run is in progress and none starts.
@@ -105,7 +113,7 @@ type corker struct {
 // before is called by the owner right before it writes on nc.
 func (k *corker) before(nc net.Conn) {
 	if nc != k.nc {
-		k.nc, k.rc, k.corked, k.streamed = nc, nil, false, never
+		k.nc, k.rc, k.corked, k.began, k.streamed = nc, nil, false, never, never
 		if corkSupported {
 			k.rc = rawTCP(nc)
 		}
@@ -116,10 +124,20 @@ func (k *corker) before(nc net.Conn) {
 	}
 	t := now()
 	gap := int64(streamGap)
+	asked := k.asked.Load()
+	if asked {
+		k.asked.Store(false)
+	}
 	var stream bool
-	if k.corked {
+	switch {
+	case k.corked:
 		stream = t-k.last < gap
-	} else {
+	case asked:
+		// A request whose reply came back sooner than streamStart
+		// (on a fast machine a loopback round trip takes 7 µs) is
+		// no stream; corking it would cost two setsockopt calls a
+		// round.
+	default:
 		// A stream starts with Writes that start close together, or
 		// resumes soon after a pause took the cork off (see streamStart).
 		stream = t-k.began < int64(streamStart) || t-k.last < gap && t-k.streamed < int64(corkQuiet)

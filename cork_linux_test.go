@@ -392,3 +392,67 @@ func TestCorkStreamResumes(t *testing.T) {
 		t.Error("the stream did not resume after its pause")
 	}
 }
+
+// TestCorkRequestAfterReplyStartsNoStream checks that a Write after a Read
+// that waited for the peer, or after Flush, goes out uncorked, however soon
+// it follows the previous Write: a request whose reply came back quickly is
+// no stream. The served side's replies, one per request, stay uncorked for
+// the same reason: its read loop waits between them.
+func TestCorkRequestAfterReplyStartsNoStream(t *testing.T) {
+	setStreamGaps(t, time.Hour) // by timing alone, every Write after the first streams
+	var served atomic.Pointer[TCPConn]
+	var lone atomic.Bool // the requests come one at a time
+	lone.Store(true)
+	l, err := ListenTCP(TCPListenerConfig{Address: "127.0.0.1:0", MaxMessageSize: 1 << 16,
+		ConnCallback: func(c *TCPConn, p []byte) error {
+			if served.CompareAndSwap(nil, c) {
+				c.eng.(*syncEngine).ck.stop() // only the Writes decide
+			}
+			_, err := c.Write(p)
+			if corked, _ := sockopts(t, c); corked && lone.Load() {
+				t.Error("a reply to a lone request corked the served socket")
+			}
+			return err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartListeningAsync(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	c, err := DialTCP(&TCPConnConfig{Address: l.Addr().String(), MaxMessageSize: 1 << 16, ReadTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	e := c.eng.(*syncEngine)
+	e.ck.stop()
+	t.Cleanup(e.ck.reopen)
+	req, buf := make([]byte, 110), make([]byte, 1<<16)
+	for i := range 20 {
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		if corked, _ := sockopts(t, c); corked {
+			t.Fatalf("request %d: the socket is corked", i)
+		}
+		if _, err := c.Read(buf); err != nil {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+	}
+	// Timing still decides once nothing was asked: two Writes in a row
+	// are a stream.
+	lone.Store(false)
+	writeN(t, c, 2)
+	if corked, _ := sockopts(t, c); !corked {
+		t.Fatal("two Writes in a row did not cork the socket")
+	}
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	writeN(t, c, 1)
+	if corked, _ := sockopts(t, c); corked {
+		t.Fatal("the socket is corked by the first Write after Flush")
+	}
+}

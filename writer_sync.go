@@ -138,9 +138,13 @@ func (e *syncEngine) uncorkIdle() {
 }
 
 // flush sends what the kernel holds under the cork: at once if no Write
-// owns the socket, else when that Write returns.
+// owns the socket, else when that Write returns. The next Write starts no
+// stream (corker.asked).
 func (e *syncEngine) flush() error {
 	k := &e.ck
+	if !k.asked.Load() {
+		k.asked.Store(true)
+	}
 	if !k.hint.Load() {
 		return nil
 	}
