@@ -686,8 +686,15 @@ func checkAccounting(t *testing.T, c *bs.TCPConn, given int, hooked, received *s
 			t.Errorf("message %d received %d times", seq, n)
 		}
 	}
-	if uint64(len(got)) > st.MessagesWritten {
-		t.Errorf("server received %d messages, client counted %d written", len(got), st.MessagesWritten)
+	// A message reported unacknowledged (nil, so it cannot be matched by
+	// sequence) may have arrived after all: a peer that read it and then
+	// reset the connection before its delayed acknowledgement left sends
+	// that acknowledgement only in the reset, whose ACK field the kernel
+	// ignores (docs/guarantees.md). No more than those may.
+	if extra := int64(len(got)) - int64(st.MessagesWritten); extra > hooked.unacked.Load() {
+		t.Errorf("server received %d messages, client counted %d written and reported %d as unacknowledged", len(got), st.MessagesWritten, hooked.unacked.Load())
+	} else if extra > 0 {
+		t.Logf("%d messages reported unacknowledged arrived", extra)
 	}
 }
 
