@@ -77,8 +77,11 @@
 // Linux (TCP_CORK): each frame is still in the kernel when its Write
 // returns, but the kernel packs the frames into full TCP segments instead of
 // sending one segment per frame, which is what makes a stream of small
-// messages cheap for both ends. A Write after a pause, such as a request
-// that waits for its reply, takes the cork off and leaves at once. The cork
+// messages cheap for both ends. A Write after a pause takes the cork off
+// and leaves at once, and so does a Write after a Read, after Flush or, on
+// a connection a listener serves, after its read loop caught up, however
+// soon it follows: a request whose reply came back quickly, or a reply to
+// a lone request, is not part of a stream. The cork
 // also comes off when the connection has been quiet for 50 µs (checked by a
 // timer, which may run up to about a millisecond late when the process is
 // otherwise idle), on Flush, before a Read or Messages waits, on Close, and,
