@@ -33,6 +33,39 @@ func newCorkPeer(t *testing.T) *corkPeer {
 	return p
 }
 
+// corkEcho starts a listener that answers each message with itself, on a
+// served connection whose corker timer is stopped (only its Writes and its
+// read loop move the cork), and dials it. replied, if not nil, runs on the
+// served connection after each reply is written.
+func corkEcho(t *testing.T, replied func(*TCPConn)) (served *atomic.Pointer[TCPConn], c *TCPConn) {
+	t.Helper()
+	served = new(atomic.Pointer[TCPConn])
+	l, err := ListenTCP(TCPListenerConfig{Address: "127.0.0.1:0", MaxMessageSize: 1 << 16,
+		ConnCallback: func(sc *TCPConn, p []byte) error {
+			if served.CompareAndSwap(nil, sc) {
+				sc.eng.(*syncEngine).ck.stop()
+			}
+			_, err := sc.Write(p)
+			if replied != nil {
+				replied(sc)
+			}
+			return err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.StartListeningAsync(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(l.Close)
+	c, err = DialTCP(&TCPConnConfig{Address: l.Addr().String(), MaxMessageSize: 1 << 16, ReadTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return served, c
+}
+
 // setStreamGaps sets both streamStart and streamGap to d for the test.
 func setStreamGaps(t *testing.T, d time.Duration) {
 	t.Helper()
@@ -327,27 +360,7 @@ func TestCorkSlowWriteStartsNoStream(t *testing.T) {
 // or the kernel's 200 ms limit, ends the cork.
 func TestCorkRepliesLeaveWhenCaughtUp(t *testing.T) {
 	setStreamGaps(t, time.Second) // every reply after the first is part of a stream
-	var served atomic.Pointer[TCPConn]
-	l, err := ListenTCP(TCPListenerConfig{Address: "127.0.0.1:0", MaxMessageSize: 1 << 16,
-		ConnCallback: func(c *TCPConn, p []byte) error {
-			if served.CompareAndSwap(nil, c) {
-				c.eng.(*syncEngine).ck.stop() // only the read loop can take the cork off
-			}
-			_, err := c.Write(p)
-			return err
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.StartListeningAsync(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.Close)
-	c, err := DialTCP(&TCPConnConfig{Address: l.Addr().String(), MaxMessageSize: 1 << 16, ReadTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	served, c := corkEcho(t, nil)
 	const n = 10
 	msgs := make([][]byte, n)
 	for i := range msgs {
@@ -400,32 +413,13 @@ func TestCorkStreamResumes(t *testing.T) {
 // the same reason: its read loop waits between them.
 func TestCorkRequestAfterReplyStartsNoStream(t *testing.T) {
 	setStreamGaps(t, time.Hour) // by timing alone, every Write after the first streams
-	var served atomic.Pointer[TCPConn]
-	var lone atomic.Bool // the requests come one at a time
+	var lone atomic.Bool        // the requests come one at a time
 	lone.Store(true)
-	l, err := ListenTCP(TCPListenerConfig{Address: "127.0.0.1:0", MaxMessageSize: 1 << 16,
-		ConnCallback: func(c *TCPConn, p []byte) error {
-			if served.CompareAndSwap(nil, c) {
-				c.eng.(*syncEngine).ck.stop() // only the Writes decide
-			}
-			_, err := c.Write(p)
-			if corked, _ := sockopts(t, c); corked && lone.Load() {
-				t.Error("a reply to a lone request corked the served socket")
-			}
-			return err
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.StartListeningAsync(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(l.Close)
-	c, err := DialTCP(&TCPConnConfig{Address: l.Addr().String(), MaxMessageSize: 1 << 16, ReadTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
+	_, c := corkEcho(t, func(served *TCPConn) {
+		if corked, _ := sockopts(t, served); corked && lone.Load() {
+			t.Error("a reply to a lone request corked the served socket")
+		}
+	})
 	e := c.eng.(*syncEngine)
 	e.ck.stop()
 	t.Cleanup(e.ck.reopen)
