@@ -3,6 +3,7 @@
 package buffstreams
 
 import (
+	"fmt"
 	"net"
 	"sync/atomic"
 	"syscall"
@@ -36,8 +37,9 @@ func newCorkPeer(t *testing.T) *corkPeer {
 // corkEcho starts a listener that answers each message with itself, on a
 // served connection whose corker timer is stopped (only its Writes and its
 // read loop move the cork), and dials it. replied, if not nil, runs on the
-// served connection after each reply is written.
-func corkEcho(t *testing.T, replied func(*TCPConn)) (served *atomic.Pointer[TCPConn], c *TCPConn) {
+// served connection after each reply, p, is written; it runs in the read
+// loop, so it must not call t's methods.
+func corkEcho(t *testing.T, replied func(sc *TCPConn, p []byte)) (served *atomic.Pointer[TCPConn], c *TCPConn) {
 	t.Helper()
 	served = new(atomic.Pointer[TCPConn])
 	l, err := ListenTCP(TCPListenerConfig{Address: "127.0.0.1:0", MaxMessageSize: 1 << 16,
@@ -47,7 +49,7 @@ func corkEcho(t *testing.T, replied func(*TCPConn)) (served *atomic.Pointer[TCPC
 			}
 			_, err := sc.Write(p)
 			if replied != nil {
-				replied(sc)
+				replied(sc, p)
 			}
 			return err
 		}})
@@ -89,6 +91,25 @@ func dialCorked(t *testing.T, p *corkPeer, gap time.Duration) (*TCPConn, *syncEn
 		t.Fatalf("engine %T, want the default mode's", c.eng)
 	}
 	return c, e
+}
+
+// corkSet reports whether TCP_CORK is set on c's socket, without t: for
+// goroutines other than the test's.
+func corkSet(c *TCPConn) (bool, error) {
+	tc, ok := c.current().(*net.TCPConn)
+	if !ok {
+		return false, fmt.Errorf("no TCP socket")
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false, err
+	}
+	var v int
+	var serr error
+	if err := rc.Control(func(fd uintptr) { v, serr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_CORK) }); err != nil {
+		return false, err
+	}
+	return v != 0, serr
 }
 
 // sockopts returns whether TCP_CORK is set on c's socket and how many
@@ -413,18 +434,28 @@ func TestCorkStreamResumes(t *testing.T) {
 // the same reason: its read loop waits between them.
 func TestCorkRequestAfterReplyStartsNoStream(t *testing.T) {
 	setStreamGaps(t, time.Hour) // by timing alone, every Write after the first streams
-	var lone atomic.Bool        // the requests come one at a time
-	lone.Store(true)
-	_, c := corkEcho(t, func(served *TCPConn) {
-		if corked, _ := sockopts(t, served); corked && lone.Load() {
-			t.Error("a reply to a lone request corked the served socket")
+	// The served side looks at its socket after each reply to a lone
+	// request (marked by a first byte of 1), from its read loop: it only
+	// counts, and the test reads the counts.
+	var checked, corkedReplies, failed atomic.Int32
+	_, c := corkEcho(t, func(sc *TCPConn, p []byte) {
+		if p[0] != 1 {
+			return
 		}
+		if corked, err := corkSet(sc); err != nil {
+			failed.Add(1)
+		} else if corked {
+			corkedReplies.Add(1)
+		}
+		checked.Add(1)
 	})
 	e := c.eng.(*syncEngine)
 	e.ck.stop()
 	t.Cleanup(e.ck.reopen)
 	req, buf := make([]byte, 110), make([]byte, 1<<16)
-	for i := range 20 {
+	req[0] = 1
+	const rounds = 20
+	for i := range rounds {
 		if _, err := c.Write(req); err != nil {
 			t.Fatal(err)
 		}
@@ -435,9 +466,13 @@ func TestCorkRequestAfterReplyStartsNoStream(t *testing.T) {
 			t.Fatalf("reply %d: %v", i, err)
 		}
 	}
+	// The read loop looked at reply i before it read request i+1, so
+	// every reply but the last has been looked at.
+	if n := checked.Load(); n < rounds-1 || failed.Load() > 0 || corkedReplies.Load() > 0 {
+		t.Fatalf("of %d replies to lone requests looked at, %d were corked and %d could not be looked at", n, corkedReplies.Load(), failed.Load())
+	}
 	// Timing still decides once nothing was asked: two Writes in a row
 	// are a stream.
-	lone.Store(false)
 	writeN(t, c, 2)
 	if corked, _ := sockopts(t, c); !corked {
 		t.Fatal("two Writes in a row did not cork the socket")
