@@ -150,11 +150,10 @@ func (e *syncEngine) flush() error {
 	}
 	if !e.own() {
 		k.push.Store(true)
-		if e.own() { // the owner may have gone before it could see push
-			k.push.Store(false)
-		} else {
-			return nil
+		if !e.own() {
+			return nil // the owner takes the cork off when its write returns
 		}
+		k.push.Store(false) // the owner left before it could see push
 	}
 	if k.corked {
 		k.uncork()
